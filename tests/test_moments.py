@@ -1,0 +1,65 @@
+import numpy as np
+import pytest
+
+from whitenclip.errors import InputError
+from whitenclip.moments import Moments
+
+
+def test_one_shot_matches_numpy(anisotropic):
+    m = Moments.from_array(anisotropic)
+    assert m.n == anisotropic.shape[0]
+    np.testing.assert_allclose(m.mean, anisotropic.mean(0), rtol=1e-13)
+    np.testing.assert_allclose(m.covariance(ddof=1), np.cov(anisotropic, rowvar=False), rtol=1e-12)
+    np.testing.assert_allclose(m.covariance(ddof=0), np.cov(anisotropic, rowvar=False, bias=True), rtol=1e-12)
+
+
+def test_chunked_equals_one_shot(anisotropic):
+    whole = Moments.from_array(anisotropic)
+    chunked = Moments(anisotropic.shape[1])
+    for lo in range(0, 600, 37):  # uneven chunks, last one short
+        chunked.update(anisotropic[lo:lo + 37])
+    assert chunked.n == whole.n
+    np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-12)
+    np.testing.assert_allclose(chunked.scatter, whole.scatter, rtol=1e-10)
+
+
+def test_merge_of_shards_equals_concatenation(anisotropic):
+    a, b = anisotropic[:123], anisotropic[123:]
+    merged = Moments.from_array(a).merge(Moments.from_array(b))
+    whole = Moments.from_array(anisotropic)
+    rel = np.abs(merged.scatter - whole.scatter).max() / np.abs(whole.scatter).max()
+    assert rel < 1e-10
+    np.testing.assert_allclose(merged.mean, whole.mean, rtol=1e-12)
+    assert merged.n == whole.n
+
+
+def test_large_offset_is_stable(rng):
+    """Chan's update keeps the variance of data far from the origin (naive sum of squares fails)."""
+    X = 1e6 + rng.standard_normal((10_000, 3))
+    m = Moments(3)
+    for lo in range(0, 10_000, 1000):
+        m.update(X[lo:lo + 1000])
+    np.testing.assert_allclose(np.diag(m.covariance()), np.var(X, axis=0, ddof=1), rtol=1e-9)
+
+
+def test_save_load_roundtrip(tmp_path, anisotropic):
+    m = Moments.from_array(anisotropic)
+    m.save(tmp_path / "m.safetensors")
+    back = Moments.load(tmp_path / "m.safetensors")
+    assert back.n == m.n
+    np.testing.assert_array_equal(back.scatter, m.scatter)
+    # shards computed apart combine exactly
+    Moments.from_array(anisotropic[:300]).save(tmp_path / "a.safetensors")
+    Moments.from_array(anisotropic[300:]).save(tmp_path / "b.safetensors")
+    combined = Moments.load(tmp_path / "a.safetensors").merge(Moments.load(tmp_path / "b.safetensors"))
+    np.testing.assert_allclose(combined.scatter, m.scatter, rtol=1e-10)
+
+
+def test_bad_inputs(tmp_path):
+    with pytest.raises(InputError, match="dimension 3"):
+        Moments(3).update(np.ones((2, 4)))
+    with pytest.raises(InputError, match="more than 1"):
+        Moments(2).update(np.ones((1, 2))).covariance()
+    (tmp_path / "x.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    with pytest.raises(InputError):
+        Moments.load(tmp_path / "x.safetensors")
