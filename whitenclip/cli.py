@@ -139,13 +139,30 @@ def _json_safe(obj):
 # ---------------------------------------------------------------------------------------
 # inputs
 # ---------------------------------------------------------------------------------------
-def _open_sources(inputs: List[str]):
-    """Open every INPUT as an embeddings source (files, store directories, ``-`` for stdin)."""
-    from whitenclip.stores import open_embeddings
+def _open_sources(inputs: List[str], encoding=None, *, recorded: Optional[dict] = None):
+    """Resolve INPUTs into sources: embedding files / stores / stdin vectors, or raw images and
+    captions embedded with ``encoding`` (an :class:`~whitenclip.sources.EncodeOptions`)."""
+    from whitenclip.sources import EncodeOptions, open_sources
 
-    if not inputs:
-        raise InputError("no INPUT given (use - to read vectors from stdin)")
-    return [open_embeddings(p) for p in inputs]
+    encoding = encoding or EncodeOptions()
+    encoding.progress = encoding.progress and not _state["quiet"]
+    return open_sources(inputs, encoding, recorded=recorded)
+
+
+def _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers):
+    from whitenclip.sources import EncodeOptions
+
+    return EncodeOptions(model=model, modality=modality.value if modality else None, normalize=normalize,
+                         column=column, strict=strict, device=device, precision=precision.value,
+                         batch_size=batch_size, num_workers=num_workers)
+
+
+def _report_skips(sources) -> None:
+    from whitenclip.sources import skip_summary
+
+    summary = skip_summary(sources)
+    if summary:
+        _log(f"inputs: {summary}")
 
 
 def _source_meta(sources) -> dict:
@@ -182,6 +199,30 @@ class Method(str, Enum):
     cholesky = "cholesky"
 
 
+class Modality(str, Enum):
+    image = "image"
+    text = "text"
+
+
+class Precision(str, Enum):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+# Options for raw inputs, shared by every command that reads INPUTs (typer reads the defaults).
+ModelOpt = typer.Option(None, "--model", "-m", help="Encoder for raw images/captions: minilm, openclip:ARCH/TAG, openclip:ARCH@PATH.")
+ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
+NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
+ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input.")
+StrictOpt = typer.Option(False, "--strict", help="Fail on the first bad image or caption instead of skipping it.")
+DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+PrecisionOpt = typer.Option(Precision.auto, "--precision", help="Autocast on CUDA: auto (fp16), fp32, fp16, bf16.")
+BatchOpt = typer.Option(None, "--batch-size", help="Items per forward pass (default 64 images / 128 captions).")
+WorkersOpt = typer.Option(None, "--num-workers", help="Image decode worker processes (default: one per core, at most 8).")
+
+
 class RowFormat(str, Enum):
     tsv = "tsv"
     csv = "csv"
@@ -194,7 +235,7 @@ class RowFormat(str, Enum):
 @app.command()
 @_handles_errors
 def fit(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs) or - for stdin vectors."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs, - for stdin vectors) or raw images/captions."),
     output: Path = typer.Option(..., "--output", "-o", help="Whitener artifact to write (.safetensors)."),
     method: Method = typer.Option(Method.pca, "--method", help="Form of W: pca (W-CLIP), zca or cholesky."),
     shrinkage: Optional[str] = typer.Option(None, "--shrinkage", help="none, ledoit-wolf, oas, or a float in [0, 1]."),
@@ -202,19 +243,93 @@ def fit(
     rank: Optional[int] = typer.Option(None, "--rank", help="Keep at most this many directions."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk (memory vs speed)."),
+    save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
+    model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
+    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
 ) -> None:
-    """Fit a whitening transform on reference embeddings (streaming; files larger than RAM are fine)."""
+    """Fit a whitening transform on reference embeddings or raw images/captions (streaming)."""
+    from whitenclip.sources import EncodedSource
     from whitenclip.whitening import fit_whitener_streaming
 
-    sources = _open_sources(inputs)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    sources = _open_sources(inputs, encoding)
+    raw = [s for s in sources if isinstance(s, EncodedSource)]
+    if save_embeddings is not None or (raw and _parse_shrinkage(shrinkage) == "ledoit-wolf"):
+        sources = _embed_to_store(raw, save_embeddings) if raw else sources
     wh, stats = fit_whitener_streaming(
         sources, method=method.value, shrinkage=_parse_shrinkage(shrinkage), floor=floor, rank=rank,
         drop_nonfinite=drop_nonfinite, chunk_rows=chunk_rows, extra_metadata=_source_meta(sources),
     )
     wh.save(output)
+    _report_skips(raw)
     _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_}"
          + (f" (dropped {stats.dropped_nonfinite} non-finite rows)" if stats.dropped_nonfinite else "")
          + f" -> {output}")
+
+
+def _embed_to_store(raw_sources, directory: Optional[Path]):
+    """Embed raw sources into a store (``directory``, or a temporary one removed at exit) and
+    return the store as an embeddings source: used when rows are needed twice."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from whitenclip.stores import open_embeddings
+
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="whitenclip-embeddings-"))
+        atexit.register(shutil.rmtree, directory, True)
+        directory.rmdir()
+    for src in raw_sources:
+        _write_store(src, directory, dtype="float32")
+    return [open_embeddings(directory)]
+
+
+def _write_store(src, directory: Path, *, dtype: str, shard_items: Optional[int] = None) -> int:
+    """Embed one raw source into a store directory, resuming after committed shards.
+    Returns the number of rows the store holds."""
+    from whitenclip.stores import StoreWriter
+
+    meta = {**src.meta, "items_hash": src.items_hash, "n_items": len(src.inputs.items)}
+    writer = StoreWriter(directory, dim=src.dim, dtype=dtype, meta=meta)
+    if writer.resume_item:
+        _log(f"{directory}: resuming after item {writer.resume_item} of {len(src.inputs.items)} ({writer.n_rows} rows kept)")
+    for ids, X, items_end in src.iter_encoded(start_item=writer.resume_item, chunk_size=shard_items):
+        writer.write_shard(ids, X, items_end)
+    return writer.n_rows
+
+
+# ---------------------------------------------------------------------------------------
+# embed
+# ---------------------------------------------------------------------------------------
+class StoreDtype(str, Enum):
+    float32 = "float32"
+    float16 = "float16"
+
+
+@app.command()
+@_handles_errors
+def embed(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image directories/files, captions files (.txt, or CSV with --column), or - for stdin."),
+    output: Path = typer.Option(..., "--output", "-o", help="Store directory to write (resumed when it exists)."),
+    dtype: StoreDtype = typer.Option(StoreDtype.float32, "--dtype", help="Stored precision of the shards."),
+    shard_items: Optional[int] = typer.Option(None, "--shard-items", help="Input items per shard (default 4096 captions / 1024 images)."),
+    model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
+    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+) -> None:
+    """Embed images or captions into a store directory (shards written atomically; a killed run resumes)."""
+    from whitenclip.sources import EncodedSource
+
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    sources = _open_sources(inputs, encoding)
+    if not all(isinstance(s, EncodedSource) for s in sources):
+        raise InputError("embed reads raw images or captions; these inputs are embeddings already")
+    src = sources[0]
+    n_rows = _write_store(src, output, dtype=dtype.value, shard_items=shard_items)
+    _report_skips(sources)
+    _log(f"embedded {n_rows} {src.meta['modality']} rows with {src.meta['encoder']} (dim {src.dim}) -> {output}")
 
 
 # ---------------------------------------------------------------------------------------
@@ -263,19 +378,23 @@ def _row_sink(output: Optional[Path]) -> Iterator:
 @app.command()
 @_handles_errors
 def score(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings to score, or - for stdin vectors."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings, raw images/captions (embedded with the whitener's encoder), or - for stdin."),
     whitener: Path = typer.Option(..., "--whitener", "-w", help="Whitener artifact from `whitenclip fit`."),
     fmt: RowFormat = typer.Option(RowFormat.tsv, "--format", "-f", help="Row format on stdout."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows scored per chunk."),
+    model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
+    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling predictive)."""
     from whitenclip.likelihood import CalibrationWarning, score as score_rows
     from whitenclip.stores import RowStats, iter_rows
 
     wh = _load_whitener(whitener)
-    sources = _open_sources(inputs)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    sources = _open_sources(inputs, encoding, recorded=_recorded(wh))
     for src in sources:
         if src.dim != wh.n_features_:
             raise InputError(f"{src.path}: rows have dimension {src.dim}, whitener {whitener} expects {wh.n_features_}")
@@ -286,7 +405,13 @@ def score(
             warnings.simplefilter("once", CalibrationWarning)
             for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
                 sink.write(_format_rows(ids, score_rows(wh, X), fmt.value))
+    _report_skips(sources)
     _log(f"scored {stats.kept} rows" + (f", skipped {stats.dropped_nonfinite} non-finite" if stats.dropped_nonfinite else ""))
+
+
+def _recorded(wh) -> dict:
+    """What a whitener records about its inputs: encoder, modality, normalized (None if unknown)."""
+    return {k: wh.metadata_.get(k) for k in ("encoder", "modality", "normalized")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,8 +473,6 @@ def import_wclip_cmd(
     _log(f"imported W ({wh.n_features_}x{wh.n_features_}): covariance eigenvalues {c['lambda_min']:.3g}..{c['lambda_max']:.3g} "
          f"({c['decades']:.1f} decades) -> {output}")
 
-
-# --- encoder commands go here ---
 
 # --- diagnostics commands go here ---
 

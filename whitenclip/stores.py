@@ -417,7 +417,7 @@ def read_embeddings(paths, *, drop_nonfinite: bool = False) -> tuple[list[str], 
 # ---------------------------------------------------------------------------------------
 # store directories
 # ---------------------------------------------------------------------------------------
-_META_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "dim", "dtype")
+_META_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "dim", "dtype", "items_hash")
 
 
 def _shard_paths(directory: Path) -> list[tuple[int, Path, Path]]:

@@ -1,0 +1,193 @@
+"""What the commands read: embedding files, or raw images/captions embedded on the fly.
+
+Every source offers the same surface as :class:`~whitenclip.stores.EmbeddingFile`:
+``path`` (a label), ``dim``, ``meta`` (encoder, modality, normalized) and
+``iter_chunks(chunk_rows)`` yielding ``(ids, X)`` with X float64 of shape (m, d), so fitting,
+scoring, diagnostics and information estimates need not care where rows come from.
+
+Resolution rules for a command's INPUT list:
+
+* every INPUT an embeddings file or store directory (or ``-`` whose first line is a vector of
+  numbers) -> embedding sources;
+* otherwise the INPUTs are raw (image directories/files, captions files, ``-`` captions) and are
+  embedded with ``model`` (``--model``), else the encoder recorded in the whitener, else the
+  default for the modality (:data:`DEFAULT_MODELS`). Mixing the two kinds is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+from pathlib import Path
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from whitenclip.errors import InputError
+from whitenclip.stores import EmbeddingFile, is_embedding_path, looks_like_vectors, open_embeddings, read_text_vectors
+
+DEFAULT_MODELS = {"text": "minilm", "image": "openclip:ViT-B-32/openai"}
+"""Encoder used for raw inputs when neither --model nor a whitener names one."""
+
+
+@dataclass
+class EncodeOptions:
+    """How raw inputs are embedded (the CLI's --model/--device/... options)."""
+
+    model: str | None = None
+    modality: str | None = None
+    normalize: bool | None = None
+    column: str | None = None
+    strict: bool = False
+    device: str = "auto"
+    precision: str = "auto"
+    batch_size: int | None = None
+    num_workers: int | None = None
+    progress: bool = True
+
+
+@dataclass
+class EncodedSource:
+    """Raw inputs (a collected :class:`~whitenclip.inputs.Inputs`) embedded chunk by chunk."""
+
+    path: str
+    inputs: object
+    encoder: object
+    options: EncodeOptions
+    meta: dict = field(default_factory=dict)
+    n_rows: int | None = None
+
+    @property
+    def dim(self) -> int:
+        return int(self.encoder.dim)
+
+    def iter_chunks(self, chunk_rows: int = 4096, start_item: int = 0):
+        """Yield ``(ids, X float64 (m, d))`` in input order; bad items are skipped and counted."""
+        for ids, X, _ in self.iter_encoded(start_item=start_item, chunk_size=chunk_rows):
+            yield ids, X.astype(np.float64)
+
+    def iter_encoded(self, *, start_item: int = 0, chunk_size: int | None = None):
+        """The encoder's own chunks ``(ids, X float32, items_end)`` (what store shards hold)."""
+        from whitenclip.encoders import embed_items
+
+        o = self.options
+        yield from embed_items(self.encoder, self.inputs, batch_size=o.batch_size, num_workers=o.num_workers,
+                               progress=o.progress, start_item=start_item, chunk_size=chunk_size)
+
+    @property
+    def items_hash(self) -> str:
+        """sha256 of the item list: a rerun with the same inputs has the same hash (resume check)."""
+        h = hashlib.sha256()
+        for item in self.inputs.items:
+            h.update(item.encode("utf-8", "surrogatepass") + b"\0")
+        return h.hexdigest()
+
+
+def _read_stdin_once() -> bytes:
+    return sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
+
+
+def _first_line(data: bytes) -> str:
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.strip():
+            return line
+    return ""
+
+
+def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict | None = None) -> list:
+    """Resolve a command's INPUT list into sources (see module doc).
+
+    ``recorded`` is the metadata of the whitener in use (encoder, modality, normalized): raw
+    inputs are embedded with its encoder, and a modality or encoder that contradicts it is refused.
+    """
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise InputError("no INPUT given (use - to read from stdin)")
+    options = options or EncodeOptions()
+    stdin = _read_stdin_once() if "-" in paths else None
+    stdin_vectors = stdin is not None and looks_like_vectors(_first_line(stdin))
+    kinds = {p: ("embeddings" if (p == "-" and stdin_vectors) or (p != "-" and _holds_embeddings(p)) else "raw")
+             for p in paths}
+    if len(set(kinds.values())) > 1:
+        emb = next(p for p, k in kinds.items() if k == "embeddings")
+        raw = next(p for p, k in kinds.items() if k == "raw")
+        raise InputError(f"inputs mix embeddings ({emb}) and raw images/captions ({raw}); pass them separately")
+    if "embeddings" in kinds.values():
+        if options.model:
+            raise InputError("--model applies to raw images or captions; these inputs are embeddings already")
+        return [_open_embedding(p, stdin) for p in paths]
+    return [_open_raw(paths, options, recorded or {}, stdin)]
+
+
+_TEXT_SUFFIXES = ("", ".txt", ".tsv", ".csv", ".vec", ".vectors")
+
+
+def _holds_embeddings(path: str) -> bool:
+    """An embeddings file/store, or a text file whose first non-empty line is a vector of numbers."""
+    if is_embedding_path(path):
+        return True
+    p = Path(path)
+    if not p.is_file() or p.suffix.lower() not in _TEXT_SUFFIXES:
+        return False
+    with open(p, "rb") as fh:
+        return looks_like_vectors(_first_line(fh.read(1 << 20)))
+
+
+def _open_embedding(path: str, stdin: bytes | None) -> EmbeddingFile:
+    if path == "-":
+        if not stdin or not stdin.strip():
+            raise InputError("<stdin>: no vectors (input is empty)")
+        return read_text_vectors(io.StringIO(stdin.decode("utf-8", "replace")), "<stdin>")
+    return open_embeddings(path)
+
+
+def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: bytes | None) -> EncodedSource:
+    from whitenclip.encoders import load_encoder
+    from whitenclip.inputs import collect_inputs
+
+    inputs = collect_inputs(paths, modality=options.modality, column=options.column, strict=options.strict,
+                            stdin=io.BytesIO(stdin) if stdin is not None else None)
+    modality = inputs.modality
+    label = ", ".join(paths)
+    if recorded.get("modality") and recorded["modality"] != modality:
+        raise InputError(f"{label}: holds {modality} inputs, but the whitener was fitted on "
+                         f"{recorded['modality']} embeddings (pass --modality if detection is wrong)")
+    model = _choose_model(options.model, recorded, modality, label)
+    normalize = _choose_normalize(options.normalize, recorded, label)
+    encoder = load_encoder(model, normalize=normalize, device=options.device, precision=options.precision)
+    meta = {k: v for k, v in encoder.meta(modality).items() if k != "dim"}
+    return EncodedSource(label, inputs, encoder, options, meta)
+
+
+def _choose_model(model: str | None, recorded: dict, modality: str, label: str) -> str:
+    from whitenclip.encoders import parse_spec
+
+    wanted = recorded.get("encoder")
+    if model and wanted and str(parse_spec(model)) != wanted:
+        raise InputError(f"{label}: --model {model} differs from the whitener's encoder {wanted}; "
+                         "scores are only meaningful with the encoder the whitener was fitted on")
+    if model:
+        return model
+    if wanted:
+        return wanted
+    if recorded:  # a whitener without an encoder (fitted on embedding files)
+        raise InputError(f"{label}: the whitener records no encoder (it was fitted on embedding files); "
+                         "pass --model, or embed the inputs yourself")
+    return DEFAULT_MODELS[modality]
+
+
+def _choose_normalize(normalize: bool | None, recorded: dict, label: str) -> bool:
+    was = recorded.get("normalized")
+    if normalize is not None and was is not None and bool(normalize) != bool(was):
+        raise InputError(f"{label}: the whitener was fitted on {'L2-normalised' if was else 'raw'} features; "
+                         f"drop --{'no-' if was else ''}normalize")
+    if normalize is not None:
+        return bool(normalize)
+    return bool(was) if was is not None else False
+
+
+def skip_summary(sources) -> str:
+    """One line on what raw sources skipped ("" when nothing was skipped or sources are files)."""
+    parts = [s.inputs.skips.summary() for s in sources if isinstance(s, EncodedSource)]
+    return "; ".join(p for p in parts if p)
