@@ -16,10 +16,21 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+WC     := $(VENV)/bin/whitenclip
+TAB    := $(shell printf '\t')
+
+# The main job on the embedded default: fit a MiniLM whitener on the project's own captions,
+# then rank held-out and out-of-domain captions by W-CLIP likelihood (offline, CPU).
 demo: $(STAMP)
-	$(VENV)/bin/whitenclip fit data/demo_reference.npy -o $(DEMO)/demo-whitener.safetensors
-	$(VENV)/bin/whitenclip info $(DEMO)/demo-whitener.safetensors
-	$(VENV)/bin/whitenclip score data/demo_queries.npy -w $(DEMO)/demo-whitener.safetensors
+	@mkdir -p $(DEMO)
+	$(WC) fit data/captions.txt -o $(DEMO)/captions-whitener.safetensors
+	$(WC) info $(DEMO)/captions-whitener.safetensors
+	$(WC) score data/captions_heldout.txt data/captions_odd.txt -w $(DEMO)/captions-whitener.safetensors -o $(DEMO)/scores.tsv
+	@echo; echo "most likely captions (loglik, pvalue):"
+	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | head -5 | cut -f1,2,5
+	@echo; echo "least likely captions (loglik, pvalue):"
+	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | tail -8 | cut -f1,2,5
+	@echo; echo "all scores: $(DEMO)/scores.tsv"
 
 test: $(STAMP)
 	$(PY) -m pytest -q
