@@ -398,8 +398,15 @@ def _restore(wh: Whitener, tensors: dict, meta: dict, path) -> None:
 
 
 def _eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenpairs of a symmetric matrix (float64, LAPACK syevr), descending, negatives clipped to 0."""
-    lam, V = scipy.linalg.eigh(cov, driver="evr")
+    """Eigenpairs of a symmetric matrix (float64, LAPACK syevr), descending, negatives clipped to 0.
+
+    Runs single-threaded: at d ~ 1000 threaded OpenBLAS gains nothing here and, on a busy machine,
+    spinning threads made it 5-90x slower (measured on the 2-core dev machine).
+    """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        lam, V = scipy.linalg.eigh(cov, driver="evr")
     lam, V = lam[::-1], V[:, ::-1]
     return np.clip(lam, 0.0, None), np.ascontiguousarray(V)
 
