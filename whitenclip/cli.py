@@ -474,9 +474,166 @@ def import_wclip_cmd(
          f"({c['decades']:.1f} decades) -> {output}")
 
 
+# ---------------------------------------------------------------------------------------
+# gaussianity-report
+# ---------------------------------------------------------------------------------------
+@app.command("gaussianity-report")
+@_handles_errors
+def gaussianity_report_cmd(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs, - for stdin vectors) or raw images/captions."),
+    whitener: Optional[Path] = typer.Option(None, "--whitener", "-w", help="Whitener artifact (default: fit one on the inputs themselves)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write report.json, report.html and figures/ into this directory."),
+    as_json: bool = typer.Option(False, "--json", help="Print the whole report as one JSON object on stdout."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (subsets, directions, Gaussian references)."),
+    trials: int = typer.Option(10, "--trials", min=1, help="Random row subsets for the per-coordinate tests."),
+    subset: int = typer.Option(500, "--subset", min=2, help="Rows per subset."),
+    projections: int = typer.Option(1000, "--projections", min=1, help="Random unit directions of the centred data."),
+    drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
+    model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
+    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+) -> None:
+    """How close the embeddings are to a Gaussian: per-coordinate AD/DP tests, norms, projections, Mardia, verdict."""
+    from whitenclip.diagnostics import gaussianity_report
+    from whitenclip.report import render_terminal, write_html_report
+    from whitenclip.stores import iter_rows
+
+    wh = _load_whitener(whitener) if whitener is not None else None
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
+    parts = [X for _, X in iter_rows(sources, drop_nonfinite=drop_nonfinite)]
+    if not parts:
+        raise InputError(f"{', '.join(inputs)}: no usable rows")
+    X = np.concatenate(parts)
+    _report_skips(sources)
+    if wh is None:
+        _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
+    report = gaussianity_report(X, wh, trials=trials, subset=subset, projections=projections, seed=seed)
+    if out is not None:
+        written = write_html_report(report, out)
+        _log(f"wrote {written['html']} and {written['json']}")
+    if as_json:
+        _print_json(report)
+    else:
+        render_terminal(report, Console())
+
 # --- diagnostics commands go here ---
 
 # --- information commands go here ---
+# ---------------------------------------------------------------------------------------
+# entropy / mi
+# ---------------------------------------------------------------------------------------
+class Base(str, Enum):
+    e = "e"
+    two = "2"
+
+
+def _ci_options(bootstrap: Optional[int], seed: int) -> dict:
+    """--bootstrap B replaces the default group-jackknife interval by B bootstrap resamples."""
+    if bootstrap is not None and bootstrap < 1:
+        raise InputError(f"--bootstrap must be a positive number of resamples, got {bootstrap}")
+    return {"ci": "jackknife" if bootstrap is None else "bootstrap", "n_boot": bootstrap or 200, "random_state": seed}
+
+
+def _info_table(title: str, rows: list) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in rows:
+        table.add_row(key, value)
+    Console().print(table)
+
+
+def _fmt_ci(ci) -> str:
+    return "-" if ci is None else f"[{ci[0]:.6g}, {ci[1]:.6g}]"
+
+
+@app.command()
+@_handles_errors
+def entropy(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs, - for stdin vectors) or raw images/captions."),
+    whitener: Optional[Path] = typer.Option(None, "--whitener", "-w", help="Measure in this whitener's kept subspace (entropy stays in input units)."),
+    base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
+    knn_dims: int = typer.Option(16, "--knn-dims", min=0, help="Leading principal components for the k-NN cross-check (0: off)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for row groups, resamples and subsamples."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
+    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+) -> None:
+    """Differential entropy of the Gaussian fitted to embeddings: bias-corrected, with CI and a k-NN check."""
+    from whitenclip.information import GaussianEntropy
+    from whitenclip.stores import iter_rows
+
+    wh = _load_whitener(whitener) if whitener is not None else None
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
+    parts = [X for _, X in iter_rows(sources)]
+    if not parts:
+        raise InputError(f"{', '.join(inputs)}: no usable rows")
+    _report_skips(sources)
+    est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
+    summary = est.fit(np.concatenate(parts)).summary()
+    if as_json:
+        _print_json(summary)
+        return
+    unit, knn = ("nats" if base is Base.e else "bits"), summary["knn"]
+    _info_table(f"entropy ({unit}) of {summary['n']} rows, rank {summary['rank']}", [
+        ("entropy (bias-corrected)", f"{summary['entropy']:.6g}"),
+        ("ci 95%", _fmt_ci(summary["ci"])),
+        ("entropy (plug-in)", f"{summary['entropy_plugin']:.6g}"),
+        ("std (Gaussian theory)", f"{summary['std']:.4g}"),
+        *([(f"k-NN, top {knn['dims']} PCs", f"{knn['entropy']:.6g} (Gaussian {knn['gaussian']:.6g}; k-NN on a Gaussian "
+            f"sample {knn['gaussian_knn']:.6g}; k={knn['k']}, n={knn['n']})"),
+           ("negentropy (k-NN gap)", f"{knn['gap']:.3g}")] if knn else []),
+    ])
+
+
+@app.command()
+@_handles_errors
+def mi(
+    x: str = typer.Argument(..., metavar="X", help="Embeddings of one side of each pair, e.g. images (.npy/.npz/.safetensors, store dir; `whitenclip embed` raw files first)."),
+    y: str = typer.Argument(..., metavar="Y", help="Embeddings of the other side; row i pairs with row i of X."),
+    shrinkage: Optional[str] = typer.Option(None, "--shrinkage", help="none, ledoit-wolf, oas, or a float in [0, 1] (no bias correction then)."),
+    base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
+    bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
+    ksg_dims: int = typer.Option(2, "--ksg-dims", min=0, help="Top canonical pairs for the KSG cross-check (0: off)."),
+    pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout."),
+    seed: int = typer.Option(0, "--seed", help="Seed for row groups, resamples and subsamples."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+) -> None:
+    """Mutual information between paired embeddings, from canonical correlations (Gaussian), with CI."""
+    from whitenclip.information import GaussianMI
+    from whitenclip.stores import read_embeddings
+
+    if pointwise and as_json:
+        raise InputError("--pointwise and --json both write stdout; choose one")
+    ids, X = read_embeddings([x])
+    _, Y = read_embeddings([y])
+    if X.shape[0] != Y.shape[0]:
+        raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
+    est = GaussianMI(base=base.value, shrinkage=_parse_shrinkage(shrinkage), ksg_dims=ksg_dims,
+                     **_ci_options(bootstrap, seed)).fit(X, Y)
+    summary = est.summary()
+    if pointwise:
+        sys.stdout.write("id\tpmi\n")
+        sys.stdout.writelines(f"{_escape_tsv(i)}\t{v!r}\n" for i, v in zip(ids, est.pointwise(X, Y).tolist()))
+        sys.stdout.flush()
+        _log(f"mi {summary['mi']:.6g} ci {_fmt_ci(summary['ci'])} over {summary['n']} pairs")
+        return
+    if as_json:
+        _print_json(summary)
+        return
+    unit, ksg = ("nats" if base is Base.e else "bits"), summary["ksg"]
+    _info_table(f"mutual information ({unit}) of {summary['n']} pairs, ranks {summary['rank_x']} x {summary['rank_y']}", [
+        ("mi (bias-corrected)" if not summary["shrinkage"] else "mi (shrunk)", f"{summary['mi']:.6g}"),
+        ("ci 95%", _fmt_ci(summary["ci"])),
+        ("mi (plug-in)", f"{summary['mi_plugin']:.6g}"),
+        ("top canonical correlations", ", ".join(f"{r:.4f}" for r in summary["canonical_correlations"])),
+        *([(f"KSG, top {ksg['dims']} pairs", f"{ksg['mi']:.6g} vs Gaussian {ksg['gaussian_mi']:.6g} "
+            f"(k={ksg['k']}, n={ksg['n']})")] if ksg else []),
+    ])
 
 
 def main() -> None:

@@ -205,9 +205,46 @@ def _check_matrix(name: str, shape, dtype) -> tuple[int, int]:
     return n, d
 
 
+class NpyRows:
+    """Rows of a 2-D C-ordered ``.npy`` file read on demand with plain reads (no memory map).
+
+    ``rows[lo:hi]`` reads just those rows into a fresh array. Unlike a memory map, pages already
+    streamed do not stay in the process's resident set, so peak RSS is independent of n.
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        with open(self.path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(fh)
+            self.offset = fh.tell()
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        self.shape, self.dtype, self.fortran = tuple(shape), dtype, fortran
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi, _ = rows.indices(self.shape[0])
+        d = self.shape[1]
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset + lo * d * self.dtype.itemsize)
+            out = np.fromfile(fh, dtype=self.dtype, count=max(hi - lo, 0) * d)
+        if out.size != max(hi - lo, 0) * d:
+            raise InputError(f"{self.path}: file is truncated (rows {lo}..{hi} missing)")
+        return out.reshape(-1, d)
+
+
+def _npy_rows(p: Path):
+    """A row reader for a .npy file: :class:`NpyRows`, or a memory map for Fortran-ordered/odd arrays."""
+    rows = NpyRows(p)
+    if rows.fortran or len(rows.shape) != 2:
+        return np.load(p, mmap_mode="r", allow_pickle=False)
+    return rows
+
+
 def _open_npy(p: Path) -> EmbeddingFile:
     try:
-        arr = np.load(p, mmap_mode="r", allow_pickle=False)
+        arr = _npy_rows(p)
     except ValueError as exc:
         raise InputError(f"{p}: refusing to load ({_one_line(exc)}); object arrays are never unpickled") from None
     except Exception as exc:
@@ -457,7 +494,7 @@ def _open_store(directory: Path) -> EmbeddingFile:
     blocks, n, dim, dtype = [], 0, int(meta.get("dim", 0)), str(meta.get("dtype", "float32"))
     for _, npy, ids_path in _shard_paths(directory):
         try:
-            arr = np.load(npy, mmap_mode="r", allow_pickle=False)
+            arr = _npy_rows(npy)
             ids = json.loads(ids_path.read_text(encoding="utf-8"))["ids"]
         except Exception as exc:
             raise InputError(f"{npy}: unreadable shard ({_one_line(exc)})") from None

@@ -19,6 +19,7 @@ reason is kept in ``dropped_`` and in the artifact's metadata.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import json
@@ -405,7 +406,8 @@ def _eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=1, user_api="blas"):
+    limit = threadpool_limits(limits=1, user_api="blas") if cov.shape[0] >= 128 else contextlib.nullcontext()
+    with limit:
         lam, V = scipy.linalg.eigh(cov, driver="evr")
     lam, V = lam[::-1], V[:, ::-1]
     return np.clip(lam, 0.0, None), np.ascontiguousarray(V)

@@ -1,0 +1,364 @@
+"""Tests for whitenclip.information: closed forms, scipy/sklearn references, rank deficiency."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning
+from whitenclip.information import (
+    GaussianEntropy,
+    GaussianMI,
+    knn_entropy,
+    ksg_mi,
+    log_det_bias,
+    log_det_variance,
+)
+
+LOG_2PI_E = math.log(2 * math.pi * math.e)
+
+
+def _random_cov(d, rng, ridge=0.1):
+    A = rng.standard_normal((d, d)) / math.sqrt(d)
+    return A @ A.T + ridge * np.eye(d)
+
+
+def _gaussian_entropy(cov):
+    return 0.5 * (cov.shape[0] * LOG_2PI_E + np.linalg.slogdet(cov)[1])
+
+
+def _paired_gaussian(n, rho, rng, mix=True):
+    """Blocks with canonical correlations ``rho`` (then mixed by random invertible maps)."""
+    p = rho.size
+    z1, z2 = rng.standard_normal((n, p)), rng.standard_normal((n, p))
+    x, y = z1, rho * z1 + np.sqrt(1 - rho**2) * z2
+    if mix:
+        x = x @ (rng.standard_normal((p, p)) + 3 * np.eye(p)) + 5.0
+        y = y @ (rng.standard_normal((p, p)) + 3 * np.eye(p)) - 2.0
+    return x, y, -0.5 * float(np.log1p(-rho**2).sum())
+
+
+# ---------------------------------------------------------------- Wishart log det
+
+
+def test_log_det_bias_and_variance_match_scipy_wishart():
+    rng = np.random.default_rng(0)
+    d, n, draws = 6, 15, 4000
+    cov = _random_cov(d, rng)
+    S = stats.wishart(df=n - 1, scale=cov / (n - 1)).rvs(draws, random_state=rng)
+    err = np.linalg.slogdet(S)[1] - np.linalg.slogdet(cov)[1]
+    var = log_det_variance(d, n)
+    assert abs(err.mean() - log_det_bias(d, n)) < 4 * math.sqrt(var / draws)
+    assert err.var() == pytest.approx(var, rel=0.1)
+
+
+def test_log_det_bias_needs_rank_below_n():
+    with pytest.raises(InputError):
+        log_det_bias(10, 10)
+
+
+# ---------------------------------------------------------------- entropy
+
+
+def test_entropy_of_known_gaussian_within_sampling_error():
+    rng = np.random.default_rng(1)
+    d, n = 20, 2000
+    cov = _random_cov(d, rng)
+    X = rng.multivariate_normal(np.full(d, 3.0), cov, size=n)
+    est = GaussianEntropy(knn_dims=0).fit(X)
+    truth = _gaussian_entropy(cov)
+    assert est.std_ == pytest.approx(0.5 * math.sqrt(log_det_variance(d, n)))
+    assert abs(est.entropy_ - truth) < 4 * est.std_
+    assert est.ci_[0] < truth < est.ci_[1]
+    assert est.rank_ == d and est.n_samples_ == n
+    # the plug-in is the entropy of the ddof=1 sample covariance
+    plug = _gaussian_entropy(np.cov(X, rowvar=False))
+    assert est.entropy_plugin_ == pytest.approx(plug, rel=1e-12)
+
+
+def test_bias_corrected_entropy_at_clip_size():
+    """d = 768, n = 1000: plug-in ~215 nats low, corrected within 2 nats."""
+    rng = np.random.default_rng(2)
+    d, n = 768, 1000
+    L = np.linalg.cholesky(_random_cov(d, rng))
+    X = rng.standard_normal((n, d)) @ L.T
+    est = GaussianEntropy(ci=None, knn_dims=0).fit(X)
+    truth = _gaussian_entropy(L @ L.T)
+    assert abs(est.entropy_ - truth) < 2.0
+    assert est.entropy_plugin_ - truth < -200.0
+
+
+def test_entropy_bits_and_gaussian_interval():
+    X = np.random.default_rng(3).standard_normal((500, 4))
+    nats = GaussianEntropy(ci="gaussian", knn_dims=0).fit(X)
+    bits = GaussianEntropy(ci="gaussian", knn_dims=0, base="2").fit(X)
+    assert bits.entropy_ == pytest.approx(nats.entropy_ / math.log(2))
+    assert bits.ci_[1] == pytest.approx(nats.ci_[1] / math.log(2))
+    assert nats.ci_[1] - nats.entropy_ == pytest.approx(stats.norm.ppf(0.975) * nats.std_)
+
+
+def test_knn_entropy_matches_closed_form_in_low_dims():
+    rng = np.random.default_rng(4)
+    for d in (1, 2):
+        cov = _random_cov(d, rng, ridge=0.5)
+        X = rng.multivariate_normal(np.zeros(d), cov, size=5000)
+        assert knn_entropy(X) == pytest.approx(_gaussian_entropy(cov), abs=0.06)
+
+
+def test_entropy_knn_check_on_gaussian_data_has_small_gap():
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((4000, 6)) @ rng.standard_normal((6, 6))
+    est = GaussianEntropy(knn_dims=3, ci=None).fit(X)
+    assert est.knn_["dims"] == 3 and est.knn_["n"] == 4000
+    assert abs(est.knn_["gap"]) < 0.1
+    assert est.knn_["gaussian_knn"] - est.knn_["entropy"] == pytest.approx(est.knn_["gap"])
+    assert est.knn_["gaussian_knn"] == pytest.approx(est.knn_["gaussian"], abs=0.1)
+
+
+def test_entropy_knn_gap_detects_non_gaussian_data():
+    rng = np.random.default_rng(55)
+    X = rng.uniform(-1, 1, size=(3000, 4)) @ rng.standard_normal((4, 4))
+    est = GaussianEntropy(knn_dims=4, ci=None).fit(X)
+    # negentropy of a (linearly mixed) uniform cube: 4 * 0.5 log(2 pi e / 12) = 0.71 nats;
+    # k-NN entropy overestimates near the cube's faces, so the estimate falls short of it
+    negentropy = 4 * 0.5 * math.log(2 * math.pi * math.e / 12)
+    assert 0.3 < est.knn_["gap"] < negentropy + 0.1
+
+
+def test_entropy_rank_deficient_is_finite_and_warns():
+    rng = np.random.default_rng(6)
+    Z = rng.standard_normal((300, 5))
+    X = np.hstack([Z, Z @ rng.standard_normal((5, 3))])  # rank 5 in 8 dims
+    with pytest.warns(RankDeficiencyWarning):
+        est = GaussianEntropy(knn_dims=4).fit(X)
+    assert est.rank_ == 5 and np.isfinite([est.entropy_, *est.ci_, est.knn_["entropy"]]).all()
+    with pytest.warns(RankDeficiencyWarning):  # fewer rows than dims
+        est = GaussianEntropy(knn_dims=0).fit(rng.standard_normal((30, 50)))
+    assert est.rank_ == 28 and np.isfinite([est.entropy_, *est.ci_]).all()
+
+
+def test_entropy_summary_is_json_ready():
+    est = GaussianEntropy(knn_dims=2).fit(np.random.default_rng(7).standard_normal((200, 3)))
+    out = json.loads(json.dumps(est.summary(), allow_nan=False))
+    assert set(out) >= {"entropy", "entropy_plugin", "ci", "base", "rank", "n", "knn"}
+    assert out["entropy"] == est.entropy_ and out["rank"] == 3 and out["n"] == 200
+
+
+def test_entropy_input_errors():
+    with pytest.raises(NotFittedError):
+        GaussianEntropy().summary()
+    X = np.ones((10, 2))
+    X[4, 1] = np.nan
+    with pytest.raises(InputError, match="row 4"):
+        GaussianEntropy().fit(X)
+    with pytest.raises(InputError):
+        GaussianEntropy(base="10").fit(np.random.default_rng(0).standard_normal((10, 2)))
+
+
+# ---------------------------------------------------------------- mutual information
+
+
+@pytest.mark.parametrize("p", [1, 2, 8, 32, 128])
+def test_mi_of_gaussian_pairs_within_five_percent(p):
+    rng = np.random.default_rng(10 + p)
+    rho = np.linspace(0.8, 0.3, p)
+    X, Y, truth = _paired_gaussian(20_000, rho, rng)
+    est = GaussianMI(ksg_dims=0).fit(X, Y)
+    assert est.mi_ == pytest.approx(truth, rel=0.05)
+    assert est.ci_[0] < est.mi_ < est.ci_[1]
+    np.testing.assert_allclose(est.canonical_correlations_, rho, atol=0.03)
+
+
+def test_mi_bias_correction_removes_plugin_bias():
+    rng = np.random.default_rng(20)
+    X, Y, truth = _paired_gaussian(2000, np.full(64, 0.5), rng)
+    est = GaussianMI(ksg_dims=0, ci=None).fit(X, Y)
+    # plug-in bias ~ p q / (2n) ~ 1 nat; the corrected estimate is much closer
+    assert est.mi_plugin_ - truth > 0.5
+    assert abs(est.mi_ - truth) < 0.3
+
+
+def test_independent_pairs_mi_near_zero_and_ci_covers_zero():
+    rng = np.random.default_rng(21)
+    X, Y = rng.standard_normal((5000, 16)), rng.standard_normal((5000, 16))
+    est = GaussianMI(ksg_dims=1).fit(X, Y)
+    assert abs(est.mi_) < 0.02  # plug-in bias p q / 2n = 0.026
+    assert est.ci_[0] < 0.0 < est.ci_[1]
+    assert abs(est.ksg_["mi"]) < 0.02
+
+
+def test_pointwise_mi_matches_scipy_and_averages_to_mi():
+    rng = np.random.default_rng(22)
+    X, Y, _ = _paired_gaussian(3000, np.array([0.7, 0.4, 0.1]), rng)
+    Y = Y[:, :2]  # unequal block sizes
+    est = GaussianMI(ksg_dims=0, ci=None).fit(X, Y)
+    pmi = est.pointwise(X, Y)
+    assert pmi.shape == (3000,)
+    assert pmi.mean() == pytest.approx(est.mi_plugin_, rel=1e-10)
+    J = np.hstack([X, Y])
+    joint = stats.multivariate_normal(J.mean(0), np.cov(J, rowvar=False))
+    px = stats.multivariate_normal(X.mean(0), np.cov(X, rowvar=False))
+    py = stats.multivariate_normal(Y.mean(0), np.cov(Y, rowvar=False))
+    np.testing.assert_allclose(pmi, joint.logpdf(J) - px.logpdf(X) - py.logpdf(Y), atol=1e-8)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_ksg_agrees_with_closed_form_in_low_dims(p):
+    rng = np.random.default_rng(30 + p)
+    X, Y, truth = _paired_gaussian(5000, np.linspace(0.6, 0.4, p), rng, mix=False)
+    assert ksg_mi(X, Y) == pytest.approx(truth, abs=0.04)
+    est = GaussianMI(ksg_dims=p, ci=None).fit(X, Y)
+    assert est.ksg_["dims"] == p
+    assert est.ksg_["mi"] == pytest.approx(est.ksg_["gaussian_mi"], abs=0.04)
+
+
+def test_ksg_matches_sklearn_mutual_info_regression():
+    from sklearn.feature_selection import mutual_info_regression
+
+    rng = np.random.default_rng(33)
+    X, Y, _ = _paired_gaussian(3000, np.array([0.7]), rng, mix=False)
+    X, Y = (X - X.mean()) / X.std(), (Y - Y.mean()) / Y.std()
+    ref = mutual_info_regression(X, Y[:, 0], n_neighbors=3, random_state=0)[0]
+    assert ksg_mi(X, Y, k=3) == pytest.approx(ref, abs=0.01)
+
+
+def test_mi_rank_deficient_blocks_are_finite():
+    rng = np.random.default_rng(40)
+    Z = rng.standard_normal((500, 4))
+    X = np.hstack([Z, Z[:, :2] + Z[:, 2:]])  # rank 4 in 6 dims
+    Y = Z[:, :3] @ rng.standard_normal((3, 3))  # exactly determined by X: rho = 1
+    with pytest.warns(RankDeficiencyWarning):
+        est = GaussianMI(ksg_dims=1).fit(X, Y)
+    values = [est.mi_, est.mi_plugin_, *est.ci_, est.ksg_["mi"], *est.pointwise(X, Y)]
+    assert np.isfinite(values).all()
+    assert est.rank_x_ == 4 and est.canonical_correlations_[0] < 1.0
+    with pytest.warns(RankDeficiencyWarning):  # more dims than rows
+        est = GaussianMI(ksg_dims=0).fit(rng.standard_normal((40, 30)), rng.standard_normal((40, 30)))
+    assert est.rank_x_ + est.rank_y_ < 40 and np.isfinite([est.mi_, *est.ci_]).all()
+
+
+@pytest.mark.parametrize("shrinkage", ["ledoit-wolf", "oas", 0.3])
+def test_mi_shrinkage_shrinks(shrinkage):
+    rng = np.random.default_rng(41)
+    X, Y, _ = _paired_gaussian(300, np.full(20, 0.6), rng)
+    plain = GaussianMI(ksg_dims=0, ci=None).fit(X, Y)
+    est = GaussianMI(shrinkage=shrinkage, ksg_dims=0).fit(X, Y)
+    assert 0.0 < est.shrinkage_ < 1.0
+    assert 0.0 < est.mi_ == est.mi_plugin_ < plain.mi_plugin_
+    assert est.ci_[0] < est.mi_ < est.ci_[1]
+
+
+def test_mi_bootstrap_interval_is_seeded():
+    rng = np.random.default_rng(42)
+    X, Y, _ = _paired_gaussian(2000, np.array([0.5, 0.2]), rng)
+    a = GaussianMI(ci="bootstrap", n_boot=50, random_state=3, ksg_dims=0).fit(X, Y)
+    b = GaussianMI(ci="bootstrap", n_boot=50, random_state=3, ksg_dims=0).fit(X, Y)
+    assert a.ci_ == b.ci_ and a.ci_[0] < a.mi_ < a.ci_[1]
+
+
+def test_mi_summary_and_errors():
+    rng = np.random.default_rng(43)
+    X, Y, _ = _paired_gaussian(500, np.array([0.5, 0.2]), rng)
+    est = GaussianMI(ksg_dims=1).fit(X, Y)
+    out = json.loads(json.dumps(est.summary(), allow_nan=False))
+    assert set(out) >= {"mi", "mi_plugin", "ci", "canonical_correlations", "n", "ksg"}
+    assert out["n"] == 500 and len(out["canonical_correlations"]) == 2
+    with pytest.raises(InputError, match="rows"):
+        GaussianMI().fit(X, Y[:-1])
+    with pytest.raises(NotFittedError):
+        GaussianMI().pointwise(X, Y)
+    with pytest.raises(InputError):
+        GaussianMI(shrinkage="bogus").fit(X, Y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        GaussianMI(ksg_dims=0, ci=None).fit(X, Y)  # full rank: no warning
+
+
+def test_entropy_through_a_whitener_is_in_input_units():
+    from whitenclip.whitening import Whitener
+
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((800, 6)) @ rng.standard_normal((6, 6)) + 1.0
+    plain = GaussianEntropy(knn_dims=0).fit(X)
+    via = GaussianEntropy(knn_dims=0, whitener=Whitener(method="pca").fit(X)).fit(X)
+    assert via.entropy_ == pytest.approx(plain.entropy_, abs=1e-8)
+    assert via.ci_ == pytest.approx(plain.ci_, abs=1e-8)
+
+
+def test_entropy_bootstrap_interval_is_seeded_and_brackets():
+    X = np.random.default_rng(9).standard_normal((3000, 5))
+    a = GaussianEntropy(ci="bootstrap", n_boot=100, random_state=1, knn_dims=0).fit(X)
+    b = GaussianEntropy(ci="bootstrap", n_boot=100, random_state=1, knn_dims=0).fit(X)
+    assert a.ci_ == b.ci_ and a.ci_[0] < a.entropy_ < a.ci_[1]
+    # low r / n: the bootstrap half-width is close to the exact Gaussian one
+    assert 0.5 * (a.ci_[1] - a.ci_[0]) == pytest.approx(1.96 * a.std_, rel=0.35)
+
+
+# ---------------------------------------------------------------- CLI: entropy, mi
+
+
+@pytest.fixture
+def pair_files(tmp_path):
+    rng = np.random.default_rng(50)
+    X, Y, _ = _paired_gaussian(1500, np.array([0.8, 0.5, 0.2]), rng)
+    np.save(tmp_path / "x.npy", X.astype(np.float32))
+    np.save(tmp_path / "y.npy", Y.astype(np.float32))
+    np.save(tmp_path / "y_short.npy", Y[:-3].astype(np.float32))
+    return tmp_path
+
+
+def _cli(*args):
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_entropy_json_matches_library(pair_files):
+    res = _cli("entropy", pair_files / "x.npy", "--json", "--knn-dims", "2")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    X = np.load(pair_files / "x.npy").astype(np.float64)
+    ref = GaussianEntropy(knn_dims=2).fit(X)
+    assert out["entropy"] == pytest.approx(ref.entropy_) and out["ci"] == pytest.approx(list(ref.ci_))
+    assert out["rank"] == 3 and out["n"] == 1500 and out["base"] == "e" and out["knn"]["dims"] == 2
+
+
+def test_cli_mi_json_table_and_pointwise(pair_files):
+    x, y = pair_files / "x.npy", pair_files / "y.npy"
+    res = _cli("mi", x, y, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert set(out) >= {"mi", "mi_plugin", "ci", "canonical_correlations", "n", "ksg"}
+    assert out["canonical_correlations"][0] == pytest.approx(0.8, abs=0.03)
+    table = _cli("mi", x, y)
+    assert table.exit_code == 0 and f"{out['mi']:.6g}" in table.stdout
+    pw = _cli("mi", x, y, "--pointwise")
+    assert pw.exit_code == 0, pw.output
+    lines = pw.stdout.splitlines()
+    assert lines[0] == "id\tpmi" and len(lines) == 1501
+    assert np.mean([float(line.split("\t")[1]) for line in lines[1:]]) == pytest.approx(out["mi_plugin"])
+
+
+def test_cli_mi_refuses_unpaired_rows(pair_files):
+    res = _cli("mi", pair_files / "x.npy", pair_files / "y_short.npy")
+    assert res.exit_code == 2
+    assert "1500 rows" in res.output and "1497" in res.output
+
+
+def test_ill_conditioned_inputs_give_finite_intervals():
+    """Spectra spanning 11 decades (raw-coordinate Cholesky may fail): still finite."""
+    rng = np.random.default_rng(60)
+    Q, _ = np.linalg.qr(rng.standard_normal((30, 30)))
+    X = (rng.standard_normal((2000, 30)) * np.geomspace(1.0, 3e-6, 30)) @ Q.T
+    est = GaussianEntropy(knn_dims=0).fit(X * 1e3)
+    assert np.isfinite([est.entropy_, *est.ci_]).all() and est.ci_[0] < est.entropy_ < est.ci_[1]
+    Y = X[:, :10] + 0.1 * rng.standard_normal((2000, 10))
+    mi = GaussianMI(ksg_dims=0).fit(X, Y)
+    assert np.isfinite([mi.mi_, *mi.ci_]).all() and mi.ci_[0] < mi.mi_ < mi.ci_[1]

@@ -1,0 +1,867 @@
+"""Gaussianity diagnostics for embedding spaces (the paper's metrics and more).
+
+The claim under test is "InfoNCE-trained embeddings are close to a multivariate Gaussian".
+:func:`gaussianity_report` measures it on rows X of shape (n_samples, n_features) and puts
+every number beside what an exact Gaussian of the same n and d gives under the same protocol:
+
+1. **Norm concentration** -- mean, std and CV = std/mean of ||x|| and of ||w|| (w whitened).
+   References: a chi with d' degrees of freedom (CV about 1/sqrt(2 d')); for the rows the
+   whitener was fitted on, the exact in-sample law n ||w||^2 / (n - 1)^2 ~ Beta(d'/2, (n-d'-1)/2);
+   for new rows the Hotelling predictive law (n_fit - r)/(r (n_fit - 1)) * n_fit/(n_fit + 1) ||w||^2
+   ~ F(r, n_fit - r). KS and Anderson-Darling distances to that law.
+2. **Per-coordinate tests** on random row subsets (default 10 trials x 500 rows): Anderson-Darling
+   A2 (pass if A2 < 0.752, the paper's fixed threshold) and D'Agostino-Pearson K2 (pass if
+   p > 0.05), on raw and on whitened coordinates; constant coordinates are listed apart.
+3. **Random projections** -- k seeded unit directions of the centred data, A2 per direction,
+   QQ data for a few directions and for the pooled standardised projections.
+4. **Multivariate** -- Mardia's skewness b1 (chunked Gram blocks on a seeded row subsample, so
+   memory is O(block x m), never O(n^2)) and kurtosis b2 (from the whitened norms of all rows),
+   with their large-sample p-values (valid for n >> d).
+5. **Verdict** -- effect sizes (mean A2, excess kurtosis, CV ratio) and one verdict line with
+   the rule that produced it.
+
+Anderson-Darling (case 3: mean and variance estimated, as ``scipy.stats.anderson(x, 'norm')``)
+on a sorted column y_1 <= ... <= y_n with z_i = (y_i - mean) / std (ddof=1):
+
+    A2 = -n - (1/n) sum_i (2i - 1) [log Phi(z_i) + log(1 - Phi(z_{n+1-i}))]
+       = -n - (1/n) sum_i [(2i - 1) log Phi(z_i) + (2n - 2i + 1) log Phi(-z_i)].
+
+Only the lower tail t_i = log Phi(-|z_i|) is evaluated with the special function; the other
+tail is log1p(-exp(t_i)), exact because exp(t_i) <= 1/2. Columns are processed in cache-sized
+blocks on a thread pool (numpy's sort and the ufuncs release the GIL).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import scipy.linalg
+import scipy.special
+import scipy.stats
+
+from whitenclip.errors import InputError
+
+AD_THRESHOLD = 0.752
+"""Pass threshold on A2 used by the paper (fixed; scipy's critical-value tables are not used)."""
+DP_ALPHA = 0.05
+"""D'Agostino-Pearson pass level: a coordinate passes when p > DP_ALPHA."""
+MIN_DP_ROWS = 8
+"""scipy.stats.normaltest (skewtest) needs at least 8 rows."""
+CONSTANT_RTOL = 1e-7
+"""A coordinate is constant when its std is at most CONSTANT_RTOL x the largest coordinate std
+(exactly constant, or spread below float32 resolution; such columns are listed, not tested)."""
+_CHUNK_ROWS = 8192
+_SIM_COLUMNS_PER_TRIAL = 400
+_QQ_POINTS = 101
+_QQ_SHOWN = 4
+_POOLED_MAX = 200_000
+
+
+# ---------------------------------------------------------------------------------------
+# univariate statistics, many columns at once
+# ---------------------------------------------------------------------------------------
+def anderson_darling(X, axis: int = 0, *, threads: int | None = None) -> np.ndarray:
+    """Anderson-Darling A2 against the normal family for every column of X at once.
+
+    Equals ``scipy.stats.anderson(x, 'norm').statistic`` (to ~1e-11) for each column: the
+    mean and the ddof=1 standard deviation are estimated, and with z sorted,
+
+        A2 = -n - (1/n) sum_i [(2i - 1) log Phi(z_(i)) + (2n - 2i + 1) log Phi(-z_(i))].
+
+    With t_i = log Phi(-|z_i|) (the only special-function call), u_i = log1p(-exp(t_i)) and
+    c_i = (2i - 1)/n - 1, this is -n - [sum_i c_i sign(z_i) (u_i - t_i) + sum_i (t_i + u_i)]
+    (the weights of the two logs add up to 2), evaluated in place on cache-sized column blocks.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_columns) (or any shape; see ``axis``)
+        Samples along ``axis``. A 1-D input gives a 0-d result.
+    axis : int, default 0
+        Axis holding the samples.
+    threads : int or None
+        Worker threads over column blocks; None uses ``os.cpu_count()``.
+
+    Returns
+    -------
+    A2 : ndarray of the shape of X without ``axis``, float64
+        NaN where a column is constant or has fewer than 2 rows (the statistic is undefined).
+    """
+    X = np.asarray(X)
+    if X.dtype != np.float64:
+        X = X.astype(np.float64)
+    Y = np.moveaxis(X, axis, -1)
+    out_shape = Y.shape[:-1]
+    n = Y.shape[-1]
+    Y = Y.reshape(-1, n)
+    k = Y.shape[0]
+    out = np.full(k, np.nan)
+    if n < 2 or k == 0:
+        return out.reshape(out_shape)
+    c = (2.0 * np.arange(1, n + 1) - 1.0) / n - 1.0
+
+    def block(sl: slice) -> None:
+        z = np.array(Y[sl], dtype=np.float64, order="C", copy=True)  # (b, n), ours to overwrite
+        z.sort(axis=1)
+        z -= z.mean(axis=1, keepdims=True)
+        sd = np.sqrt(np.einsum("ij,ij->i", z, z) / (n - 1))
+        ok = (sd > 0) & np.isfinite(sd)
+        if not ok.all():
+            z = z[ok]
+            sd = sd[ok]
+        if z.shape[0] == 0:
+            return
+        z /= sd[:, None]
+        t = np.abs(z)
+        np.negative(t, out=t)  # -|z|
+        far = t < -30.0  # Phi underflows below about -37.5: asymptotic log_ndtr there
+        far_values = scipy.special.log_ndtr(t[far]) if far.any() else None
+        scipy.special.ndtr(t, out=t)
+        with np.errstate(divide="ignore"):
+            np.log(t, out=t)  # t = log Phi(-|z|)
+        if far_values is not None:
+            t[far] = far_values
+        u = np.exp(t)
+        np.negative(u, out=u)
+        np.log1p(u, out=u)  # u = log(1 - Phi(-|z|))
+        total = t.sum(axis=1) + u.sum(axis=1)
+        np.subtract(u, t, out=u)
+        np.copysign(u, z, out=u)  # sign(z) (u - t) = log Phi(z) - log Phi(-z)
+        res = -n - (u @ c + total)
+        if ok.all():
+            out[sl] = res
+        else:
+            out[np.arange(sl.start, sl.stop)[ok]] = res
+
+    width = int(min(256, max(4, 262144 // n)))  # about 2 MiB of float64 per block
+    blocks = [slice(s, min(s + width, k)) for s in range(0, k, width)]
+    workers = min(len(blocks), threads or os.cpu_count() or 1)
+    if workers <= 1:
+        for sl in blocks:
+            block(sl)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(block, blocks))
+    return out.reshape(out_shape)
+
+
+def dagostino_pearson(X, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """D'Agostino-Pearson K2 statistic and p-value per column (``scipy.stats.normaltest``).
+
+    K2 = Z(skewness)^2 + Z(kurtosis)^2 ~ chi2(2) under normality. Constant columns and
+    fewer than 8 rows give NaN (undefined) instead of scipy's warnings.
+
+    Returns
+    -------
+    statistic, pvalue : ndarrays of the shape of X without ``axis``
+    """
+    X = np.moveaxis(np.asarray(X, dtype=np.float64), axis, 0)
+    stat = np.full(X.shape[1:], np.nan)
+    pval = np.full(X.shape[1:], np.nan)
+    if X.shape[0] < MIN_DP_ROWS:
+        return stat, pval
+    ok = np.ptp(X, axis=0) > 0
+    if ok.any():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # kurtosistest's n < 20 caveat
+            warnings.simplefilter("ignore", UserWarning)
+            res = scipy.stats.normaltest(X[:, ok], axis=0)
+        stat[ok], pval[ok] = res.statistic, res.pvalue
+    return stat, pval
+
+
+def _central_moments(chunks, d: int) -> dict:
+    """Per-column mean, skewness g1 and excess kurtosis g2 (biased, as scipy.stats defaults),
+    from a stream of (m, d) chunks: one pass of power sums around a first-chunk shift."""
+    n, shift, s1, s2, s3, s4 = 0, None, np.zeros(d), np.zeros(d), np.zeros(d), np.zeros(d)
+    for C in chunks:
+        if shift is None:
+            shift = C.mean(axis=0)
+        D = C - shift
+        D2 = D * D
+        n += D.shape[0]
+        s1 += D.sum(axis=0)
+        s2 += D2.sum(axis=0)
+        s3 += np.einsum("ij,ij->j", D2, D)
+        s4 += np.einsum("ij,ij->j", D2, D2)
+    m1 = s1 / n
+    m2 = s2 / n - m1**2
+    m3 = s3 / n - 3 * m1 * s2 / n + 2 * m1**3
+    m4 = s4 / n - 4 * m1 * s3 / n + 6 * m1**2 * s2 / n - 3 * m1**4
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tiny = m2 <= 1e-24 * np.maximum(1.0, (shift + m1) ** 2)
+        skew = np.where(tiny, np.nan, m3 / m2**1.5)
+        kurt = np.where(tiny, np.nan, m4 / m2**2 - 3.0)
+    return {"mean": shift + m1, "var": m2, "skewness": skew, "excess_kurtosis": kurt}
+
+
+# ---------------------------------------------------------------------------------------
+# exact-Gaussian references under the same protocol
+# ---------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=64)
+def expected_gaussian_rates(n_rows: int, trials: int, seed: int = 0, with_dp: bool = True) -> dict:
+    """Pass rates and mean statistics an exact Gaussian gets under the per-column protocol.
+
+    Simulates ``trials * 400`` independent N(0, 1) columns of ``n_rows`` rows with the given
+    seed (cached per (n_rows, trials, seed)) and applies the same tests and thresholds.
+
+    Returns
+    -------
+    dict with ad_pass, dp_pass (fractions), ad_mean, dp_mean, n_columns and tolerance
+    (three binomial standard errors of a pass rate over the simulated columns).
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x6A055, int(n_rows), int(trials)]))
+    m = int(trials) * _SIM_COLUMNS_PER_TRIAL
+    Z = rng.standard_normal((int(n_rows), m))
+    a2 = anderson_darling(Z)
+    p = dagostino_pearson(Z)[1] if with_dp else np.full(1, np.nan)
+    ad_pass = float(np.mean(a2 < AD_THRESHOLD))
+    out = {"n_rows": int(n_rows), "n_columns": m, "ad_pass": ad_pass, "ad_mean": float(np.mean(a2)),
+           "tolerance": float(3.0 * math.sqrt(max(ad_pass * (1 - ad_pass), 0.05 * 0.95) / m))}
+    if np.isfinite(p).all():
+        out.update(dp_pass=float(np.mean(p > DP_ALPHA)), dp_mean=float(np.mean(p)))
+    else:
+        out.update(dp_pass=None, dp_mean=None)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# per-coordinate protocol
+# ---------------------------------------------------------------------------------------
+def coordinate_tests(X, *, trials: int = 10, subset: int = 500, seed: int = 0, subsets=None,
+                     transform=None, global_constant=None) -> dict:
+    """The paper's five per-coordinate metrics on random row subsets.
+
+    For each of ``trials`` seeded subsets of ``subset`` rows (all rows, once, when
+    n <= subset), every coordinate gets A2 and the D'Agostino-Pearson p-value. Over all
+    (trial, coordinate) pairs that are not constant:
+
+        ad_mean = mean A2,  ad_pass = fraction with A2 < 0.752,
+        dp_mean = mean p,   dp_pass = fraction with p > 0.05.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, n_features)
+    trials, subset, seed : protocol (subsets are drawn without replacement)
+    subsets : list of index arrays, optional
+        Reuse given subsets (so raw and whitened coordinates see the same rows).
+    transform : callable, optional
+        Applied to each subset's rows before testing (e.g. ``whitener.transform``).
+    global_constant : ndarray of bool, optional
+        Coordinates known to be constant over all rows (listed in ``constant``).
+
+    Returns
+    -------
+    dict (JSON-ready) with ad_mean, ad_pass, dp_mean, dp_pass, expected_pass, expected_mean,
+    constant, tested, trials, subset, a2_per_coordinate (mean over trials), worst.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    if subsets is None:
+        subsets = draw_subsets(n, trials, subset, np.random.default_rng(seed))
+    m = len(subsets[0])
+    a2_rows, p_rows = [], []
+    for idx in subsets:
+        S = X[idx] if transform is None else transform(X[idx])
+        a2_rows.append(anderson_darling(S))
+        p_rows.append(dagostino_pearson(S)[1])
+    A2, P = np.vstack(a2_rows), np.vstack(p_rows)  # (trials, d)
+    d = A2.shape[1]
+    if global_constant is None:
+        global_constant = ~np.isfinite(A2).any(axis=0)
+    global_constant = np.asarray(global_constant, dtype=bool)
+    A2[:, global_constant] = np.nan  # (numerically) constant coordinates: excluded even if A2 is finite
+    P[:, global_constant] = np.nan
+    valid = np.isfinite(A2)
+    constant_idx = np.flatnonzero(global_constant)
+    out = {"n_coordinates": int(d), "trials": len(subsets), "subset": int(m),
+           "constant": {"count": int(constant_idx.size), "indices": constant_idx[:100].tolist(),
+                        "truncated": bool(constant_idx.size > 100),
+                        "constant_in_subset": int((~valid[:, ~global_constant]).sum())}}
+    pairs = int(valid.sum())
+    out["tested"] = pairs
+    if pairs:
+        a2v = A2[valid]
+        out.update(ad_mean=float(a2v.mean()), ad_pass=float(np.mean(a2v < AD_THRESHOLD)))
+    else:
+        out.update(ad_mean=None, ad_pass=None)
+    pvalid = np.isfinite(P)
+    if pvalid.any():
+        out.update(dp_mean=float(P[pvalid].mean()), dp_pass=float(np.mean(P[pvalid] > DP_ALPHA)))
+    else:
+        out.update(dp_mean=None, dp_pass=None)
+        out["dp_note"] = f"D'Agostino-Pearson needs at least {MIN_DP_ROWS} rows per subset and non-constant columns"
+    ref = expected_gaussian_rates(m, len(subsets), seed)
+    out["expected_pass"] = {"ad": ref["ad_pass"], "dp": ref["dp_pass"], "tolerance": ref["tolerance"]}
+    out["expected_mean"] = {"ad": ref["ad_mean"], "dp": ref["dp_mean"]}
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        per_coord = np.nanmean(np.where(valid, A2, np.nan), axis=0)
+    out["a2_per_coordinate"] = [None if not np.isfinite(v) else float(v) for v in per_coord]
+    order = np.argsort(np.where(np.isfinite(per_coord), -per_coord, np.inf))[:5]
+    out["worst"] = [{"index": int(j), "ad_mean": float(per_coord[j])} for j in order if np.isfinite(per_coord[j])]
+    return out
+
+
+def draw_subsets(n: int, trials: int, subset: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """``trials`` sorted row subsets of size min(subset, n), without replacement.
+
+    When subset >= n every trial would see the same rows, so a single trial of all rows is used.
+    """
+    if trials < 1 or subset < 2:
+        raise InputError(f"need trials >= 1 and subset >= 2, got trials={trials}, subset={subset}")
+    if subset >= n:
+        return [np.arange(n)]
+    return [np.sort(rng.choice(n, size=subset, replace=False)) for _ in range(trials)]
+
+
+# ---------------------------------------------------------------------------------------
+# norm concentration
+# ---------------------------------------------------------------------------------------
+def chi_cv(k: float) -> float:
+    """Exact CV of a chi variable with k degrees of freedom (the norm of N(0, I_k)).
+
+    E chi = sqrt(2) Gamma((k+1)/2) / Gamma(k/2), Var chi = k - (E chi)^2; CV -> 1/sqrt(2k).
+    """
+    mean = math.sqrt(2.0) * math.exp(scipy.special.gammaln((k + 1) / 2) - scipy.special.gammaln(k / 2))
+    return math.sqrt(max(k - mean**2, 0.0)) / mean
+
+
+def _sqrt_law_cv(ref: dict) -> float | None:
+    """CV of sqrt(V) for the reference law V of ||w||^2 / scale, in closed form.
+
+    Beta(a, b): E V = a/(a+b), E sqrt(V) = B(a + 1/2, b) / B(a, b).
+    F(d1, d2):  E V = d2/(d2-2), E sqrt(V) = sqrt(d2/d1) G((d1+1)/2) G((d2-1)/2) / (G(d1/2) G(d2/2)).
+    """
+    gl, bl = scipy.special.gammaln, scipy.special.betaln
+    if ref.get("law") == "beta":
+        a, b = ref["params"]
+        m1, mh = a / (a + b), math.exp(bl(a + 0.5, b) - bl(a, b))
+    elif ref.get("law") == "f" and ref["params"][1] > 2:
+        d1, d2 = ref["params"]
+        m1 = d2 / (d2 - 2)
+        mh = math.sqrt(d2 / d1) * math.exp(gl((d1 + 1) / 2) + gl((d2 - 1) / 2) - gl(d1 / 2) - gl(d2 / 2))
+    else:
+        return None
+    return math.sqrt(max(m1 - mh**2, 0.0)) / mh
+
+
+def _beta_distances(v: np.ndarray, a: float, b: float) -> dict:
+    """KS (with p-value) and Anderson-Darling (case 0) distances of v to Beta(a, b).
+
+    cdf via ``scipy.special.betainc``; the upper tail 1 - F via ``betaincc`` where F > 1/2.
+    """
+    v = np.sort(v)
+    n = v.size
+    F = scipy.special.betainc(a, b, v)
+    S = 1.0 - F
+    hi = F > 0.5
+    if hi.any():
+        S[hi] = scipy.special.betaincc(a, b, v[hi])
+    i = np.arange(1, n + 1)
+    ks = float(max(np.max(i / n - F), np.max(F - (i - 1) / n)))
+    tiny = np.finfo(np.float64).tiny  # a value beyond the law's float range counts as at its edge
+    lf, ls = np.log(np.maximum(F, tiny)), np.log(np.maximum(S, tiny))
+    ad = float(-n - np.sum((2 * i - 1) * (lf + ls[::-1])) / n)
+    return {"ks": ks, "ks_pvalue": float(scipy.stats.kstwo.sf(ks, n)), "ad_distance": ad}
+
+
+def reference_law(rank: int, n_fit: int, in_sample: bool) -> dict:
+    """Exact law of ||w||^2 for Gaussian rows whitened with a whitener fitted on n_fit rows.
+
+    in-sample:  ||w||^2 = (n-1)^2/n * B,           B ~ Beta(r/2, (n-r-1)/2)
+    new rows:   ||w||^2 = r (n-1)(n+1) / (n (n-r)) * F,  F ~ F(r, n-r)
+
+    Returns a dict {"law", "params", "scale"} or {"law": None, "reason"} when degenerate.
+    """
+    r, n = int(rank), int(n_fit)
+    if in_sample:
+        b = (n - r - 1) / 2
+        if b <= 0:
+            return {"law": None, "reason": f"n={n} <= rank+1={r + 1}: every in-sample row has the same ||w||^2"}
+        return {"law": "beta", "params": [r / 2, b], "scale": (n - 1) ** 2 / n}
+    if n - r <= 0:
+        return {"law": None, "reason": f"whitener fitted on n={n} <= rank={r} rows: the F law is undefined"}
+    return {"law": "f", "params": [r, n - r], "scale": r * (n - 1) * (n + 1) / (n * (n - r))}
+
+
+def _frozen(ref: dict):
+    if ref.get("law") == "beta":
+        return scipy.stats.beta(*ref["params"])
+    if ref.get("law") == "f":
+        return scipy.stats.f(*ref["params"])
+    return None
+
+
+def norm_concentration(raw_norms, centred_sqnorms, sqnorms, *, rank: int, n_fit: int, in_sample: bool,
+                       covariance_eigenvalues=None, bins: int = 60) -> dict:
+    """Norm statistics of raw and whitened rows beside their exact-Gaussian references.
+
+    Parameters
+    ----------
+    raw_norms : ndarray of shape (n,)        ||x||
+    centred_sqnorms : ndarray of shape (n,)  ||x - mean||^2
+    sqnorms : ndarray of shape (n,)          ||w||^2
+    rank : int                               d', the whitened dimension
+    n_fit : int                              rows the whitener was fitted on
+    in_sample : bool                         rows are the whitener's own fit rows
+    covariance_eigenvalues : ndarray (d,)    for the raw reference d_eff = (tr S)^2 / tr S^2
+
+    The raw reference is the Gaussian with the same covariance: ||x - mu||^2 has mean tr S and
+    variance 2 tr S^2, so CV(||x - mu||) ~ 1/sqrt(2 d_eff).
+    """
+    def stats(v):
+        mean = float(np.mean(v))
+        std = float(np.std(v, ddof=1)) if v.size > 1 else 0.0
+        return {"mean": mean, "std": std, "cv": std / mean if mean > 0 else None}
+
+    wn = np.sqrt(sqnorms)
+    out = {"raw": stats(raw_norms), "raw_centred": stats(np.sqrt(centred_sqnorms)), "whitened": stats(wn)}
+    if covariance_eigenvalues is not None:
+        lam = np.asarray(covariance_eigenvalues, dtype=np.float64)
+        tr, tr2 = float(lam.sum()), float(np.sum(lam**2))
+        if tr > 0:
+            d_eff = tr**2 / tr2
+            out["raw_centred"].update(d_eff=d_eff, reference_cv=chi_cv(d_eff))
+            cv = out["raw_centred"]["cv"]
+            out["raw_centred"]["cv_ratio"] = cv / out["raw_centred"]["reference_cv"] if cv is not None else None
+    ref = reference_law(rank, n_fit, in_sample)
+    w = out["whitened"]
+    w.update(rank=int(rank), chi_cv=chi_cv(rank), chi_cv_approx=1.0 / math.sqrt(2 * rank),
+             in_sample=bool(in_sample), law=ref.get("law"))
+    law = _frozen(ref)
+    if law is None:
+        w.update(reference_cv=w["chi_cv"], reference="chi", law_reason=ref["reason"], ks=None, ks_pvalue=None,
+                 ad_distance=None)
+    else:
+        w["law_params"] = ref["params"]
+        w["law_scale"] = ref["scale"]
+        w["reference"] = ("in-sample Beta: n ||w||^2/(n-1)^2 ~ Beta(d'/2, (n-d'-1)/2)" if ref["law"] == "beta"
+                          else "new rows: (n-r)/(r(n-1)) * n/(n+1) ||w||^2 ~ F(r, n-r)")
+        x = sqnorms / ref["scale"]
+        if ref["law"] == "beta":
+            a, b = ref["params"]
+            v = x
+        else:  # F(d1, d2) -> Beta(d1/2, d2/2) via v = d1 x / (d1 x + d2) (monotone: same KS and A2)
+            d1, d2 = ref["params"]
+            v, a, b = d1 * x / (d1 * x + d2), d1 / 2, d2 / 2
+        w.update(_beta_distances(v, a, b))
+        ref_cv = _sqrt_law_cv(ref)
+        w["reference_cv"] = ref_cv if ref_cv is not None else w["chi_cv"]
+    w["cv_ratio"] = w["cv"] / w["reference_cv"] if (w["cv"] is not None and w["reference_cv"]) else None
+    chi2 = scipy.stats.chi2(rank)
+    w["chi2_ks"] = float(scipy.stats.kstest(sqnorms, chi2.cdf).statistic)
+    # histogram of ||w||^2 with the reference density at the bin centres (for the report figure)
+    # range: the reference law's central 99.8% and the data's 0.5%..99% quantiles, at most 3x the
+    # law's upper end (so heavy tails do not squash the bulk); the share of rows outside is recorded
+    ref_lo, ref_hi = ((law.ppf(0.001) * ref["scale"], law.ppf(0.999) * ref["scale"]) if law is not None
+                      else (chi2.ppf(0.001), chi2.ppf(0.999)))
+    q_lo, q_hi = np.quantile(sqnorms, [0.005, 0.99])
+    lo = float(min(ref_lo, q_lo))
+    hi = float(min(max(ref_hi, q_hi), 3.0 * ref_hi))
+    if not hi - lo > 1e-9 * max(1.0, abs(hi)):  # (near-)equal norms, e.g. n <= rank + 1
+        lo, hi = float(q_lo) - 0.5, float(q_lo) + 0.5
+    counts, edges = np.histogram(sqnorms, bins=bins, range=(lo, hi))
+    dens_data = counts / (sqnorms.size * np.diff(edges))  # density w.r.t. all rows, not only those in range
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    dens = law.pdf(centres / ref["scale"]) / ref["scale"] if law is not None else chi2.pdf(centres)
+    w["histogram"] = {"edges": edges.tolist(), "density": dens_data.tolist(), "reference_density": dens.tolist(),
+                      "reference": ref["law"] or "chi2", "outside_range": float(1.0 - counts.sum() / sqnorms.size)}
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# random projections
+# ---------------------------------------------------------------------------------------
+def random_projections(X, mean, *, k: int = 1000, rows: int = 5000, seed: int = 0) -> dict:
+    """A2 of the centred data along k seeded unit directions, with QQ data.
+
+    Directions u_j ~ N(0, I_d) / ||.||; projections p = (x - mean) . u_j on a seeded subsample
+    of min(n, rows) rows (A2 grows with n for any fixed deviation, so a fixed row count keeps
+    the 0.752 threshold comparable across data sets).
+
+    Returns
+    -------
+    dict with k, rows, ad_mean, ad_pass, expected_pass, excess_kurtosis (mean over directions),
+    a2 (per direction), qq {"normal", "projections": [..], "pooled"}.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x9E0]))
+    sub = np.sort(rng.choice(n, size=rows, replace=False)) if n > rows else np.arange(n)
+    U = rng.standard_normal((d, int(k)))
+    U /= np.linalg.norm(U, axis=0)
+    P = (X[sub] - mean) @ U  # (m, k)
+    a2 = anderson_darling(P)
+    ok = np.isfinite(a2)
+    m = P.shape[0]
+    out = {"k": int(k), "rows": int(m), "tested": int(ok.sum())}
+    if ok.any():
+        out.update(ad_mean=float(a2[ok].mean()), ad_pass=float(np.mean(a2[ok] < AD_THRESHOLD)))
+    else:
+        out.update(ad_mean=None, ad_pass=None, note="every projection is constant")
+    ref = expected_gaussian_rates(m, 2, seed, with_dp=False)
+    out["expected_pass"] = {"ad": ref["ad_pass"], "tolerance": ref["tolerance"]}
+    out["expected_mean"] = {"ad": ref["ad_mean"]}
+    out["a2"] = [float(v) if np.isfinite(v) else None for v in a2]
+    # standardised projections, QQ data
+    Pk = P[:, ok]
+    if Pk.shape[1] and m > 1:
+        Z = (Pk - Pk.mean(axis=0)) / Pk.std(axis=0, ddof=1)
+        Z2 = Z * Z
+        kurt = np.einsum("ij,ij->j", Z2, Z2) / m / ((m - 1) / m) ** 2 - 3.0  # g2 = m4 / m2^2 (ddof=0)
+        out["excess_kurtosis"] = float(np.mean(kurt))
+        # quantile levels evenly spaced in normal score, out to the last plotting position
+        # 1 - 1/(2m), so the tails (where heavy or light tails show) are drawn
+        def levels(size):
+            z_max = scipy.special.ndtri(1 - 0.5 / size)
+            return scipy.special.ndtr(np.linspace(-z_max, z_max, _QQ_POINTS))
+
+        probs = levels(m)
+        out["qq"] = {"normal": scipy.special.ndtri(probs).tolist(),
+                     "projections": [{"index": int(np.flatnonzero(ok)[j]), "a2": float(a2[ok][j]),
+                                      "sample": np.quantile(Z[:, j], probs).tolist()}
+                                     for j in range(min(_QQ_SHOWN, Z.shape[1]))]}
+        pooled = Z.ravel()
+        if pooled.size > _POOLED_MAX:  # a seeded sample of the pooled values is plenty for the quantiles
+            pooled = pooled[rng.integers(0, pooled.size, size=_POOLED_MAX)]
+        pprobs = levels(pooled.size)
+        out["qq"]["pooled"] = {"normal": scipy.special.ndtri(pprobs).tolist(),
+                               "sample": np.quantile(pooled, pprobs).tolist(), "values": int(pooled.size)}
+    else:
+        out["excess_kurtosis"] = None
+        out["qq"] = None
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# multivariate: Mardia
+# ---------------------------------------------------------------------------------------
+def _self_whiten(Z: np.ndarray, floor: float = 1e-10) -> np.ndarray:
+    """Rows standardised by their own mean and ddof=0 covariance S (over its numerical rank).
+
+    Returns Y = (Z - mean) L^{-T} with S = L L^T (Cholesky); Mardia's statistics are affine
+    invariant, so any square root of S gives the same b1 and b2. Falls back to the eigen-basis
+    (dropping eigenvalues below floor * max) when S is singular.
+    """
+    Zc = Z - Z.mean(axis=0)
+    S = Zc.T @ Zc / Z.shape[0]
+    try:
+        L = np.linalg.cholesky(S)
+        if np.all(np.diag(L) > math.sqrt(floor) * math.sqrt(max(np.max(np.diag(S)), 0.0))):
+            return scipy.linalg.solve_triangular(L, Zc.T, lower=True).T
+    except np.linalg.LinAlgError:
+        pass
+    lam, V = scipy.linalg.eigh(S, driver="evd")
+    top = lam.max() if lam.size else 0.0
+    keep = lam > floor * top if top > 0 else np.zeros(lam.shape, dtype=bool)
+    return (Zc @ V[:, keep]) / np.sqrt(lam[keep])
+
+
+def mardia_skewness(Y: np.ndarray, *, block: int = 1024) -> float:
+    """Mardia's b1 = (1/m^2) sum_{i,j} (y_i . y_j)^3 for self-standardised rows Y (m, r).
+
+    Computed by chunked Gram blocks over the upper triangle (the sum is symmetric in i, j):
+    memory O(block * m), time O(m^2 r / 2).
+    """
+    m = Y.shape[0]
+    total = 0.0
+    for s in range(0, m, block):
+        e = min(s + block, m)
+        G = Y[s:e] @ Y[s:].T  # rows s..e against columns s..m
+        G2 = G * G
+        diag = float(np.einsum("ij,ij->", G2[:, : e - s], G[:, : e - s]))
+        rest = float(np.einsum("ij,ij->", G2[:, e - s:], G[:, e - s:]))
+        total += diag + 2.0 * rest
+    return total / m**2
+
+
+def mardia(X, *, sqnorms_in_sample=None, rank: int | None = None, max_rows: int = 5000, seed: int = 0,
+           block: int = 1024, transform=None) -> dict:
+    """Mardia's multivariate skewness and kurtosis tests with large-sample p-values.
+
+    Skewness: on a seeded subsample of m = min(n, max_rows) rows standardised by their own mean
+    and ddof=0 covariance (rank r), b1 = (1/m^2) sum_ij (y_i . y_j)^3 via chunked Gram blocks;
+    with Mardia's small-sample factor c = (r+1)(m+1)(m+3) / (m ((m+1)(r+1) - 6)),
+    m b1 c / 6 ~ chi2(r (r+1)(r+2) / 6).
+
+    Kurtosis: b2 = (1/n) sum_i D_i^4 with D_i^2 the ddof=0 Mahalanobis distance. When the
+    whitener was fitted on these rows (``sqnorms_in_sample`` = ||w||^2 of all n rows, ddof=1),
+    D_i^2 = ||w_i||^2 n/(n-1) over all n rows; otherwise the subsample's own standardisation.
+    z = (b2 - r(r+2)(n-1)/(n+1)) / sqrt(8 r (r+2) / n) ~ N(0, 1), two-sided p-value.
+    Effect size: excess_per_dim = (b2 - r(r+2)(n-1)/(n+1)) / r, which equals the mean excess
+    kurtosis of the coordinates when they are independent.
+
+    Valid for n >> r. Returns None values with a reason when n <= r + 1. ``transform`` (e.g. a
+    whitener's) is applied to the subsample first; it changes nothing (affine invariance) but
+    makes the covariance well conditioned and drops null directions.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x3A4D]))
+    sub = np.sort(rng.choice(n, size=max_rows, replace=False)) if n > max_rows else np.arange(n)
+    Y = _self_whiten(X[sub] if transform is None else transform(X[sub]))
+    m, r = Y.shape
+    out = {"skewness": {"method": f"chunked Gram blocks (block={block}) on a seeded subsample of {m} of {n} rows, "
+                                  "self-standardised (ddof=0)", "rows": int(m), "rank": int(r)},
+           "kurtosis": {}, "valid_large_sample": bool(m >= 10 * max(r, 1))}
+    sk = out["skewness"]
+    if r < 1 or m <= r + 1:
+        reason = f"rows={m} <= rank+1={r + 1}: the sample standardises itself exactly"
+        sk.update(b1=None, statistic=None, df=None, pvalue=None, ratio_to_null=None, reason=reason)
+    else:
+        b1 = mardia_skewness(Y, block=block)
+        c = (r + 1) * (m + 1) * (m + 3) / (m * ((m + 1) * (r + 1) - 6))
+        df = r * (r + 1) * (r + 2) / 6
+        stat = m * b1 * c / 6
+        sk.update(b1=b1, statistic=stat, df=df, pvalue=float(scipy.stats.chi2.sf(stat, df)), ratio_to_null=stat / df)
+    ku = out["kurtosis"]
+    if sqnorms_in_sample is not None and rank is not None:
+        nk, rk = int(np.size(sqnorms_in_sample)), int(rank)
+        D2 = np.asarray(sqnorms_in_sample, dtype=np.float64) * nk / (nk - 1)
+        ku["method"] = f"whitened norms of all {nk} rows (in-sample whitener, rescaled to ddof=0)"
+    else:
+        nk, rk = m, r
+        D2 = np.sum(Y * Y, axis=1)
+        ku["method"] = f"own standardisation of the {m}-row subsample (whitener not fitted on these rows)"
+    ku.update(rows=nk, rank=rk)
+    if rk < 1 or nk <= rk + 1:
+        ku.update(b2=None, expected=None, z=None, pvalue=None, excess_per_dim=None,
+                  reason=f"rows={nk} <= rank+1={rk + 1}: every D^2 is equal")
+    else:
+        b2 = float(np.mean(D2**2))
+        expected = rk * (rk + 2) * (nk - 1) / (nk + 1)
+        z = (b2 - expected) / math.sqrt(8 * rk * (rk + 2) / nk)
+        ku.update(b2=b2, expected=expected, z=z, pvalue=float(2 * scipy.stats.norm.sf(abs(z))),
+                  excess_per_dim=(b2 - expected) / rk, relative_excess=b2 / expected - 1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# verdict
+# ---------------------------------------------------------------------------------------
+VERDICT_RULE = (
+    "degenerate if rank < 2, n <= rank + 1 or no coordinate is testable; else close to Gaussian if "
+    "whitened-coordinate and projection AD pass rates are within 0.05 of the exact-Gaussian rate, "
+    "|median whitened excess kurtosis| < 0.5 and the whitened-norm CV ratio is in [0.8, 1.25]; else "
+    "heavy-tailed if median whitened excess kurtosis > 0.5 or CV ratio > 1.25; else light-tailed if "
+    "median excess kurtosis < -0.5 or CV ratio < 0.8; else multi-modal if some whitened coordinate "
+    "has excess kurtosis < -1 (bimodal); else not Gaussian (skewed or other)"
+)
+
+
+def verdict(report: dict) -> dict:
+    """One verdict label with the rule and the effect sizes that produced it."""
+    n, rank = report["n"], report["rank"]
+    wc = report["coordinates"]["whitened"]
+    proj = report["projections"]
+    wn = report["norm"]["whitened"]
+    shape = report["coordinates"]["whitened_shape"]
+    effects = {
+        "ad_mean_whitened": wc.get("ad_mean"),
+        "ad_pass_gap_whitened": None if wc.get("ad_pass") is None else wc["expected_pass"]["ad"] - wc["ad_pass"],
+        "ad_pass_gap_projections": (None if proj.get("ad_pass") is None
+                                    else proj["expected_pass"]["ad"] - proj["ad_pass"]),
+        "median_excess_kurtosis": shape.get("median_excess_kurtosis"),
+        "min_excess_kurtosis": shape.get("min_excess_kurtosis"),
+        "mardia_excess_kurtosis_per_dim": report["multivariate"]["kurtosis"].get("excess_per_dim"),
+        "cv_ratio": wn.get("cv_ratio"),
+    }
+    reasons = []
+    if rank < 2 or n <= rank + 1 or wc.get("ad_pass") is None:
+        label = "degenerate"
+        reasons.append(f"rank={rank}, n={n}" + ("" if wc.get("ad_pass") is not None else ", nothing testable"))
+    else:
+        gap_c = effects["ad_pass_gap_whitened"]
+        gap_p = effects["ad_pass_gap_projections"] or 0.0
+        kmed = effects["median_excess_kurtosis"] or 0.0
+        kmin = effects["min_excess_kurtosis"] or 0.0
+        cvr = effects["cv_ratio"] if effects["cv_ratio"] is not None else 1.0
+        if gap_c <= 0.05 and gap_p <= 0.05 and abs(kmed) < 0.5 and 0.8 <= cvr <= 1.25:
+            label = "close to Gaussian"
+        elif kmed > 0.5 or cvr > 1.25:
+            label = "heavy-tailed"
+        elif kmed < -0.5 or cvr < 0.8:
+            label = "light-tailed"
+        elif kmin < -1.0:
+            label = "multi-modal"
+        else:
+            label = "not Gaussian (skewed or other)"
+        reasons.append(f"AD pass gap {gap_c:+.3f} (coords), {gap_p:+.3f} (projections); median excess kurtosis "
+                       f"{kmed:+.2f}, min {kmin:+.2f}; CV ratio {cvr:.2f}")
+    return {"label": label, "rule": VERDICT_RULE, "because": "; ".join(reasons), "effect_sizes": effects}
+
+
+# ---------------------------------------------------------------------------------------
+# the entry point
+# ---------------------------------------------------------------------------------------
+def _chunks(X: np.ndarray, fn=None, rows: int = _CHUNK_ROWS):
+    for s in range(0, X.shape[0], rows):
+        C = X[s:s + rows]
+        yield C if fn is None else fn(C)
+
+
+def gaussianity_report(X, whitener=None, *, trials: int = 10, subset: int = 500, projections: int = 1000,
+                       seed: int = 0, projection_rows: int = 5000, mardia_rows: int = 5000,
+                       shape_rows: int = 20000, in_sample: bool | None = None) -> dict:
+    """How close rows X are to a multivariate Gaussian, beside an exact Gaussian's figures.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Embeddings (finite).
+    whitener : whitenclip.whitening.Whitener, optional
+        Fitted whitener. None fits ``Whitener()`` (pca, no shrinkage) on X itself; the report
+        says so under ``whitener.fitted_on_input``.
+    trials, subset : int
+        Per-coordinate protocol: ``trials`` random subsets of ``subset`` rows.
+    projections : int
+        Number k of random unit directions.
+    seed : int
+        Seeds every random choice (subsets, directions, subsamples, Gaussian references).
+    projection_rows, mardia_rows, shape_rows : int
+        Row subsample sizes for projections, for Mardia's skewness and for the per-coordinate
+        skewness / excess kurtosis (all seeded; all rows when n is smaller).
+    in_sample : bool, optional
+        Whether X are the rows the whitener was fitted on (chooses the Beta or F reference law).
+        None: True when the whitener is fitted here, or when its n_samples_ and mean_ match X.
+
+    Returns
+    -------
+    dict, JSON-ready (no NaN or inf: undefined values are None with a reason), with keys
+    n, d, rank, whitener, protocol, norm, coordinates {raw, whitened, ...}, projections,
+    multivariate, spectrum, verdict, notes. Pass rates are fractions in [0, 1].
+    """
+    from whitenclip.whitening import Whitener
+
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim != 2:
+        raise InputError(f"expected a 2-D array of shape (n_samples, n_features), got {X.ndim}-D")
+    n, d = X.shape
+    if n < 3:
+        raise InputError(f"need at least 3 rows for a Gaussianity report, got {n}")
+    bad = ~np.isfinite(X).all(axis=1)
+    if bad.any():
+        raise InputError(f"row {int(np.flatnonzero(bad)[0])} holds NaN or inf")
+    if projections < 1:
+        raise InputError(f"projections must be >= 1, got {projections}")
+    notes: list[str] = []
+    fitted_here = whitener is None
+    if fitted_here:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            whitener = Whitener().fit(X)
+        notes += [str(w.message) for w in caught]
+    elif whitener.n_features_ != d:
+        raise InputError(f"input has dimension {d}, the whitener expects {whitener.n_features_}")
+    if in_sample is None:
+        in_sample = fitted_here or (whitener.n_samples_ == n and whitener.shrinkage_ == 0
+                                    and np.allclose(whitener.mean_, X.mean(axis=0), rtol=1e-9, atol=1e-12))
+    rank = int(whitener.rank_)
+    n_fit = int(whitener.n_samples_) if whitener.n_samples_ is not None else n
+
+    # streamed pass over all rows: raw norms, centred norms, whitened squared norms
+    mean = X.mean(axis=0)
+    raw_norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+    centred_sq, col_sq = np.empty(n), np.zeros(d)
+    for s, C in zip(range(0, n, _CHUNK_ROWS), _chunks(X, lambda C: C - mean)):
+        C2 = C * C
+        centred_sq[s:s + C.shape[0]] = C2.sum(axis=1)
+        col_sq += C2.sum(axis=0)
+    # per-coordinate skewness / excess kurtosis on a seeded subsample (sd of g2 ~ sqrt(24 / rows));
+    # its whitened rows are picked up during the single transform pass that gives ||w||^2
+    rng_shape = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5AE]))
+    shape_sub = np.sort(rng_shape.choice(n, size=shape_rows, replace=False)) if n > shape_rows else np.arange(n)
+    sqnorms, w_shape_rows = np.empty(n), []
+    for s, W in zip(range(0, n, _CHUNK_ROWS), _chunks(X, whitener.transform)):
+        sqnorms[s:s + W.shape[0]] = np.einsum("ij,ij->i", W, W)
+        lo, hi = np.searchsorted(shape_sub, [s, s + W.shape[0]])
+        w_shape_rows.append(W[shape_sub[lo:hi] - s])
+    rshape = _central_moments([X[shape_sub]], d)
+    wshape = _central_moments([np.concatenate(w_shape_rows)], whitener.W_.shape[1])
+
+    if fitted_here or in_sample:
+        spectrum = whitener.all_eigenvalues_
+    else:
+        spectrum = np.clip(np.linalg.eigvalsh(np.cov(X, rowvar=False)), 0, None)[::-1]
+    norm = norm_concentration(raw_norms, centred_sq, sqnorms, rank=rank, n_fit=n_fit, in_sample=in_sample,
+                              covariance_eigenvalues=spectrum)
+
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC00D]))
+    subsets = draw_subsets(n, trials, subset, rng)
+    # constant: exactly, or numerically (spread below float32 resolution of the widest coordinate)
+    sd = np.sqrt(col_sq / n)
+    constant = sd <= CONSTANT_RTOL * sd.max()
+    for key in ("skewness", "excess_kurtosis"):
+        rshape[key][constant] = np.nan
+    raw = coordinate_tests(X, subsets=subsets, seed=seed, global_constant=constant)
+    white = coordinate_tests(X, subsets=subsets, seed=seed, transform=whitener.transform,
+                             global_constant=~np.isfinite(wshape["excess_kurtosis"]))
+    coords = {"raw": raw, "whitened": white, "shape_rows": int(shape_sub.size),
+              "raw_shape": _shape_summary(rshape), "whitened_shape": _shape_summary(wshape)}
+    if len(subsets) < trials:
+        notes.append(f"n={n} <= subset={subset}: one trial on all rows instead of {trials} subsets")
+
+    proj = random_projections(X, mean, k=projections, rows=projection_rows, seed=seed)
+    multi = mardia(X, sqnorms_in_sample=sqnorms if (in_sample and whitener.shrinkage_ == 0) else None,
+                   rank=rank, max_rows=mardia_rows, seed=seed, transform=whitener.transform)
+
+    report = {
+        "n": int(n), "d": int(d), "rank": rank,
+        "whitener": {"fitted_on_input": bool(fitted_here), "in_sample": bool(in_sample),
+                     "method": whitener.method, "shrinkage": float(whitener.shrinkage_), "n_fit": n_fit,
+                     "dropped": whitener.dropped_,
+                     "note": ("no whitener given: fitted Whitener(method='pca') on the input itself" if fitted_here
+                              else "whitener given by the user")},
+        "protocol": {"trials": len(subsets), "trials_requested": int(trials), "subset": len(subsets[0]),
+                     "projections": int(projections), "projection_rows": proj["rows"], "seed": int(seed),
+                     "ad_threshold": AD_THRESHOLD, "dp_alpha": DP_ALPHA, "mardia_rows": multi["skewness"]["rows"]},
+        "norm": norm,
+        "coordinates": coords,
+        "projections": proj,
+        "multivariate": multi,
+        "spectrum": {"eigenvalues": [float(v) for v in whitener.all_eigenvalues_],
+                     "source": "whitener covariance (all eigenvalues, descending)"},
+    }
+    report["verdict"] = verdict(report)
+    report["notes"] = notes
+    return to_json_ready(report, notes)
+
+
+def _shape_summary(shape: dict) -> dict:
+    k = shape["excess_kurtosis"]
+    s = shape["skewness"]
+    ok = np.isfinite(k)
+    if not ok.any():
+        return {"median_excess_kurtosis": None, "mean_excess_kurtosis": None, "min_excess_kurtosis": None,
+                "max_excess_kurtosis": None, "mean_abs_skewness": None}
+    return {"median_excess_kurtosis": float(np.median(k[ok])), "mean_excess_kurtosis": float(np.mean(k[ok])),
+            "min_excess_kurtosis": float(np.min(k[ok])), "max_excess_kurtosis": float(np.max(k[ok])),
+            "mean_abs_skewness": float(np.mean(np.abs(s[ok])))}
+
+
+def to_json_ready(obj, notes: list[str] | None = None, path: str = ""):
+    """Numpy scalars/arrays to Python types; NaN/inf to None (each noted in ``notes``)."""
+    if isinstance(obj, dict):
+        out = {str(k): to_json_ready(v, notes, f"{path}.{k}" if path else str(k)) for k, v in obj.items()}
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_json_ready(v, notes, f"{path}[{i}]") for i, v in enumerate(obj)]
+    if isinstance(obj, np.ndarray):
+        return to_json_ready(obj.tolist(), notes, path)
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        if not math.isfinite(v):
+            if notes is not None and "[" not in path.rsplit(".", 1)[-1]:
+                notes.append(f"{path}: non-finite value ({v}) replaced by null")
+            return None
+        return v
+    return obj
