@@ -122,3 +122,26 @@ def test_raw_input_bad_cases(tmp_path):
     assert res.exit_code == 2 and "nope-dir" in res.stderr
     res = run("embed", bad, "-o", tmp_path / "s3", "--model", "openclip:NoSuchArch/none")
     assert res.exit_code != 0 and "NoSuchArch" in res.stderr and "minilm" in res.stderr
+
+
+def test_mi_pairs_table_keeps_rows_aligned(tmp_path, images):
+    """Each image once, bad images drop their rows on both sides, empty captions are skipped."""
+    from whitenclip.sources import EncodeOptions, embed_pairs
+
+    names = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.*"))
+    lines = ["image,caption"]
+    for k, name in enumerate(names):
+        lines += [f"{name},a picture number {k}", f"{name},another view of item {k}"]
+    lines.append(f"{names[0]},")  # empty caption
+    table = images / "pairs.csv"
+    table.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    paired = embed_pairs(table, EncodeOptions(model=TINY, num_workers=0, progress=False))
+    assert len(paired.ids) == 20 and paired.X.shape == (20, 32) and paired.Y.shape == (20, 32)
+    assert paired.skips.counts["empty caption"] == 1 and paired.skips.n_skipped == 2  # + broken.jpg
+    np.testing.assert_array_equal(paired.X[0], paired.X[1])  # same image, same row vector
+    assert paired.ids[0].endswith("| a picture number 0") or "picture" in paired.ids[0]
+    res = run("mi", "--pairs", table, "--model", TINY, "--num-workers", "0", "--json", "--ksg-dims", "0")
+    assert res.exit_code == 0, res.stderr
+    assert json.loads(res.stdout)["n"] == 20
+    res = run("mi", "--pairs", table, "--model", "minilm")
+    assert res.exit_code == 2 and "not image" in res.stderr

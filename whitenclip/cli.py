@@ -165,6 +165,11 @@ def _report_skips(sources) -> None:
         _log(f"inputs: {summary}")
 
 
+def _report_skips_of(report) -> None:
+    if report.n_skipped:
+        _log(f"inputs: {report.summary()}")
+
+
 def _source_meta(sources) -> dict:
     """Encoder / modality / normalisation that all sources agree on (None where unknown)."""
     meta = {}
@@ -593,8 +598,12 @@ def entropy(
 @app.command()
 @_handles_errors
 def mi(
-    x: str = typer.Argument(..., metavar="X", help="Embeddings of one side of each pair, e.g. images (.npy/.npz/.safetensors, store dir; `whitenclip embed` raw files first)."),
-    y: str = typer.Argument(..., metavar="Y", help="Embeddings of the other side; row i pairs with row i of X."),
+    x: Optional[str] = typer.Argument(None, metavar="[X]", help="Embeddings of one side of each pair, e.g. images (.npy/.npz/.safetensors, store dir)."),
+    y: Optional[str] = typer.Argument(None, metavar="[Y]", help="Embeddings of the other side; row i pairs with row i of X."),
+    pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV of image-caption pairs to embed with --model (instead of X Y)."),
+    image_col: str = typer.Option("image", "--image-col", help="Image column of --pairs."),
+    text_col: str = typer.Option("caption", "--text-col", help="Caption column of --pairs."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder that --pairs image paths are relative to (default: the CSV's folder)."),
     shrinkage: Optional[str] = typer.Option(None, "--shrinkage", help="none, ledoit-wolf, oas, or a float in [0, 1] (no bias correction then)."),
     base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
@@ -602,15 +611,30 @@ def mi(
     pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    model: Optional[str] = ModelOpt, normalize: Optional[bool] = NormalizeOpt, strict: bool = StrictOpt,
+    device: str = DeviceOpt, precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt,
+    num_workers: Optional[int] = WorkersOpt,
 ) -> None:
     """Mutual information between paired embeddings, from canonical correlations (Gaussian), with CI."""
     from whitenclip.information import GaussianMI
+    from whitenclip.sources import embed_pairs
     from whitenclip.stores import read_embeddings
 
     if pointwise and as_json:
         raise InputError("--pointwise and --json both write stdout; choose one")
-    ids, X = read_embeddings([x])
-    _, Y = read_embeddings([y])
+    if pairs is not None:
+        if x is not None or y is not None:
+            raise InputError("give either X Y embeddings or --pairs TABLE, not both")
+        encoding = _encode_options(model, None, normalize, None, strict, device, precision, batch_size, num_workers)
+        encoding.progress = not _state["quiet"]
+        paired = embed_pairs(pairs, encoding, image_col=image_col, text_col=text_col, image_root=image_root)
+        ids, X, Y = paired.ids, paired.X, paired.Y
+        _report_skips_of(paired.skips)
+    elif x is None or y is None:
+        raise InputError("mi needs two embeddings inputs X Y (row i with row i), or --pairs TABLE")
+    else:
+        ids, X = read_embeddings([x])
+        _, Y = read_embeddings([y])
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
     est = GaussianMI(base=base.value, shrinkage=_parse_shrinkage(shrinkage), ksg_dims=ksg_dims,

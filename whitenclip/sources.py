@@ -191,3 +191,83 @@ def skip_summary(sources) -> str:
     """One line on what raw sources skipped ("" when nothing was skipped or sources are files)."""
     parts = [s.inputs.skips.summary() for s in sources if isinstance(s, EncodedSource)]
     return "; ".join(p for p in parts if p)
+
+
+# ---------------------------------------------------------------------------------------
+# image-caption pairs (mi --pairs)
+# ---------------------------------------------------------------------------------------
+@dataclass
+class PairedEmbeddings:
+    """Row i of ``X`` (image) and row i of ``Y`` (caption) embed the same table row ``ids[i]``."""
+
+    ids: list
+    X: np.ndarray
+    Y: np.ndarray
+    skips: object
+    meta: dict
+
+
+def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, skips=None) -> list[tuple[str, str, str]]:
+    """``(id, image_path, caption)`` for each usable row of a CSV pairs table.
+
+    Image paths are taken as given when they exist, else relative to ``image_root`` (default:
+    the table's folder). Rows with an empty caption or a non-UTF-8 line are skipped and counted.
+    """
+    import csv
+
+    from whitenclip.inputs import SkipReport, _decoded_lines, _pick_column
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    skips = skips if skips is not None else SkipReport()
+    lines = list(_decoded_lines(p.read_bytes(), str(p), skips))
+    if not lines:
+        raise InputError(f"{p}: file is empty")
+    rows = csv.reader([text for _, text in lines])
+    header = next(rows)
+    i_img, i_txt = _pick_column(header, image_col, str(p)), _pick_column(header, text_col, str(p))
+    root = Path(image_root) if image_root is not None else p.parent
+    out = []
+    for (lineno, _), row in zip(lines[1:], rows):
+        if len(row) <= max(i_img, i_txt):
+            skips.add(f"{p}:{lineno}", "short row", f"{len(row)} fields")
+            continue
+        image, caption = row[i_img].strip(), row[i_txt].strip()
+        if not caption:
+            skips.add(f"{p}:{lineno}", "empty caption")
+            continue
+        image_path = image if Path(image).is_file() else str(root / image)
+        out.append((f"{image} | {caption}", image_path, caption))
+    if not out:
+        raise InputError(f"{p}: no usable image-caption rows ({skips.summary() or 'table has a header only'})")
+    return out
+
+
+def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_col: str = "caption",
+                image_root=None) -> PairedEmbeddings:
+    """Embed both sides of an image-caption table with one two-tower encoder (e.g. CLIP).
+
+    Each distinct image is embedded once; rows whose image cannot be decoded are dropped from
+    both sides together, so row i of X and Y always belong to the same table row.
+    """
+    from whitenclip.encoders import embed, load_encoder
+    from whitenclip.inputs import Inputs, SkipReport
+
+    skips = SkipReport(strict=options.strict)
+    rows = read_pairs_table(path, image_col=image_col, text_col=text_col, image_root=image_root, skips=skips)
+    model = options.model or DEFAULT_MODELS["image"]
+    encoder = load_encoder(model, normalize=bool(options.normalize), device=options.device, precision=options.precision)
+    for modality in ("image", "text"):
+        encoder.check_modality(modality)
+    unique_images = list(dict.fromkeys(img for _, img, _ in rows))
+    kw = {"batch_size": options.batch_size, "progress": options.progress}
+    img_ids, img_X = embed(encoder, Inputs(unique_images, "image", skips), num_workers=options.num_workers, **kw)
+    by_image = {img: k for k, img in enumerate(img_ids)}
+    kept = [r for r in rows if r[1] in by_image]
+    if not kept:
+        raise InputError(f"{path}: none of the table's images could be embedded ({skips.summary()})")
+    _, Y = embed(encoder, Inputs([c for _, _, c in kept], "text", skips), **kw)
+    X = img_X[[by_image[img] for _, img, _ in kept]]
+    meta = {"encoder": encoder.spec, "normalized": encoder.normalize}
+    return PairedEmbeddings([i for i, _, _ in kept], X.astype(np.float64), Y.astype(np.float64), skips, meta)
