@@ -165,6 +165,17 @@ def _report_skips(sources) -> None:
         _log(f"inputs: {summary}")
 
 
+def _read_all_rows(sources, *, drop_nonfinite: bool = False) -> np.ndarray:
+    """Every row of the sources in memory, (n, d) float64 (commands that need all rows at once)."""
+    from whitenclip.stores import iter_rows
+
+    parts = [X for _, X in iter_rows(sources, drop_nonfinite=drop_nonfinite)]
+    if not parts:
+        raise InputError(f"{', '.join(s.path for s in sources)}: no usable rows")
+    _report_skips(sources)
+    return np.concatenate(parts)
+
+
 def _report_skips_of(report) -> None:
     if report.n_skipped:
         _log(f"inputs: {report.summary()}")
@@ -501,16 +512,11 @@ def gaussianity_report_cmd(
     """How close the embeddings are to a Gaussian: per-coordinate AD/DP tests, norms, projections, Mardia, verdict."""
     from whitenclip.diagnostics import gaussianity_report
     from whitenclip.report import render_terminal, write_html_report
-    from whitenclip.stores import iter_rows
 
     wh = _load_whitener(whitener) if whitener is not None else None
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
     sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
-    parts = [X for _, X in iter_rows(sources, drop_nonfinite=drop_nonfinite)]
-    if not parts:
-        raise InputError(f"{', '.join(inputs)}: no usable rows")
-    X = np.concatenate(parts)
-    _report_skips(sources)
+    X = _read_all_rows(sources, drop_nonfinite=drop_nonfinite)
     if wh is None:
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
     report = gaussianity_report(X, wh, trials=trials, subset=subset, projections=projections, seed=seed)
@@ -569,17 +575,13 @@ def entropy(
 ) -> None:
     """Differential entropy of the Gaussian fitted to embeddings: bias-corrected, with CI and a k-NN check."""
     from whitenclip.information import GaussianEntropy
-    from whitenclip.stores import iter_rows
 
     wh = _load_whitener(whitener) if whitener is not None else None
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
     sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
-    parts = [X for _, X in iter_rows(sources)]
-    if not parts:
-        raise InputError(f"{', '.join(inputs)}: no usable rows")
-    _report_skips(sources)
+    X = _read_all_rows(sources)
     est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
-    summary = est.fit(np.concatenate(parts)).summary()
+    summary = est.fit(X).summary()
     if as_json:
         _print_json(summary)
         return
