@@ -180,3 +180,18 @@ def test_fit_transform_no_warning_on_full_rank(anisotropic):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Whitener().fit_transform(anisotropic)
+
+
+def test_streaming_fit_equals_in_memory_fit_and_leaves_source_intact(tmp_path, anisotropic):
+    """Two passes (Ledoit-Wolf) over an in-memory float64 source: chunks are centred in place,
+    so they must be copies, never views into the source."""
+    from whitenclip.stores import open_embeddings
+    from whitenclip.whitening import fit_whitener_streaming
+
+    np.savez(tmp_path / "x.npz", embeddings=anisotropic)
+    src = open_embeddings(tmp_path / "x.npz")
+    streamed, _ = fit_whitener_streaming([src], shrinkage="ledoit-wolf", chunk_rows=64)
+    direct = Whitener(shrinkage="ledoit-wolf").fit(anisotropic)
+    assert streamed.shrinkage_ == pytest.approx(direct.shrinkage_, rel=1e-10)
+    np.testing.assert_allclose(streamed.eigenvalues_, direct.eigenvalues_, rtol=1e-10)
+    np.testing.assert_array_equal(src.read_all()[1], anisotropic)

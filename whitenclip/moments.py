@@ -68,25 +68,20 @@ class Moments:
             raise InputError(f"expected a 2-D array of shape (n_samples, n_features), got {X.ndim}-D")
         return cls(X.shape[1]).update(X)
 
-    def update(self, X) -> "Moments":
-        """Fold the rows of X, shape (m, d), into the moments; returns self."""
+    def update(self, X, *, overwrite: bool = False) -> "Moments":
+        """Fold the rows of X, shape (m, d), into the moments; returns self.
+
+        ``overwrite=True`` lets a float64 X be centred in place (saves a copy when the caller
+        owns a throw-away chunk).
+        """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise InputError(f"expected rows of dimension {self.n_features}, got shape {X.shape}")
         if X.shape[0] == 0:
             return self
-        chunk = Moments._of_chunk(X)
-        self._absorb(chunk.n, chunk.mean, chunk.scatter)
+        n, mean, scatter = _chunk_moments(X, overwrite=overwrite)
+        self._absorb(n, mean, scatter)
         return self
-
-    @staticmethod
-    def _of_chunk(X: np.ndarray) -> "Moments":
-        Xc = np.asarray(X, dtype=np.float64)
-        m = Xc.mean(axis=0)
-        Xc = Xc - m
-        out = Moments(X.shape[1])
-        out.n, out.mean, out.scatter = X.shape[0], m, Xc.T @ Xc
-        return out
 
     def _absorb(self, n_b: int, mean_b: np.ndarray, scatter_b: np.ndarray) -> None:
         n_a = self.n
@@ -149,3 +144,12 @@ class Moments:
 
     def __repr__(self) -> str:
         return f"Moments(n={self.n}, n_features={self.n_features})"
+
+
+def _chunk_moments(X: np.ndarray, *, overwrite: bool = False) -> tuple[int, np.ndarray, np.ndarray]:
+    """(m, mean, scatter) of one chunk, scatter = (X - mean)^T (X - mean) computed in float64."""
+    in_place = overwrite and X.dtype == np.float64 and X.flags.c_contiguous and X.flags.writeable
+    Xc = X if in_place else np.array(X, dtype=np.float64)
+    mean = Xc.mean(axis=0)
+    Xc -= mean
+    return X.shape[0], mean, Xc.T @ Xc

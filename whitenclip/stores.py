@@ -126,13 +126,16 @@ class EmbeddingFile:
     _blocks: list = field(default_factory=list, repr=False)  # [(array-like (m, d), ids or None)]
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
-        """Yield ``(ids, X)`` with X of shape (m <= chunk_rows, dim), float64, in file order."""
+        """Yield ``(ids, X)`` with X of shape (m <= chunk_rows, dim), float64, in file order.
+
+        Each X is a new array the caller may modify (it never aliases the file's data).
+        """
         start = 0
         for block, ids in self._blocks:
             block = _load_block(block)
             for lo in range(0, block.shape[0], chunk_rows):
                 hi = min(lo + chunk_rows, block.shape[0])
-                X = np.asarray(block[lo:hi], dtype=np.float64)
+                X = _fresh_float64(block[lo:hi], already_fresh=isinstance(block, NpyRows))
                 chunk_ids = list(ids[lo:hi]) if ids is not None else [str(i) for i in range(start + lo, start + hi)]
                 yield chunk_ids, X
             start += block.shape[0]
@@ -145,6 +148,11 @@ class EmbeddingFile:
             parts.append(X)
         X = np.concatenate(parts) if parts else np.empty((0, self.dim))
         return ids, X
+
+
+def _fresh_float64(rows, *, already_fresh: bool) -> np.ndarray:
+    """Rows as a float64 array the caller owns (never a view into a stored array)."""
+    return np.asarray(rows, dtype=np.float64) if already_fresh else np.array(rows, dtype=np.float64)
 
 
 def _load_block(block):

@@ -536,7 +536,7 @@ def fit_whitener_streaming(sources, *, method: str = "pca", shrinkage=None, floo
     stats = RowStats()
     moments = None
     for _, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
-        moments = (moments or Moments(X.shape[1])).update(X)
+        moments = (moments or Moments(X.shape[1])).update(X, overwrite=True)
     if moments is None:
         raise InputError(f"{', '.join(s.path for s in sources)}: no usable rows")
     if moments.n < 2:
