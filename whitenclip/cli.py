@@ -165,6 +165,13 @@ def _report_skips(sources) -> None:
         _log(f"inputs: {summary}")
 
 
+def _whitener_and_rows(inputs, whitener: Optional[Path], encoding, *, drop_nonfinite: bool = False):
+    """The optional whitener and every input row (raw inputs embedded with its encoder)."""
+    wh = _load_whitener(whitener) if whitener is not None else None
+    sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
+    return wh, _read_all_rows(sources, drop_nonfinite=drop_nonfinite)
+
+
 def _read_all_rows(sources, *, drop_nonfinite: bool = False) -> np.ndarray:
     """Every row of the sources in memory, (n, d) float64 (commands that need all rows at once)."""
     from whitenclip.stores import iter_rows
@@ -513,10 +520,8 @@ def gaussianity_report_cmd(
     from whitenclip.diagnostics import gaussianity_report
     from whitenclip.report import render_terminal, write_html_report
 
-    wh = _load_whitener(whitener) if whitener is not None else None
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
-    sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
-    X = _read_all_rows(sources, drop_nonfinite=drop_nonfinite)
+    wh, X = _whitener_and_rows(inputs, whitener, encoding, drop_nonfinite=drop_nonfinite)
     if wh is None:
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
     report = gaussianity_report(X, wh, trials=trials, subset=subset, projections=projections, seed=seed)
@@ -576,10 +581,8 @@ def entropy(
     """Differential entropy of the Gaussian fitted to embeddings: bias-corrected, with CI and a k-NN check."""
     from whitenclip.information import GaussianEntropy
 
-    wh = _load_whitener(whitener) if whitener is not None else None
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
-    sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
-    X = _read_all_rows(sources)
+    wh, X = _whitener_and_rows(inputs, whitener, encoding)
     est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
     summary = est.fit(X).summary()
     if as_json:
