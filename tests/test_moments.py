@@ -63,3 +63,15 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "x.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     with pytest.raises(InputError):
         Moments.load(tmp_path / "x.safetensors")
+
+
+def test_float32_gram_is_close_on_well_conditioned_data(anisotropic):
+    exact = Moments.from_array(anisotropic)
+    fast = Moments(anisotropic.shape[1])
+    for lo in range(0, 600, 200):
+        fast.update(anisotropic[lo:lo + 200], gram="float32")
+    np.testing.assert_allclose(fast.mean, exact.mean, rtol=1e-13)  # the mean stays float64
+    rel = np.abs(fast.scatter - exact.scatter).max() / np.abs(exact.scatter).max()
+    assert 0 < rel < 1e-5
+    with pytest.raises(InputError, match="gram must be"):
+        Moments(3).update(np.ones((2, 3)), gram="float16")

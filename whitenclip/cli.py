@@ -266,6 +266,7 @@ def fit(
     rank: Optional[int] = typer.Option(None, "--rank", help="Keep at most this many directions."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk (memory vs speed)."),
+    fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
@@ -283,6 +284,7 @@ def fit(
     wh, stats = fit_whitener_streaming(
         sources, method=method.value, shrinkage=_parse_shrinkage(shrinkage), floor=floor, rank=rank,
         drop_nonfinite=drop_nonfinite, chunk_rows=chunk_rows, extra_metadata=_source_meta(sources),
+        gram="float32" if fast_gram else "float64",
     )
     wh.save(output)
     _report_skips(raw)

@@ -522,11 +522,12 @@ def import_wclip(mean_path, matrix_path, *, n_samples: int | None = None, modali
 # ---------------------------------------------------------------------------------------
 def fit_whitener_streaming(sources, *, method: str = "pca", shrinkage=None, floor: float = DEFAULT_FLOOR,
                            rank: int | None = None, drop_nonfinite: bool = False, chunk_rows: int = 16384,
-                           extra_metadata: dict | None = None):
+                           extra_metadata: dict | None = None, gram: str = "float64"):
     """Fit a :class:`Whitener` on embedding sources without holding their rows in memory.
 
     One pass accumulates :class:`Moments` chunk by chunk (peak memory O(chunk_rows * d + d^2),
     independent of n); Ledoit-Wolf shrinkage adds a second pass for sum ||x - mean||^4.
+    ``gram="float32"`` computes each chunk's Gram in float32 (see :meth:`Moments.update`).
     Returns ``(whitener, row_stats)``.
     """
     from whitenclip.stores import RowStats, iter_rows
@@ -536,7 +537,7 @@ def fit_whitener_streaming(sources, *, method: str = "pca", shrinkage=None, floo
     stats = RowStats()
     moments = None
     for _, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
-        moments = (moments or Moments(X.shape[1])).update(X, overwrite=True)
+        moments = (moments or Moments(X.shape[1])).update(X, overwrite=True, gram=gram)
     if moments is None:
         raise InputError(f"{', '.join(s.path for s in sources)}: no usable rows")
     if moments.n < 2:
@@ -549,6 +550,7 @@ def fit_whitener_streaming(sources, *, method: str = "pca", shrinkage=None, floo
             sum4 = sum_centered_sqnorm4(chunks, moments.mean)
     wh = Whitener(method=method, shrinkage=shrinkage, floor=floor, rank=rank).fit_moments(moments, sum_sqnorm4=sum4)
     wh.metadata_.update({k: v for k, v in (extra_metadata or {}).items() if v is not None})
+    wh.metadata_["gram_dtype"] = gram
     return wh, stats
 
 
