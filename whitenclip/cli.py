@@ -276,13 +276,16 @@ def fit(
     from whitenclip.sources import EncodedSource
     from whitenclip.whitening import fit_whitener_streaming
 
+    shrink = _parse_shrinkage(shrinkage)
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
     sources = _open_sources(inputs, encoding)
     raw = [s for s in sources if isinstance(s, EncodedSource)]
-    if save_embeddings is not None or (raw and _parse_shrinkage(shrinkage) == "ledoit-wolf"):
-        sources = _embed_to_store(raw, save_embeddings) if raw else sources
+    if save_embeddings is not None and not raw:
+        raise InputError("--save-embeddings keeps the embeddings of raw images/captions; these inputs are embeddings already")
+    if raw and (save_embeddings is not None or shrink == "ledoit-wolf"):  # rows needed twice: embed once, to a store
+        sources = _embed_to_store(raw, save_embeddings)
     wh, stats = fit_whitener_streaming(
-        sources, method=method.value, shrinkage=_parse_shrinkage(shrinkage), floor=floor, rank=rank,
+        sources, method=method.value, shrinkage=shrink, floor=floor, rank=rank,
         drop_nonfinite=drop_nonfinite, chunk_rows=chunk_rows, extra_metadata=_source_meta(sources),
         gram="float32" if fast_gram else "float64",
     )

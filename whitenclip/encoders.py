@@ -434,10 +434,6 @@ class MiniLMEncoder(Encoder):
         return (torch.from_numpy(ids).to(self.device, non_blocking=True),
                 torch.from_numpy(mask).to(self.device, non_blocking=True))
 
-    def _encode_text_batch(self, texts):
-        enc = self.tokenizer(list(texts), truncation=True, max_length=MINILM_MAX_TOKENS)["input_ids"]
-        return self._pooled(*self._batch_tensors(enc))
-
     def _text_chunk(self, texts, batch_size, bar):
         seqs = self.tokenizer(list(texts), truncation=True, max_length=MINILM_MAX_TOKENS)["input_ids"]
         order = np.argsort(np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs)), kind="stable")
@@ -687,8 +683,6 @@ def embed_items(
         Wrong modality for the encoder; a bad image in strict mode; no image of a run started
         at item 0 could be decoded.
     """
-    import torch
-
     if isinstance(items, Inputs):
         modality = modality or items.modality
         skips = skips if skips is not None else items.skips
@@ -721,73 +715,90 @@ def embed_items(
     with _progress(progress, n - start, f"embedding {modality}s") as bar:
         bar(0)
         if modality == "text":
-            for a in range(start, n, chunk):
-                texts = list(items[a:a + chunk])
-                with torch.inference_mode():
-                    X = encoder._text_chunk(texts, bs, bar)
-                yield texts, X, a + len(texts)
-            return
+            yield from _embed_texts(encoder, items, start=start, batch_size=bs, chunk=chunk, bar=bar)
+        else:
+            yield from _embed_images(encoder, items, start=start, batch_size=bs, chunk=chunk, bar=bar,
+                                     num_workers=num_workers, decode=decode, skips=skips, strict=strict)
 
-        rest = list(items[start:])
-        workers = default_num_workers() if num_workers is None else int(num_workers)
-        if num_workers is None and len(rest) <= 2 * bs:
-            workers = 0
-        # Workers hand over small batches (short pipeline fill, even load); the model sees
-        # batches of ``bs`` assembled from them. Model batches never straddle a chunk.
-        sub = bs if workers == 0 else max(1, min(bs, WORKER_BATCH))
-        split = split_transform(encoder.image_transform) if workers > 0 else None
-        reduce_to = resize_target(encoder.image_transform) if decode == "pil-reduced" else None
-        dataset = (_ImageDataset(rest, split[0], start, to_uint8=True, reduce_to=reduce_to) if split is not None
-                   else _ImageDataset(rest, encoder.image_transform, start, reduce_to=reduce_to))
-        loader = torch.utils.data.DataLoader(
-            dataset,
-            batch_size=sub, shuffle=False, num_workers=workers, collate_fn=_collate_images,
-            pin_memory=encoder.device.type == "cuda",
-            prefetch_factor=max(2, 2 * bs // sub) if workers > 0 else None,
-        )
-        ids: list[str] = []
-        feats: list[np.ndarray] = []
-        pend_idx: list[int] = []
-        pend_px: list = []
-        n_done = 0
-        n_rows = 0
-        end = start
 
-        def flush():
-            if pend_px:
-                with torch.inference_mode():
-                    pixels = torch.cat(pend_px) if len(pend_px) > 1 else pend_px[0]
-                    pixels = pixels.to(encoder.device, non_blocking=True)
-                    if split is not None:
-                        pixels = _normalize(pixels, split[1], split[2])
-                    X = encoder._finish(encoder._encode_image_batch(pixels))
-                ids.extend(items[i] for i in pend_idx)
-                feats.append(X)
-                bar(len(pend_idx))
-                pend_idx.clear()
-                pend_px.clear()
+def _embed_texts(encoder: Encoder, items, *, start: int, batch_size: int, chunk: int, bar):
+    """Text branch of :func:`embed_items`: chunks of ``chunk`` captions, each embedded in batches."""
+    import torch
 
-        for idx, pixels, bad in loader:
-            for i, (reason, detail) in bad:
-                if strict:
-                    raise InputError(f"{items[i]}: {reason}: {detail} (strict mode: fix or remove it)")
-                skips.add(items[i], reason, detail)
-            bar(len(bad))
-            if pixels is not None:
-                pend_idx.extend(idx)
-                pend_px.append(pixels)
-            batch_n = len(idx) + len(bad)
-            end += batch_n
-            n_done += batch_n
-            if len(pend_idx) >= bs:
-                flush()
-            if n_done >= chunk or end == n:
-                flush()
-                n_rows += len(ids)
-                yield ids, (np.concatenate(feats) if feats else np.empty((0, encoder.dim), np.float32)), end
-                ids, feats, n_done = [], [], 0
-        if start == 0 and n > 0 and n_rows == 0:
-            raise InputError(f"none of the {n} images could be decoded ({skips.summary()})")
+    for a in range(start, len(items), chunk):
+        texts = list(items[a:a + chunk])
+        with torch.inference_mode():
+            X = encoder._text_chunk(texts, batch_size, bar)
+        yield texts, X, a + len(texts)
+
+
+def _embed_images(encoder: Encoder, items, *, start: int, batch_size: int, chunk: int, bar,
+                  num_workers: int | None, decode: str, skips: SkipReport, strict: bool):
+    """Image branch of :func:`embed_items`: DataLoader workers decode, the model sees batches of
+    ``batch_size`` assembled from the workers' smaller ones; chunks never split a model batch."""
+    import torch
+
+    bs, n = batch_size, len(items)
+    rest = list(items[start:])
+    workers = default_num_workers() if num_workers is None else int(num_workers)
+    if num_workers is None and len(rest) <= 2 * bs:
+        workers = 0
+    # Workers hand over small batches (short pipeline fill, even load); the model sees
+    # batches of ``bs`` assembled from them. Model batches never straddle a chunk.
+    sub = bs if workers == 0 else max(1, min(bs, WORKER_BATCH))
+    split = split_transform(encoder.image_transform) if workers > 0 else None
+    reduce_to = resize_target(encoder.image_transform) if decode == "pil-reduced" else None
+    dataset = (_ImageDataset(rest, split[0], start, to_uint8=True, reduce_to=reduce_to) if split is not None
+               else _ImageDataset(rest, encoder.image_transform, start, reduce_to=reduce_to))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=sub, shuffle=False, num_workers=workers, collate_fn=_collate_images,
+        pin_memory=encoder.device.type == "cuda",
+        prefetch_factor=max(2, 2 * bs // sub) if workers > 0 else None,
+    )
+    ids: list[str] = []
+    feats: list[np.ndarray] = []
+    pend_idx: list[int] = []
+    pend_px: list = []
+    n_done = 0
+    n_rows = 0
+    end = start
+
+    def flush():
+        if pend_px:
+            with torch.inference_mode():
+                pixels = torch.cat(pend_px) if len(pend_px) > 1 else pend_px[0]
+                pixels = pixels.to(encoder.device, non_blocking=True)
+                if split is not None:
+                    pixels = _normalize(pixels, split[1], split[2])
+                X = encoder._finish(encoder._encode_image_batch(pixels))
+            ids.extend(items[i] for i in pend_idx)
+            feats.append(X)
+            bar(len(pend_idx))
+            pend_idx.clear()
+            pend_px.clear()
+
+    for idx, pixels, bad in loader:
+        for i, (reason, detail) in bad:
+            if strict:
+                raise InputError(f"{items[i]}: {reason}: {detail} (strict mode: fix or remove it)")
+            skips.add(items[i], reason, detail)
+        bar(len(bad))
+        if pixels is not None:
+            pend_idx.extend(idx)
+            pend_px.append(pixels)
+        batch_n = len(idx) + len(bad)
+        end += batch_n
+        n_done += batch_n
+        if len(pend_idx) >= bs:
+            flush()
+        if n_done >= chunk or end == n:
+            flush()
+            n_rows += len(ids)
+            yield ids, (np.concatenate(feats) if feats else np.empty((0, encoder.dim), np.float32)), end
+            ids, feats, n_done = [], [], 0
+    if start == 0 and n > 0 and n_rows == 0:
+        raise InputError(f"none of the {n} images could be decoded ({skips.summary()})")
 
 
 def embed(encoder: Encoder, items: Sequence[str] | Inputs, **kwargs) -> tuple[list[str], np.ndarray]:

@@ -33,6 +33,7 @@ from scipy.spatial import cKDTree
 from threadpoolctl import threadpool_limits
 
 from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning
+from whitenclip.whitening import eigh_descending, shrink
 
 __all__ = [
     "GaussianEntropy",
@@ -383,9 +384,9 @@ class GaussianMI:
         groups = _GroupedMoments(J, rng, resample=self.ci is not None)
         S = groups.covariance()
         a, (sx, sy) = self._shrinkage(J, dx, S)
-        Ax, lx = _whitening_map(S[:dx, :dx], a, sx, self.floor, _max_rank(n) - 1, "mi: X")
+        Ax, lx = _whitening_map(S[:dx, :dx], a, self.floor, _max_rank(n) - 1, "mi: X")
         # the joint log det needs r_x + r_y below the row count too
-        Ay, ly = _whitening_map(S[dx:, dx:], a, sy, self.floor, _max_rank(n) - Ax.shape[1], "mi: Y")
+        Ay, ly = _whitening_map(S[dx:, dx:], a, self.floor, _max_rank(n) - Ax.shape[1], "mi: Y")
         rx, ry = Ax.shape[1], Ay.shape[1]
         K = (1.0 - a) * (Ax.T @ S[:dx, dx:] @ Ay)  # whitened cross-covariance (rx, ry)
         with _one_thread():
@@ -637,9 +638,8 @@ def _log_det_chol(S):
 
 
 def _kept_eigh(cov, floor, max_rank, what):
-    with _one_thread():
-        lam, V = np.linalg.eigh(cov)
-    lam, V = lam[::-1], V[:, ::-1]
+    """Leading eigenpairs above ``floor * lambda_max``, at most ``max_rank`` of them."""
+    lam, V = eigh_descending(cov)
     d = lam.size
     if not lam[0] > 0.0:
         raise InputError(f"{what}: all directions have zero variance")
@@ -653,11 +653,9 @@ def _kept_eigh(cov, floor, max_rank, what):
     return lam[:r].copy(), np.ascontiguousarray(V[:, :r])
 
 
-def _whitening_map(cov, a, mu, floor, max_rank, what):
-    """``A = V lam^{-1/2}`` (d, r) for the (shrunk) covariance ``(1 - a) cov + a mu I``."""
-    cov = (1.0 - a) * cov
-    cov[np.diag_indices_from(cov)] += a * mu
-    lam, V = _kept_eigh(cov, floor, max_rank, what)
+def _whitening_map(cov, a, floor, max_rank, what):
+    """``A = V lam^{-1/2}`` (d, r) for the shrunk covariance ``(1 - a) cov + a (tr cov / d) I``."""
+    lam, V = _kept_eigh(shrink(cov, a), floor, max_rank, what)
     return V / np.sqrt(lam), lam
 
 

@@ -222,7 +222,7 @@ def image_error_reason(exc: BaseException) -> tuple[str, str]:
 # --------------------------------------------------------------------------- captions
 
 
-def _decoded_lines(data: bytes, name: str, report: SkipReport) -> Iterator[tuple[int, str]]:
+def decoded_lines(data: bytes, name: str, report: SkipReport) -> Iterator[tuple[int, str]]:
     """``(line_number, text)`` for each UTF-8 line of ``data``; other lines are skipped."""
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -238,7 +238,7 @@ def _decoded_lines(data: bytes, name: str, report: SkipReport) -> Iterator[tuple
         yield i, text.rstrip("\r")
 
 
-def _pick_column(header: list[str], column: str | int | None, name: str) -> int:
+def pick_column(header: list[str], column: str | int | None, name: str) -> int:
     if column is None:
         lowered = [h.strip().lower() for h in header]
         for cand in CAPTION_COLUMNS:
@@ -291,7 +291,7 @@ def parse_captions(
     if csv_format is None:
         csv_format = suffix in (".csv", ".tsv") or column is not None
     captions: list[str] = []
-    lines = _decoded_lines(data, name, report)
+    lines = decoded_lines(data, name, report)
     if not csv_format:
         for lineno, text in lines:
             text = text.strip()
@@ -316,7 +316,7 @@ def parse_captions(
         return captions
     except csv.Error as exc:
         raise InputError(f"{name}:{current[0]}: bad CSV header ({exc})") from None
-    idx = _pick_column(header, column, name)
+    idx = pick_column(header, column, name)
     while True:
         try:
             row = next(reader)
@@ -366,7 +366,7 @@ def _image_items(paths: Iterable[str], report: SkipReport, stdin) -> list[str]:
     for p in paths:
         if p == STDIN:
             stream = stdin if stdin is not None else sys.stdin.buffer
-            for lineno, line in _decoded_lines(stream.read(), "<stdin>", report):
+            for lineno, line in decoded_lines(stream.read(), "<stdin>", report):
                 line = line.strip()
                 if line:
                     items.append(line)

@@ -215,18 +215,18 @@ def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, sk
     """
     import csv
 
-    from whitenclip.inputs import SkipReport, _decoded_lines, _pick_column
+    from whitenclip.inputs import SkipReport, decoded_lines, pick_column
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     skips = skips if skips is not None else SkipReport()
-    lines = list(_decoded_lines(p.read_bytes(), str(p), skips))
+    lines = list(decoded_lines(p.read_bytes(), str(p), skips))
     if not lines:
         raise InputError(f"{p}: file is empty")
     rows = csv.reader([text for _, text in lines])
     header = next(rows)
-    i_img, i_txt = _pick_column(header, image_col, str(p)), _pick_column(header, text_col, str(p))
+    i_img, i_txt = pick_column(header, image_col, str(p)), pick_column(header, text_col, str(p))
     root = Path(image_root) if image_root is not None else p.parent
     out = []
     for (lineno, _), row in zip(lines[1:], rows):

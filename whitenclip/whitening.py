@@ -200,7 +200,7 @@ class Whitener:
         self.mean_ = moments.mean.copy()
         self.covariance_ = cov
         self.n_samples_, self.n_features_ = int(n), int(d)
-        lam, V = _eigh_descending(cov)
+        lam, V = eigh_descending(cov)
         keep = self._kept_count(lam)
         if keep == 0:
             raise InputError("every coordinate is constant: nothing to whiten")
@@ -398,7 +398,7 @@ def _restore(wh: Whitener, tensors: dict, meta: dict, path) -> None:
     wh.metadata_ = {k: v for k, v in meta.items() if k not in skip}
 
 
-def _eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def eigh_descending(cov: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenpairs of a symmetric matrix (float64, LAPACK syevr), descending, negatives clipped to 0.
 
     Runs single-threaded: at d ~ 1000 threaded OpenBLAS gains nothing here and, on a busy machine,
