@@ -1,29 +1,45 @@
 """whitenclip: whitening, likelihoods, Gaussianity diagnostics and information estimates
 for the embedding spaces of contrastive models (CLIP and other InfoNCE-trained encoders).
 
-Library entry points::
+Library entry points (imported on first use, so ``import whitenclip`` stays cheap)::
 
-    from whitenclip import Whitener, Moments, score, open_embeddings
+    from whitenclip import Whitener, Moments, score, read_embeddings
     wh = Whitener(method="pca").fit(X)          # X: (n_samples, n_features)
-    table = score(wh, X_new)                    # dict of (m,) arrays: loglik, logpdf, ...
+    table = score(wh, X_new)                    # per-row loglik, logpdf, sqnorm, p-values
+    from whitenclip import gaussianity_report, GaussianEntropy, GaussianMI, load_encoder
 """
 
+from __future__ import annotations
+
+import importlib
+
 from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning, WhitenclipError
-from whitenclip.likelihood import score
-from whitenclip.moments import Moments
-from whitenclip.stores import open_embeddings, read_embeddings
-from whitenclip.whitening import Whitener
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
-__all__ = [
-    "InputError",
-    "Moments",
-    "NotFittedError",
-    "RankDeficiencyWarning",
-    "Whitener",
-    "WhitenclipError",
-    "open_embeddings",
-    "read_embeddings",
-    "score",
-]
+_LAZY = {
+    "Whitener": "whitenclip.whitening",
+    "Moments": "whitenclip.moments",
+    "score": "whitenclip.likelihood",
+    "open_embeddings": "whitenclip.stores",
+    "read_embeddings": "whitenclip.stores",
+    "gaussianity_report": "whitenclip.diagnostics",
+    "GaussianEntropy": "whitenclip.information",
+    "GaussianMI": "whitenclip.information",
+    "load_encoder": "whitenclip.encoders",
+}
+
+__all__ = ["InputError", "NotFittedError", "RankDeficiencyWarning", "WhitenclipError", *sorted(_LAZY)]
+
+
+def __getattr__(name: str):
+    """Import public names on first use (PEP 562): the CLI's ``--help`` need not load scipy."""
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'whitenclip' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -11,7 +11,6 @@ import csv
 import functools
 import io
 import json
-import math
 import os
 import sys
 import warnings
@@ -19,7 +18,6 @@ from enum import Enum
 from pathlib import Path
 from typing import Iterator, List, Optional
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -36,7 +34,7 @@ app = typer.Typer(
 )
 
 _console = Console(stderr=True, highlight=False)
-_state = {"debug": bool(os.environ.get("WHITENCLIP_DEBUG")), "quiet": False}
+_state = {"debug": bool(os.environ.get("WHITENCLIP_DEBUG")), "quiet": False, "skips": 0}
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -56,8 +54,24 @@ def _log(message: str) -> None:
         _console.print(message, markup=False, soft_wrap=True)
 
 
+MAX_SKIP_WARNINGS = 20
+"""Skip warnings printed one by one; past this, one summary line says how many more there were."""
+
+
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    if category.__name__ == "InputSkipWarning":
+        _state["skips"] += 1
+        if _state["skips"] > MAX_SKIP_WARNINGS:
+            return
     _console.print(f"whitenclip: warning: {message}", markup=False, soft_wrap=True)
+
+
+def _flush_skip_warnings() -> None:
+    hidden = _state["skips"] - MAX_SKIP_WARNINGS
+    if hidden > 0:
+        _console.print(f"whitenclip: warning: ... and {hidden} more skipped item(s) not shown "
+                       f"({_state['skips']} in all)", markup=False, soft_wrap=True)
+    _state["skips"] = 0
 
 
 def _handles_errors(func):
@@ -90,6 +104,8 @@ def _handles_errors(func):
                 _reraise_in_debug()
                 _fail(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
                       "(rerun with --debug for a traceback)", EXIT_FAILURE)
+            finally:
+                _flush_skip_warnings()
 
     return wrapper
 
@@ -114,26 +130,30 @@ def _global_options(
     _state["quiet"] = quiet
 
 
+def _set_quiet(value: bool) -> bool:
+    if value:
+        _state["quiet"] = True
+    return value
+
+
+def _set_debug(value: bool) -> bool:
+    if value:
+        _state["debug"] = True
+    return value
+
+
+# -q/--quiet and --debug are accepted after the subcommand too (`whitenclip fit X -o W -q`)
+QuietOpt = typer.Option(False, "--quiet", "-q", callback=_set_quiet, expose_value=False,
+                        help="No progress or log lines on stderr.")
+DebugOpt = typer.Option(False, "--debug", callback=_set_debug, expose_value=False, hidden=True)
+AllowPartialOpt = typer.Option(False, "--allow-partial", help="Use a store left incomplete by a killed `embed` (default: refuse).")
+
+
 def _print_json(obj) -> None:
     """One JSON object on stdout (NaN/inf never appear: they become null)."""
-    sys.stdout.write(json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
-    sys.stdout.flush()
+    from whitenclip.render import render
 
-
-def _json_safe(obj):
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.ndarray):
-        return _json_safe(obj.tolist())
-    if isinstance(obj, (np.floating, float)):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
+    render(obj, "json")
 
 
 # ---------------------------------------------------------------------------------------
@@ -149,12 +169,13 @@ def _open_sources(inputs: List[str], encoding=None, *, recorded: Optional[dict] 
     return open_sources(inputs, encoding, recorded=recorded)
 
 
-def _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers):
+def _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers,
+                    allow_partial: bool = False):
     from whitenclip.sources import EncodeOptions
 
     return EncodeOptions(model=model, modality=modality.value if modality else None, normalize=normalize,
                          column=column, strict=strict, device=device, precision=precision.value,
-                         batch_size=batch_size, num_workers=num_workers)
+                         batch_size=batch_size, num_workers=num_workers, allow_partial=allow_partial)
 
 
 def _report_skips(sources) -> None:
@@ -167,36 +188,18 @@ def _report_skips(sources) -> None:
 
 def _whitener_and_rows(inputs, whitener: Optional[Path], encoding, *, drop_nonfinite: bool = False):
     """The optional whitener and every input row (raw inputs embedded with its encoder)."""
+    from whitenclip.sources import read_all_rows
+
     wh = _load_whitener(whitener) if whitener is not None else None
     sources = _open_sources(inputs, encoding, recorded=_recorded(wh) if wh is not None else None)
-    return wh, _read_all_rows(sources, drop_nonfinite=drop_nonfinite)
-
-
-def _read_all_rows(sources, *, drop_nonfinite: bool = False) -> np.ndarray:
-    """Every row of the sources in memory, (n, d) float64 (commands that need all rows at once)."""
-    from whitenclip.stores import iter_rows
-
-    parts = [X for _, X in iter_rows(sources, drop_nonfinite=drop_nonfinite)]
-    if not parts:
-        raise InputError(f"{', '.join(s.path for s in sources)}: no usable rows")
+    X = read_all_rows(sources, drop_nonfinite=drop_nonfinite)
     _report_skips(sources)
-    return np.concatenate(parts)
+    return wh, X
 
 
 def _report_skips_of(report) -> None:
     if report.n_skipped:
         _log(f"inputs: {report.summary()}")
-
-
-def _source_meta(sources) -> dict:
-    """Encoder / modality / normalisation that all sources agree on (None where unknown)."""
-    meta = {}
-    for key in ("encoder", "modality", "normalized"):
-        values = {json.dumps(s.meta.get(key)) for s in sources if s.meta.get(key) is not None}
-        if len(values) > 1:
-            raise InputError(f"inputs disagree on {key}: {', '.join(sorted(values))}")
-        meta[key] = json.loads(values.pop()) if values else None
-    return meta
 
 
 def _load_whitener(path: Path):
@@ -235,12 +238,16 @@ class Precision(str, Enum):
 
 
 # Options for raw inputs, shared by every command that reads INPUTs (typer reads the defaults).
-ModelOpt = typer.Option(None, "--model", "-m", help="Encoder for raw images/captions: minilm, openclip:ARCH/TAG, openclip:ARCH@PATH.")
+ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_envvar=True,
+                        help="Encoder for raw images/captions: minilm (text default), openclip:ARCH/TAG (image default "
+                             "openclip:ViT-B-32/openai, downloaded once; HF_HUB_OFFLINE=1 uses the cache only), "
+                             "openclip:ARCH@PATH (local weights; OpenAI weights need the -quickgelu ARCH, "
+                             "e.g. ViT-L-14-quickgelu@PATH).")
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
 ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input.")
 StrictOpt = typer.Option(False, "--strict", help="Fail on the first bad image or caption instead of skipping it.")
-DeviceOpt = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N.")
+DeviceOpt = typer.Option("auto", "--device", envvar="WHITENCLIP_DEVICE", show_envvar=True, help="auto, cpu, cuda or cuda:N.")
 PrecisionOpt = typer.Option(Precision.auto, "--precision", help="Autocast on CUDA: auto (fp16), fp32, fp16, bf16.")
 BatchOpt = typer.Option(None, "--batch-size", help="Items per forward pass (default 64 images / 128 captions).")
 WorkersOpt = typer.Option(None, "--num-workers", help="Image decode worker processes (default: one per core, at most 8).")
@@ -268,25 +275,34 @@ def fit(
     chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk (memory vs speed)."),
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
+    allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Fit a whitening transform on reference embeddings or raw images/captions (streaming)."""
     from whitenclip.sources import EncodedSource
     from whitenclip.whitening import fit_whitener_streaming
 
+    from whitenclip.outputs import check_output_dir, check_output_file
+    from whitenclip.sources import embed_to_store, source_meta
+
+    check_output_file(output, inputs=inputs, suffix=".safetensors")
+    if save_embeddings is not None:
+        check_output_dir(save_embeddings, inputs=inputs)
     shrink = _parse_shrinkage(shrinkage)
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
+                               num_workers, allow_partial)
     sources = _open_sources(inputs, encoding)
     raw = [s for s in sources if isinstance(s, EncodedSource)]
     if save_embeddings is not None and not raw:
         raise InputError("--save-embeddings keeps the embeddings of raw images/captions; these inputs are embeddings already")
     if raw and (save_embeddings is not None or shrink == "ledoit-wolf"):  # rows needed twice: embed once, to a store
-        sources = _embed_to_store(raw, save_embeddings)
+        sources = embed_to_store(raw, save_embeddings)
     wh, stats = fit_whitener_streaming(
         sources, method=method.value, shrinkage=shrink, floor=floor, rank=rank,
-        drop_nonfinite=drop_nonfinite, chunk_rows=chunk_rows, extra_metadata=_source_meta(sources),
+        drop_nonfinite=drop_nonfinite, chunk_rows=chunk_rows, extra_metadata=source_meta(sources),
         gram="float32" if fast_gram else "float64",
     )
     wh.save(output)
@@ -294,38 +310,6 @@ def fit(
     _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_}"
          + (f" (dropped {stats.dropped_nonfinite} non-finite rows)" if stats.dropped_nonfinite else "")
          + f" -> {output}")
-
-
-def _embed_to_store(raw_sources, directory: Optional[Path]):
-    """Embed raw sources into a store (``directory``, or a temporary one removed at exit) and
-    return the store as an embeddings source: used when rows are needed twice."""
-    import atexit
-    import shutil
-    import tempfile
-
-    from whitenclip.stores import open_embeddings
-
-    if directory is None:
-        directory = Path(tempfile.mkdtemp(prefix="whitenclip-embeddings-"))
-        atexit.register(shutil.rmtree, directory, True)
-        directory.rmdir()
-    for src in raw_sources:
-        _write_store(src, directory, dtype="float32")
-    return [open_embeddings(directory)]
-
-
-def _write_store(src, directory: Path, *, dtype: str, shard_items: Optional[int] = None) -> int:
-    """Embed one raw source into a store directory, resuming after committed shards.
-    Returns the number of rows the store holds."""
-    from whitenclip.stores import StoreWriter
-
-    meta = {**src.meta, "items_hash": src.items_hash, "n_items": len(src.inputs.items)}
-    writer = StoreWriter(directory, dim=src.dim, dtype=dtype, meta=meta)
-    if writer.resume_item:
-        _log(f"{directory}: resuming after item {writer.resume_item} of {len(src.inputs.items)} ({writer.n_rows} rows kept)")
-    for ids, X, items_end in src.iter_encoded(start_item=writer.resume_item, chunk_size=shard_items):
-        writer.write_shard(ids, X, items_end)
-    return writer.n_rows
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,16 +330,26 @@ def embed(
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Embed images or captions into a store directory (shards written atomically; a killed run resumes)."""
-    from whitenclip.sources import EncodedSource
+    import shlex
 
+    from whitenclip.outputs import check_output_dir
+    from whitenclip.sources import EncodedSource, write_store
+
+    check_output_dir(output, inputs=inputs)
+    if shard_items is not None and shard_items < 1:
+        raise InputError(f"--shard-items must be a positive number of items, got {shard_items}")
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
     sources = _open_sources(inputs, encoding)
     if not all(isinstance(s, EncodedSource) for s in sources):
         raise InputError("embed reads raw images or captions; these inputs are embeddings already")
     src = sources[0]
-    n_rows = _write_store(src, output, dtype=dtype.value, shard_items=shard_items)
+    rerun = ["whitenclip", "embed", *inputs, "-o", str(output), "--model", str(src.meta["encoder"]),
+             *(["--normalize"] if src.meta.get("normalized") else []), *(["--column", column] if column else []),
+             *(["--modality", modality.value] if modality else [])]
+    n_rows = write_store(src, output, dtype=dtype.value, shard_items=shard_items, command=shlex.join(rerun), log=_log)
     _report_skips(sources)
     _log(f"embedded {n_rows} {src.meta['modality']} rows with {src.meta['encoder']} (dim {src.dim}) -> {output}")
 
@@ -370,10 +364,11 @@ def _escape_tsv(text: str) -> str:
 def _format_rows(ids: list, cols: dict, fmt: str) -> str:
     """Rows ``id, loglik, logpdf, sqnorm, pvalue`` of one chunk as TSV / CSV / JSONL text."""
     from whitenclip.likelihood import COLUMNS
+    from whitenclip.results import json_safe
 
     values = [cols[c].tolist() for c in COLUMNS]
     if fmt == "jsonl":
-        return "".join(json.dumps({"id": i, **{c: _json_safe(v[k]) for c, v in zip(COLUMNS, values)}}) + "\n"
+        return "".join(json.dumps({"id": i, **{c: json_safe(v[k]) for c, v in zip(COLUMNS, values)}}) + "\n"
                        for k, i in enumerate(ids))
     if fmt == "csv":
         buf = io.StringIO()
@@ -412,16 +407,23 @@ def score(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows scored per chunk."),
+    allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling predictive)."""
     from whitenclip.likelihood import CalibrationWarning, score as score_rows
     from whitenclip.stores import RowStats, iter_rows
 
+    from whitenclip.outputs import check_output_file
+
+    if output is not None and str(output) != "-":
+        check_output_file(output, inputs=[*inputs, whitener])
     wh = _load_whitener(whitener)
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
+                               num_workers, allow_partial)
     sources = _open_sources(inputs, encoding, recorded=_recorded(wh))
     for src in sources:
         if src.dim != wh.n_features_:
@@ -450,6 +452,7 @@ def _recorded(wh) -> dict:
 def info(
     whitener: Path = typer.Argument(..., metavar="WHITENER", help="Whitener artifact (.safetensors)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Show a whitener's metadata, spectrum summary and condition number."""
     from whitenclip.whitening import spectrum_summary
@@ -491,10 +494,13 @@ def import_wclip_cmd(
     output: Path = typer.Option(..., "--output", "-o", help="Whitener artifact to write (.safetensors)."),
     n_samples: Optional[int] = typer.Option(None, "--n-samples", help="Rows W was fitted on (enables the calibrated p-value)."),
     modality: Optional[str] = typer.Option(None, "--modality", help="image or text (recorded in the artifact)."),
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Convert the W-CLIP paper's released mean and whitening matrix into a whitener artifact."""
+    from whitenclip.outputs import check_output_file
     from whitenclip.whitening import import_wclip
 
+    check_output_file(output, inputs=[mean, matrix], suffix=".safetensors")
     wh = import_wclip(mean, matrix, n_samples=n_samples, modality=modality)
     wh.save(output)
     c = wh.metadata_["conditioning"]
@@ -510,22 +516,28 @@ def import_wclip_cmd(
 def gaussianity_report_cmd(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs, - for stdin vectors) or raw images/captions."),
     whitener: Optional[Path] = typer.Option(None, "--whitener", "-w", help="Whitener artifact (default: fit one on the inputs themselves)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write report.json, report.html and figures/ into this directory."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", "--out", help="Write report.json, report.html and figures/ into this directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as one JSON object on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice (subsets, directions, Gaussian references)."),
     trials: int = typer.Option(10, "--trials", min=1, help="Random row subsets for the per-coordinate tests."),
     subset: int = typer.Option(500, "--subset", min=2, help="Rows per subset."),
     projections: int = typer.Option(1000, "--projections", min=1, help="Random unit directions of the centred data."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
+    allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """How close the embeddings are to a Gaussian: per-coordinate AD/DP tests, norms, projections, Mardia, verdict."""
     from whitenclip.diagnostics import gaussianity_report
+    from whitenclip.outputs import check_output_dir
     from whitenclip.report import render_terminal, write_html_report
 
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    if out is not None:
+        check_output_dir(out, inputs=[*inputs, whitener])
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
+                               num_workers, allow_partial)
     wh, X = _whitener_and_rows(inputs, whitener, encoding, drop_nonfinite=drop_nonfinite)
     if wh is None:
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
@@ -579,14 +591,17 @@ def entropy(
     knn_dims: int = typer.Option(16, "--knn-dims", min=0, help="Leading principal components for the k-NN cross-check (0: off)."),
     seed: int = typer.Option(0, "--seed", help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Differential entropy of the Gaussian fitted to embeddings: bias-corrected, with CI and a k-NN check."""
     from whitenclip.information import GaussianEntropy
 
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
+                               num_workers, allow_partial)
     wh, X = _whitener_and_rows(inputs, whitener, encoding)
     est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
     summary = est.fit(X).summary()
@@ -621,9 +636,11 @@ def mi(
     pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, normalize: Optional[bool] = NormalizeOpt, strict: bool = StrictOpt,
     device: str = DeviceOpt, precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt,
     num_workers: Optional[int] = WorkersOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Mutual information between paired embeddings, from canonical correlations (Gaussian), with CI."""
     from whitenclip.information import GaussianMI
@@ -643,8 +660,8 @@ def mi(
     elif x is None or y is None:
         raise InputError("mi needs two embeddings inputs X Y (row i with row i), or --pairs TABLE")
     else:
-        ids, X = read_embeddings([x])
-        _, Y = read_embeddings([y])
+        ids, X = read_embeddings([x], allow_partial=allow_partial)
+        _, Y = read_embeddings([y], allow_partial=allow_partial)
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
     est = GaussianMI(base=base.value, shrinkage=_parse_shrinkage(shrinkage), ksg_dims=ksg_dims,

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import sys
 import warnings
 from collections import Counter
@@ -50,6 +51,10 @@ STDIN = "-"
 
 class InputSkipWarning(UserWarning):
     """An input item (image or caption line) was unusable and was skipped."""
+
+
+class InputFormatWarning(UserWarning):
+    """How an input was read was decided from its content (e.g. a CSV header in a .txt file)."""
 
 
 @dataclass
@@ -288,8 +293,13 @@ def parse_captions(
     """
     report = report if report is not None else SkipReport()
     suffix = Path(name).suffix.lower()
+    delimiter = "\t" if suffix == ".tsv" else ","
     if csv_format is None:
         csv_format = suffix in (".csv", ".tsv") or column is not None
+        if not csv_format:
+            sniffed = sniff_header(data, name)
+            if sniffed is not None:
+                csv_format, delimiter = True, sniffed
     captions: list[str] = []
     lines = decoded_lines(data, name, report)
     if not csv_format:
@@ -308,7 +318,6 @@ def parse_captions(
             current[0] = lineno
             yield text
 
-    delimiter = "\t" if suffix == ".tsv" else ","
     reader = csv.reader(tracked(), delimiter=delimiter)
     try:
         header = next(reader)
@@ -333,6 +342,40 @@ def parse_captions(
             continue
         captions.append(text)
     return captions
+
+
+_HEADER_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,31}$")
+
+
+def sniff_header(data: bytes, name: str) -> str | None:
+    """The delimiter when a plain captions file starts with a CSV/TSV header, else None.
+
+    A first line such as ``image,caption`` (Flickr8k's ``captions.txt``) whose fields include one
+    of :data:`CAPTION_COLUMNS` is a header: the file is read as CSV, with a warning saying so. A
+    first line of two or more identifier-like fields followed by rows that start with an image
+    file name is a header too, but without a caption column: :class:`InputError` asks for
+    ``--column``. Anything else is one caption per line.
+    """
+    lines = data[:65536].decode("utf-8", "replace").lstrip("\ufeff").splitlines()
+    if not lines:
+        return None
+    first = lines[0].strip()
+    delimiter = "\t" if "\t" in first else ","
+    fields = [f.strip() for f in next(csv.reader([first], delimiter=delimiter))] if first else []
+    if len(fields) < 2 or not all(_HEADER_FIELD.match(f) for f in fields):
+        return None
+    known = [f for f in fields if f.lower() in CAPTION_COLUMNS]
+    kind = "TSV" if delimiter == "\t" else "CSV"
+    if known:
+        warnings.warn(f"{name}: first line {first!r} is a {kind} header; reading captions from its "
+                      f"{known[0]!r} column (pass --column to choose another)", InputFormatWarning, stacklevel=3)
+        return delimiter
+    second = next((ln for ln in lines[1:] if ln.strip()), "")
+    lead = second.split(delimiter, 1)[0].strip()
+    if is_image_path(lead):
+        raise InputError(f"{name}: first line {first!r} looks like a {kind} header with no caption column "
+                         f"({', '.join(CAPTION_COLUMNS)}); pass --column NAME")
+    return None
 
 
 def read_captions(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import sys
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -25,7 +26,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from whitenclip.errors import InputError
-from whitenclip.stores import EmbeddingFile, is_embedding_path, looks_like_vectors, open_embeddings, read_text_vectors
+from whitenclip.inputs import is_image_path
+from whitenclip.stores import (
+    EmbeddingFile,
+    is_embedding_path,
+    iter_rows,
+    label_ids,
+    looks_like_vectors,
+    open_embeddings,
+    read_text_vectors,
+)
 
 DEFAULT_MODELS = {"text": "minilm", "image": "openclip:ViT-B-32/openai"}
 """Encoder used for raw inputs when neither --model nor a whitener names one."""
@@ -45,6 +55,7 @@ class EncodeOptions:
     batch_size: int | None = None
     num_workers: int | None = None
     progress: bool = True
+    allow_partial: bool = False
 
 
 @dataclass
@@ -106,8 +117,9 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
         raise InputError("no INPUT given (use - to read from stdin)")
     options = options or EncodeOptions()
     stdin = _read_stdin_once() if "-" in paths else None
-    stdin_vectors = stdin is not None and looks_like_vectors(_first_line(stdin))
-    kinds = {p: ("embeddings" if (p == "-" and stdin_vectors) or (p != "-" and _holds_embeddings(p)) else "raw")
+    as_text = options.modality == "text"  # numeric-looking lines are captions then
+    stdin_vectors = stdin is not None and not as_text and looks_like_vectors(_first_line(stdin))
+    kinds = {p: ("embeddings" if (p == "-" and stdin_vectors) or (p != "-" and _holds_embeddings(p, as_text)) else "raw")
              for p in paths}
     if len(set(kinds.values())) > 1:
         emb = next(p for p, k in kinds.items() if k == "embeddings")
@@ -116,30 +128,53 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     if "embeddings" in kinds.values():
         if options.model:
             raise InputError("--model applies to raw images or captions; these inputs are embeddings already")
-        return [_open_embedding(p, stdin) for p in paths]
+        return label_ids(_open_embedding(p, stdin, options.allow_partial) for p in paths)
     return [_open_raw(paths, options, recorded or {}, stdin)]
 
 
 _TEXT_SUFFIXES = ("", ".txt", ".tsv", ".csv", ".vec", ".vectors")
+_BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, whitenclip store directories "
+                "and text vectors; captions from UTF-8 text or CSV; images by their extension")
 
 
-def _holds_embeddings(path: str) -> bool:
-    """An embeddings file/store, or a text file whose first non-empty line is a vector of numbers."""
+def _holds_embeddings(path: str, as_text: bool = False) -> bool:
+    """An embeddings file/store, or a text file whose first non-empty line is a vector of numbers.
+
+    A file of another extension that is binary (NUL bytes or invalid UTF-8 in its first 8 KiB)
+    is refused: it is neither embeddings we can read nor captions.
+    """
     if is_embedding_path(path):
         return True
     p = Path(path)
-    if not p.is_file() or p.suffix.lower() not in _TEXT_SUFFIXES:
+    if not p.is_file():
+        return False
+    suffix = p.suffix.lower()
+    if suffix not in _TEXT_SUFFIXES and not is_image_path(p) and _is_binary(p):
+        raise InputError(f"{p}: binary file of unknown format ({_BINARY_HINT})")
+    if as_text or suffix not in _TEXT_SUFFIXES:
         return False
     with open(p, "rb") as fh:
         return looks_like_vectors(_first_line(fh.read(1 << 20)))
 
 
-def _open_embedding(path: str, stdin: bytes | None) -> EmbeddingFile:
+def _is_binary(p: Path, size: int = 8192) -> bool:
+    with open(p, "rb") as fh:
+        head = fh.read(size)
+    if b"\0" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 3  # a multi-byte character cut at the end is fine
+    return False
+
+
+def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False) -> EmbeddingFile:
     if path == "-":
         if not stdin or not stdin.strip():
             raise InputError("<stdin>: no vectors (input is empty)")
         return read_text_vectors(io.StringIO(stdin.decode("utf-8", "replace")), "<stdin>")
-    return open_embeddings(path)
+    return open_embeddings(path, allow_partial=allow_partial)
 
 
 def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: bytes | None) -> EncodedSource:
@@ -191,6 +226,62 @@ def skip_summary(sources) -> str:
     """One line on what raw sources skipped ("" when nothing was skipped or sources are files)."""
     parts = [s.inputs.skips.summary() for s in sources if isinstance(s, EncodedSource)]
     return "; ".join(p for p in parts if p)
+
+
+def source_meta(sources) -> dict:
+    """Encoder / modality / normalisation / activation all sources agree on (None where unknown)."""
+    meta = {}
+    for key in ("encoder", "modality", "normalized", "activation"):
+        values = {json.dumps(s.meta.get(key)) for s in sources if s.meta.get(key) is not None}
+        if len(values) > 1:
+            raise InputError(f"inputs disagree on {key}: {', '.join(sorted(values))}")
+        meta[key] = json.loads(values.pop()) if values else None
+    return meta
+
+
+def read_all_rows(sources, *, drop_nonfinite: bool = False) -> np.ndarray:
+    """Every row of the sources in memory, (n, d) float64 (for analyses that need all rows at once)."""
+    parts = [X for _, X in iter_rows(sources, drop_nonfinite=drop_nonfinite)]
+    if not parts:
+        raise InputError(f"{', '.join(s.path for s in sources)}: no usable rows")
+    return np.concatenate(parts)
+
+
+def write_store(src: EncodedSource, directory, *, dtype: str = "float32", shard_items: int | None = None,
+                command: str | None = None, log=None) -> int:
+    """Embed one raw source into a store directory, resuming after committed shards.
+
+    ``command`` (the command line that writes the store) is recorded so that an incomplete store
+    can say how to finish it. Returns the number of rows the store holds.
+    """
+    from whitenclip.stores import StoreWriter
+
+    meta = {**src.meta, "items_hash": src.items_hash, "n_items": len(src.inputs.items)}
+    if command:
+        meta["command"] = command
+    writer = StoreWriter(directory, dim=src.dim, dtype=dtype, meta=meta)
+    if writer.resume_item and log is not None:
+        log(f"{directory}: resuming after item {writer.resume_item} of {len(src.inputs.items)} "
+            f"({writer.n_rows} rows kept)")
+    for ids, X, items_end in src.iter_encoded(start_item=writer.resume_item, chunk_size=shard_items):
+        writer.write_shard(ids, X, items_end)
+    return writer.n_rows
+
+
+def embed_to_store(raw_sources, directory=None) -> list:
+    """Embed raw sources into a store (``directory``, or a temporary one removed at exit) and
+    return the store as an embeddings source: for commands that need the rows twice."""
+    import atexit
+    import shutil
+    import tempfile
+
+    if directory is None:
+        directory = Path(tempfile.mkdtemp(prefix="whitenclip-embeddings-"))
+        atexit.register(shutil.rmtree, directory, True)
+        directory.rmdir()
+    for src in raw_sources:
+        write_store(src, directory, dtype="float32")
+    return [open_embeddings(directory)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,7 +357,9 @@ def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_
     by_image = {img: k for k, img in enumerate(img_ids)}
     kept = [r for r in rows if r[1] in by_image]
     if not kept:
-        raise InputError(f"{path}: none of the table's images could be embedded ({skips.summary()})")
+        hint = "" if image_root is not None else (f"; image paths are read relative to {Path(path).parent}, "
+                                                   "pass --image-root FOLDER if they live elsewhere")
+        raise InputError(f"{path}: none of the table's images could be embedded ({skips.summary()}){hint}")
     _, Y = embed(encoder, Inputs([c for _, _, c in kept], "text", skips), **kw)
     X = img_X[[by_image[img] for _, img, _ in kept]]
     meta = {"encoder": encoder.spec, "normalized": encoder.normalize}

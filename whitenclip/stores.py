@@ -2,25 +2,27 @@
 
 Supported inputs (all yield rows of shape (m, d) as float64 chunks with string row ids):
 
-* ``.npy``          2-D float16/32/64 array, memory-mapped (``allow_pickle=False``);
+* ``.npy``          2-D float16/32/64 array, read in chunks of rows with plain reads (never unpickled);
 * ``.npz``          array ``embeddings`` (or the only array), optional string array ``ids``;
 * ``.safetensors``  tensor ``embeddings``, optional ``ids`` (JSON list) in the header metadata;
+* ``.pt``/``.pth``  a 2-D float tensor, or a dict with ``embeddings`` (optional ``ids``), read with
+  ``torch.load(weights_only=True)``;
 * store directory   ``meta.json`` + ``shard-NNNNN.npy`` + ``shard-NNNNN.ids.json`` (see
   :class:`StoreWriter`), written by ``whitenclip embed``;
 * text vectors      one vector per line: whitespace- or comma-separated floats, or a JSON array
   (``-`` is standard input).
 
-Row ids default to the row index (as a string) when a file carries none.
+Row ids default to the row index (as a string) when a file carries none, or to ``FILE:ROW`` when
+a command reads several inputs (:func:`label_ids`). A store whose ``meta.json`` records more
+items than its committed shards cover (a killed ``embed``) is refused unless ``allow_partial``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +31,7 @@ from typing import IO, Iterator
 import numpy as np
 
 from whitenclip.errors import InputError, NonFiniteRowsWarning
+from whitenclip.outputs import atomic_write  # noqa: F401  (re-exported: stores write through it)
 
 DEFAULT_CHUNK_ROWS = 16384
 STORE_FORMAT = "whitenclip-store"
@@ -40,35 +43,6 @@ _SHARD_RE = re.compile(r"^shard-(\d{5,})\.npy$")
 # ---------------------------------------------------------------------------------------
 # atomic writes
 # ---------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on success rename it over ``path``.
-
-    A run killed mid-write leaves the previous ``path`` (or nothing) in place, never a
-    half-written file. The temporary file is removed on failure.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_json_atomic(path, obj) -> None:
     """Write ``obj`` as pretty JSON to ``path`` atomically."""
     with atomic_write(path, "w") as fh:
@@ -124,6 +98,9 @@ class EmbeddingFile:
     dtype: str
     meta: dict = field(default_factory=dict)
     _blocks: list = field(default_factory=list, repr=False)  # [(array-like (m, d), ids or None)]
+    id_prefix: str | None = None
+    """Rows without ids of their own get ``f"{id_prefix}:{row}"`` (set when a command reads several
+    inputs, so ids stay unique and traceable), else ``str(row)``."""
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield ``(ids, X)`` with X of shape (m <= chunk_rows, dim), float64, in file order.
@@ -136,9 +113,14 @@ class EmbeddingFile:
             for lo in range(0, block.shape[0], chunk_rows):
                 hi = min(lo + chunk_rows, block.shape[0])
                 X = _fresh_float64(block[lo:hi], already_fresh=isinstance(block, NpyRows))
-                chunk_ids = list(ids[lo:hi]) if ids is not None else [str(i) for i in range(start + lo, start + hi)]
+                chunk_ids = list(ids[lo:hi]) if ids is not None else self._default_ids(start + lo, start + hi)
                 yield chunk_ids, X
             start += block.shape[0]
+
+    def _default_ids(self, lo: int, hi: int) -> list[str]:
+        if self.id_prefix is None:
+            return [str(i) for i in range(lo, hi)]
+        return [f"{self.id_prefix}:{i}" for i in range(lo, hi)]
 
     def read_all(self) -> tuple[list[str], np.ndarray]:
         """All rows at once: ``(ids, X)`` with X of shape (n_rows, dim), float64."""
@@ -159,21 +141,29 @@ def _load_block(block):
     return block() if callable(block) else block
 
 
+EMBEDDING_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
+"""File name endings read as embeddings (besides store directories and text vectors)."""
+
+
 def is_embedding_path(path) -> bool:
     """True when ``path`` names an embeddings file or a store directory (not raw images/captions)."""
     p = Path(path)
     if p.is_dir():
         return (p / "meta.json").is_file()
-    return p.suffix.lower() in (".npy", ".npz", ".safetensors")
+    return p.suffix.lower() in EMBEDDING_SUFFIXES
 
 
-def open_embeddings(path) -> EmbeddingFile:
-    """Open an embeddings file or store directory for chunked reading (see module doc)."""
+def open_embeddings(path, *, allow_partial: bool = False) -> EmbeddingFile:
+    """Open an embeddings file or store directory for chunked reading (see module doc).
+
+    A store left incomplete by a killed ``embed`` raises :class:`InputError` unless
+    ``allow_partial`` is set.
+    """
     if str(path) == "-":
         return read_text_vectors(sys.stdin, "<stdin>")
     p = Path(path)
     if p.is_dir():
-        return _open_store(p)
+        return _open_store(p, allow_partial=allow_partial)
     p = _existing_file(p)
     suffix = p.suffix.lower()
     if suffix == ".npy":
@@ -182,6 +172,8 @@ def open_embeddings(path) -> EmbeddingFile:
         return _open_npz(p)
     if suffix == ".safetensors":
         return _open_safetensors(p)
+    if suffix in (".pt", ".pth"):
+        return _open_torch(p)
     with open(p, "r", encoding="utf-8", errors="strict") as fh:
         try:
             return read_text_vectors(fh, str(p))
@@ -315,6 +307,37 @@ def _open_safetensors(p: Path) -> EmbeddingFile:
     return EmbeddingFile(str(p), n, d, dtype, _decode_meta(meta), [(load, ids)])
 
 
+def _open_torch(p: Path) -> EmbeddingFile:
+    """A ``torch.save``d 2-D float tensor, or a dict holding one under ``embeddings`` (optional
+    ``ids``: a list of strings), read with ``torch.load(weights_only=True)`` (never unpickled)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency
+        raise InputError(f"{p}: reading .pt files needs torch") from None
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable torch file with weights_only=True ({_one_line(exc)}); "
+                         "only tensors and dicts of tensors are read, never pickled objects") from None
+    ids = None
+    if isinstance(obj, dict):
+        if "embeddings" not in obj:
+            raise InputError(f"{p}: a dict in a .pt file must hold a tensor under 'embeddings' (found {sorted(map(str, obj))})")
+        ids, obj = obj.get("ids"), obj["embeddings"]
+        if ids is not None:
+            if not isinstance(ids, (list, tuple)):
+                raise InputError(f"{p}: 'ids' must be a list of strings")
+            ids = [str(i) for i in ids]
+    if not isinstance(obj, torch.Tensor):
+        raise InputError(f"{p}: expected a 2-D float tensor (or a dict with 'embeddings'), got {type(obj).__name__}")
+    if not obj.is_floating_point() or obj.dtype == torch.bfloat16:
+        raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {str(obj.dtype).replace('torch.', '')}")
+    arr = obj.detach().cpu().numpy()
+    n, d = _check_matrix(str(p), arr.shape, arr.dtype)
+    _check_ids(p, ids, n)
+    return EmbeddingFile(str(p), n, d, str(arr.dtype), {}, [(arr, ids)])
+
+
 def _st_dtype(name: str) -> str:
     return {"F16": "float16", "F32": "float32", "F64": "float64"}.get(name, name)
 
@@ -383,7 +406,6 @@ def read_text_vectors(lines, name: str) -> EmbeddingFile:
         elif v.size != dim:
             raise InputError(f"{name}:{lineno}: vector has {v.size} values, expected {dim} like line 1")
         rows.append(v)
-        ids.append(str(len(ids)))
     if not rows:
         raise InputError(f"{name}: no vectors (input is empty)")
     X = np.vstack(rows)
@@ -450,15 +472,28 @@ def iter_rows(sources, *, drop_nonfinite: bool = False, stats: RowStats | None =
         yield from finite_chunks(src, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows)
 
 
-def read_embeddings(paths, *, drop_nonfinite: bool = False) -> tuple[list[str], np.ndarray]:
+def label_ids(sources) -> list:
+    """Give rows without ids of their own ``FILE:ROW`` ids when there are several sources."""
+    sources = list(sources)
+    if len(sources) > 1:
+        for src in sources:
+            if isinstance(src, EmbeddingFile):
+                src.id_prefix = src.path
+    return sources
+
+
+def read_embeddings(paths, *, drop_nonfinite: bool = False,
+                    allow_partial: bool = False) -> tuple[list[str], np.ndarray]:
     """Read and concatenate all rows of one or more embedding paths (``-`` = stdin).
 
-    Returns ``(ids, X)`` with X of shape (n, d), float64. All inputs must share d.
+    Returns ``(ids, X)`` with X of shape (n, d), float64. All inputs must share d. With several
+    paths, rows without ids of their own are named ``FILE:ROW``.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
+    sources = label_ids(open_embeddings(p, allow_partial=allow_partial) for p in paths)
     ids, parts = [], []
-    for chunk_ids, X in iter_rows(map(open_embeddings, paths), drop_nonfinite=drop_nonfinite):
+    for chunk_ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite):
         ids.extend(chunk_ids)
         parts.append(X)
     if not parts:
@@ -497,13 +532,15 @@ def _read_store_meta(directory: Path) -> dict:
     return meta
 
 
-def _open_store(directory: Path) -> EmbeddingFile:
+def _open_store(directory: Path, *, allow_partial: bool = False) -> EmbeddingFile:
     meta = _read_store_meta(directory)
     blocks, n, dim, dtype = [], 0, int(meta.get("dim", 0)), str(meta.get("dtype", "float32"))
+    items_end = 0
     for _, npy, ids_path in _shard_paths(directory):
         try:
             arr = _npy_rows(npy)
-            ids = json.loads(ids_path.read_text(encoding="utf-8"))["ids"]
+            shard = json.loads(ids_path.read_text(encoding="utf-8"))
+            ids, items_end = shard["ids"], int(shard.get("items_end", items_end))
         except Exception as exc:
             raise InputError(f"{npy}: unreadable shard ({_one_line(exc)})") from None
         _check_matrix(str(npy), arr.shape, arr.dtype)
@@ -512,9 +549,14 @@ def _open_store(directory: Path) -> EmbeddingFile:
         _check_ids(npy, ids, arr.shape[0])
         blocks.append((arr, [str(s) for s in ids]))
         n += arr.shape[0]
+    total = meta.get("n_items")
+    if total is not None and items_end < int(total) and not allow_partial:
+        rerun = meta.get("command") or f"whitenclip embed ... -o {directory}"
+        raise InputError(f"{directory}: store is incomplete: {items_end} of {total} items; rerun `{rerun}` to "
+                         "finish it (or pass --allow-partial to use the rows it has)")
     if n == 0:
         raise InputError(f"{directory}: store holds zero rows")
-    info = {k: meta[k] for k in ("encoder", "modality", "normalized") if k in meta}
+    info = {k: meta[k] for k in ("encoder", "modality", "normalized", "activation") if k in meta}
     return EmbeddingFile(str(directory), n, dim, dtype, info, blocks)
 
 
@@ -543,7 +585,10 @@ class StoreWriter:
         self.meta = {**(meta or {}), "format": STORE_FORMAT, "version": STORE_VERSION, "dim": self.dim, "dtype": dtype}
         if self.directory.exists() and not self.directory.is_dir():
             raise InputError(f"{self.directory}: exists and is not a directory")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(exist_ok=True)
+        except FileNotFoundError:
+            raise InputError(f"{self.directory}: directory {self.directory.parent} does not exist (create it first)") from None
         if (self.directory / "meta.json").exists():
             self._check_compatible(_read_store_meta(self.directory))
         else:

@@ -1,0 +1,179 @@
+"""Writing to the user's paths: atomic for regular files, streamed into devices and FIFOs,
+through symlinks, and refused (exit 2, nothing written) where it would destroy an input."""
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from whitenclip.cli import app
+from whitenclip.errors import InputError
+from whitenclip.outputs import atomic_write, check_output_dir, check_output_file
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture
+def fitted(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.standard_normal((200, 5)))
+    res = run("fit", tmp_path / "x.npy", "-o", tmp_path / "w.safetensors")
+    assert res.exit_code == 0, res.output
+    return tmp_path
+
+
+def test_kill_9_mid_write_leaves_the_old_file(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old content\n")
+    child = subprocess.Popen([sys.executable, "-c", f"""
+import sys, time
+from whitenclip.outputs import atomic_write
+with atomic_write({str(target)!r}, "w") as fh:
+    fh.write("new partial content\\n"); fh.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+"""], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "writing"
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    assert target.read_text() == "old content\n"
+    assert stat.S_ISREG(os.lstat(target).st_mode)
+
+
+def test_regular_file_is_replaced_atomically(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old\n")
+    with pytest.raises(RuntimeError):
+        with atomic_write(target, "w") as fh:
+            fh.write("half")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]  # the temporary file is gone
+    with atomic_write(target, "w") as fh:
+        fh.write("new\n")
+    assert target.read_text() == "new\n"
+
+
+def test_dev_null_stays_a_character_device(fitted):
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    res = run("score", fitted / "x.npy", "-w", fitted / "w.safetensors", "-o", "/dev/null")
+    assert res.exit_code == 0, res.output
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_fifo_is_streamed_into(fitted):
+    fifo = fitted / "rows.fifo"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(open(fifo).read()))
+    reader.start()
+    res = run("score", fitted / "x.npy", "-w", fitted / "w.safetensors", "-o", fifo)
+    reader.join(timeout=60)
+    assert res.exit_code == 0, res.output
+    lines = got[0].splitlines()
+    assert lines[0].startswith("id\tloglik") and len(lines) == 201
+    assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_symlink_target_is_replaced_and_link_kept(fitted):
+    real = fitted / "real.tsv"
+    real.write_text("old\n")
+    link = fitted / "link.tsv"
+    link.symlink_to(real)
+    res = run("score", fitted / "x.npy", "-w", fitted / "w.safetensors", "-o", link)
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    assert real.read_text().startswith("id\tloglik") and len(real.read_text().splitlines()) == 201
+
+
+def test_whitener_through_symlink(fitted):
+    real = fitted / "real.safetensors"
+    link = fitted / "link.safetensors"
+    link.symlink_to(real)
+    res = run("fit", fitted / "x.npy", "-o", link)
+    assert res.exit_code == 0, res.output
+    assert link.is_symlink() and real.is_file()
+
+
+@pytest.mark.parametrize("case", ["directory", "missing-parent", "same-as-input", "same-as-whitener"])
+def test_score_output_refused_with_exit_2(fitted, case):
+    before = (fitted / "x.npy").read_bytes()
+    out = {"directory": fitted, "missing-parent": fitted / "nope" / "s.tsv",
+           "same-as-input": fitted / "x.npy", "same-as-whitener": fitted / "w.safetensors"}[case]
+    res = run("score", fitted / "x.npy", "-w", fitted / "w.safetensors", "-o", out)
+    assert res.exit_code == 2, res.output
+    assert str(out) in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert (fitted / "x.npy").read_bytes() == before
+    assert not (fitted / "nope").exists()
+
+
+def test_same_file_through_another_name_is_refused(fitted):
+    (fitted / "alias.npy").symlink_to(fitted / "x.npy")
+    res = run("score", fitted / "alias.npy", "-w", fitted / "w.safetensors", "-o", fitted / "x.npy")
+    assert res.exit_code == 2 and "is also an input" in res.stderr
+
+
+def test_whitener_name_must_end_in_safetensors(fitted):
+    res = run("fit", fitted / "x.npy", "-o", fitted / "w.bin")
+    assert res.exit_code == 2 and ".safetensors" in res.stderr
+    assert not (fitted / "w.bin").exists()
+
+
+def test_directory_outputs(fitted):
+    res = run("gaussianity-report", fitted / "x.npy", "-o", fitted / "x.npy", "--trials", "1", "--projections", "5")
+    assert res.exit_code == 2 and "not a directory" in res.stderr
+    res = run("gaussianity-report", fitted / "x.npy", "--out", fitted / "a" / "b", "--projections", "5")
+    assert res.exit_code == 2 and "does not exist" in res.stderr
+    with pytest.raises(InputError, match="not a directory"):
+        check_output_dir(fitted / "x.npy")
+
+
+def test_unwritable_location(tmp_path):
+    if os.geteuid() == 0:
+        target = "/proc/whitenclip-test.safetensors"  # not writable even for root
+        with pytest.raises(InputError, match="/proc"):
+            with atomic_write(target):
+                pass
+    else:
+        d = tmp_path / "ro"
+        d.mkdir(mode=0o500)
+        with pytest.raises(InputError, match="permission denied"):
+            check_output_file(d / "w.safetensors")
+
+
+def test_import_wclip_refuses_to_overwrite_its_input(tmp_path):
+    import torch
+
+    torch.save(torch.zeros(4), tmp_path / "mean_image.pt")
+    torch.save(torch.eye(4), tmp_path / "w_mat_image.pt")
+    res = run("import-wclip", "--mean", tmp_path / "mean_image.pt", "--matrix", tmp_path / "w_mat_image.pt",
+              "-o", tmp_path / "w_mat_image.pt")
+    assert res.exit_code == 2
+
+
+def test_kill_mid_run_keeps_old_scores(fitted):
+    """End to end: a score killed while writing leaves the previous output as it was."""
+    out = fitted / "scores.tsv"
+    out.write_text("previous\n")
+    big = np.random.default_rng(1).standard_normal((400_000, 5))
+    np.save(fitted / "big.npy", big)
+    child = subprocess.Popen([sys.executable, "-m", "whitenclip.cli", "score", str(fitted / "big.npy"), "-w",
+                              str(fitted / "w.safetensors"), "-o", str(out), "--chunk-rows", "1000"],
+                             stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.name.startswith(".scores.tsv.") for p in fitted.iterdir()):
+        time.sleep(0.02)
+    child.kill()
+    child.wait(timeout=30)
+    assert out.read_text() == "previous\n"
