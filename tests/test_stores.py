@@ -7,13 +7,13 @@ from safetensors.numpy import save_file
 
 from whitenclip.errors import InputError
 from whitenclip.stores import (
+    RowStats,
     StoreWriter,
     atomic_write,
     finite_chunks,
     open_embeddings,
     read_embeddings,
     read_text_vectors,
-    RowStats,
 )
 
 

@@ -282,11 +282,9 @@ def fit(
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Fit a whitening transform on reference embeddings or raw images/captions (streaming)."""
-    from whitenclip.sources import EncodedSource
-    from whitenclip.whitening import fit_whitener_streaming
-
     from whitenclip.outputs import check_output_dir, check_output_file
-    from whitenclip.sources import embed_to_store, source_meta
+    from whitenclip.sources import EncodedSource, embed_to_store, source_meta
+    from whitenclip.whitening import fit_whitener_streaming
 
     check_output_file(output, inputs=inputs, suffix=".safetensors")
     if save_embeddings is not None:
@@ -414,10 +412,10 @@ def score(
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling predictive)."""
-    from whitenclip.likelihood import CalibrationWarning, score as score_rows
-    from whitenclip.stores import RowStats, iter_rows
-
+    from whitenclip.likelihood import CalibrationWarning
+    from whitenclip.likelihood import score as score_rows
     from whitenclip.outputs import check_output_file
+    from whitenclip.stores import RowStats, iter_rows
 
     if output is not None and str(output) != "-":
         check_output_file(output, inputs=[*inputs, whitener])

@@ -20,8 +20,8 @@ import hashlib
 import io
 import json
 import sys
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -119,8 +119,8 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     stdin = _read_stdin_once() if "-" in paths else None
     as_text = options.modality == "text"  # numeric-looking lines are captions then
     stdin_vectors = stdin is not None and not as_text and looks_like_vectors(_first_line(stdin))
-    kinds = {p: ("embeddings" if (p == "-" and stdin_vectors) or (p != "-" and _holds_embeddings(p, as_text)) else "raw")
-             for p in paths}
+    holds = {p: stdin_vectors if p == "-" else _holds_embeddings(p, as_text) for p in paths}
+    kinds = {p: "embeddings" if holds[p] else "raw" for p in paths}
     if len(set(kinds.values())) > 1:
         emb = next(p for p, k in kinds.items() if k == "embeddings")
         raw = next(p for p, k in kinds.items() if k == "raw")

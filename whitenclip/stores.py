@@ -26,7 +26,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -216,7 +216,8 @@ class NpyRows:
         self.path = Path(path)
         with open(self.path, "rb") as fh:
             version = np.lib.format.read_magic(fh)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            fmt = np.lib.format
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
             shape, fortran, dtype = read_header(fh)
             self.offset = fh.tell()
         if dtype.hasobject:
@@ -257,7 +258,8 @@ def _open_npz(p: Path) -> EmbeddingFile:
     try:
         with np.load(p, allow_pickle=False) as z:
             keys = list(z.keys())
-            key = "embeddings" if "embeddings" in keys else (keys[0] if len([k for k in keys if k != "ids"]) == 1 else None)
+            arrays = [k for k in keys if k != "ids"]
+            key = "embeddings" if "embeddings" in keys else (arrays[0] if len(arrays) == 1 else None)
             if key is None:
                 raise InputError(f"{p}: .npz must hold an array named 'embeddings' (found {keys})")
             arr = z[key]
@@ -322,7 +324,8 @@ def _open_torch(p: Path) -> EmbeddingFile:
     ids = None
     if isinstance(obj, dict):
         if "embeddings" not in obj:
-            raise InputError(f"{p}: a dict in a .pt file must hold a tensor under 'embeddings' (found {sorted(map(str, obj))})")
+            found = sorted(map(str, obj))
+            raise InputError(f"{p}: a dict in a .pt file must hold a tensor under 'embeddings' (found {found})")
         ids, obj = obj.get("ids"), obj["embeddings"]
         if ids is not None:
             if not isinstance(ids, (list, tuple)):
@@ -394,7 +397,7 @@ def read_text_vectors(lines, name: str) -> EmbeddingFile:
     Raises :class:`InputError` naming ``name:line`` for a non-numeric line or a line whose
     length differs from the first one.
     """
-    rows, ids, dim = [], [], None
+    rows, dim = [], None
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -588,7 +591,8 @@ class StoreWriter:
         try:
             self.directory.mkdir(exist_ok=True)
         except FileNotFoundError:
-            raise InputError(f"{self.directory}: directory {self.directory.parent} does not exist (create it first)") from None
+            raise InputError(f"{self.directory}: directory {self.directory.parent} does not exist "
+                             "(create it first)") from None
         if (self.directory / "meta.json").exists():
             self._check_compatible(_read_store_meta(self.directory))
         else:
@@ -628,7 +632,8 @@ class StoreWriter:
         """Commit one shard of rows X, shape (m, dim), covering input items up to ``items_end``."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.dim or X.shape[0] != len(ids):
-            raise InputError(f"{self.directory}: shard of shape {X.shape} with {len(ids)} ids does not fit dim {self.dim}")
+            raise InputError(f"{self.directory}: shard of shape {X.shape} with {len(ids)} ids "
+                             f"does not fit dim {self.dim}")
         index = self._shards[-1][0] + 1 if self._shards else 0
         npy = self.directory / f"shard-{index:05d}.npy"
         ids_path = self.directory / f"shard-{index:05d}.ids.json"
