@@ -198,3 +198,26 @@ def test_quiet_after_the_subcommand(tmp_path):
                  ["-q", "fit", tmp_path / "x.npy", "-o", tmp_path / "w.safetensors"]):
         res = run(*args)
         assert res.exit_code == 0 and res.stderr == ""
+
+
+def test_mi_pairs_with_no_image_found_suggests_image_root(tmp_path):
+    from PIL import Image
+
+    imgs = tmp_path / "photos"
+    imgs.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["image,caption"]
+    for i in range(6):
+        Image.fromarray((rng.random((16, 16, 3)) * 255).astype(np.uint8)).save(imgs / f"p{i}.png")
+        rows.append(f"p{i}.png,a photo number {i}")
+    (tmp_path / "tables").mkdir()
+    table = tmp_path / "tables" / "pairs.csv"
+    table.write_text("\n".join(rows) + "\n")
+    args = ["mi", "--pairs", table, "--model", "openclip:wc-tiny/none", "--num-workers", "0", "--ksg-dims", "0",
+            "--json"]
+    res = run(*args)
+    assert res.exit_code == 2
+    assert "none of the table's images could be embedded" in res.stderr and "--image-root" in res.stderr
+    res = run(*args, "--image-root", imgs)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["n"] == 6

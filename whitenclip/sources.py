@@ -332,6 +332,9 @@ def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, sk
         out.append((f"{image} | {caption}", image_path, caption))
     if not out:
         raise InputError(f"{p}: no usable image-caption rows ({skips.summary() or 'table has a header only'})")
+    if not any(Path(img).is_file() for _, img, _ in out):
+        raise InputError(f"{p}: none of the table's images could be embedded: no image file found under {root} "
+                         f"(e.g. {out[0][1]}); pass --image-root FOLDER to say where the images live")
     return out
 
 
@@ -357,9 +360,7 @@ def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_
     by_image = {img: k for k, img in enumerate(img_ids)}
     kept = [r for r in rows if r[1] in by_image]
     if not kept:
-        hint = "" if image_root is not None else (f"; image paths are read relative to {Path(path).parent}, "
-                                                   "pass --image-root FOLDER if they live elsewhere")
-        raise InputError(f"{path}: none of the table's images could be embedded ({skips.summary()}){hint}")
+        raise InputError(f"{path}: none of the table's images could be embedded ({skips.summary()})")
     _, Y = embed(encoder, Inputs([c for _, _, c in kept], "text", skips), **kw)
     X = img_X[[by_image[img] for _, img, _ in kept]]
     meta = {"encoder": encoder.spec, "normalized": encoder.normalize}
