@@ -5,13 +5,13 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.whitenclip-installed
 DEMO   := demo-out
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint doctest-and-tests bench-smoke bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,11 +32,19 @@ demo: $(STAMP)
 	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | tail -8 | cut -f1,2,5
 	@echo; echo "all scores: $(DEMO)/scores.tsv"
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+# CI runs this: lint, the test suite with every docstring example, and each benchmark's smoke run
+test: $(STAMP) lint doctest-and-tests bench-smoke
+
+lint: $(STAMP)
+	$(PY) -m ruff check whitenclip tests benchmarks data
+
+doctest-and-tests: $(STAMP)
+	$(PY) -m pytest -q --doctest-modules whitenclip tests
+
+bench-smoke: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b --quick"; $(PY) $$b --quick || exit 1; done
 
 bench: $(STAMP)
-	$(PY) -m pip install -q -e '.[test,bench]'
 	$(PY) benchmarks/bench_core.py
 
 clean:
