@@ -514,7 +514,8 @@ def import_wclip_cmd(
 def gaussianity_report_cmd(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs, - for stdin vectors) or raw images/captions."),
     whitener: Optional[Path] = typer.Option(None, "--whitener", "-w", help="Whitener artifact (default: fit one on the inputs themselves)."),
-    out: Optional[Path] = typer.Option(None, "--output", "-o", "--out", help="Write report.json, report.html and figures/ into this directory."),
+    out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write report.json, report.html and figures/ into this directory."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as one JSON object on stdout."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice (subsets, directions, Gaussian references)."),
     trials: int = typer.Option(10, "--trials", min=1, help="Random row subsets for the per-coordinate tests."),
@@ -532,6 +533,7 @@ def gaussianity_report_cmd(
     from whitenclip.outputs import check_output_dir
     from whitenclip.report import render_terminal, write_html_report
 
+    out = out if out is not None else out_alias  # --out: the option's name before 0.2
     if out is not None:
         check_output_dir(out, inputs=[*inputs, whitener])
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
