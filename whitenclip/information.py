@@ -346,7 +346,8 @@ class GaussianEntropy:
     which look more Gaussian by the central limit theorem. k-NN estimates are biased in ~16
     dimensions (about +0.5 to +2 nats at n = 1000-5000), so ``gap`` compares with the same
     estimator run on an equal-sized N(0, I) sample instead:
-    ``gap = H_knn(Gaussian sample) - H_knn(data)``, an estimate of the negentropy of that projection (~0 for Gaussian data, > 0 the less Gaussian it is).
+    ``gap = H_knn(Gaussian sample) - H_knn(data)``, an estimate of the negentropy of that
+    projection (~0 for Gaussian data, > 0 the less Gaussian it is).
 
     Parameters
     ----------
