@@ -11,8 +11,14 @@ Prints time and error for:
 3. The acceptance timing: MI on 40,000 pairs x (384 + 384) dims with the CLI defaults
    (jackknife CI, KSG check on 2 canonical pairs), as a ratio to the numpy plug-in
    (``np.cov`` of the joint + three ``slogdet``) measured in the same run.
+4. Shrinkage intensities of ``GaussianMI(shrinkage="ledoit-wolf" | "oas")``: whitenclip's
+   (from the covariance the fit already holds, ``whitenclip.whitening``) against scikit-learn's
+   ``ledoit_wolf_shrinkage`` / ``oas`` on the scaled rows, same values, time ratio.
+5. ``entropy -w``: the k-NN check runs on the input rows' own principal components, which costs
+   one more covariance + eigh when a whitener is given; time ratio with / without a whitener.
 
 Usage: python benchmarks/bench_information.py [--quick]
+(``--quick``: tiny sizes, a smoke run of every section in seconds; its times mean nothing.)
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ import numpy as np
 from sklearn.feature_selection import mutual_info_regression
 
 from whitenclip.information import GaussianEntropy, GaussianMI, knn_entropy, ksg_mi
+from whitenclip.whitening import Whitener
 
 LOG_2PI_E = math.log(2 * math.pi * math.e)
 
@@ -38,6 +45,10 @@ def paired(n, rho, rng):
     x = z1 @ (rng.standard_normal((p, p)) + 3 * np.eye(p))
     y = (rho * z1 + np.sqrt(1 - rho**2) * z2) @ (rng.standard_normal((p, p)) + 3 * np.eye(p))
     return x, y, -0.5 * float(np.log1p(-rho**2).sum())
+
+
+def _logdet(M):
+    return np.linalg.slogdet(M)[1]
 
 
 def timed(fn):
@@ -53,16 +64,16 @@ def bench_mi(n, dims, ksg_max_dim):
     rng = np.random.default_rng(0)
     for p in dims:
         x, y, true = paired(n, np.linspace(0.8, 0.2, p), rng)
-        est, t_g = timed(lambda: GaussianMI(ksg_dims=0).fit(x, y))
+        est, t_g = timed(lambda x=x, y=y: GaussianMI(ksg_dims=0).fit(x, y))
         row = (f"{p:>5} {true:>8.3f} | {est.mi_:>9.3f} {est.mi_ - true:>+7.3f} {t_g:>6.2f} | "
                f"{est.mi_plugin_:>8.3f} {est.mi_plugin_ - true:>+7.3f} | ")
         if p <= ksg_max_dim:
-            k, t_k = timed(lambda: ksg_mi(x, y))
+            k, t_k = timed(lambda x=x, y=y: ksg_mi(x, y))
             row += f"{k:>8.3f} {k - true:>+7.3f} {t_k:>6.2f} | "
         else:
             row += f"{'-':>8} {'-':>7} {'-':>6} | "
         if p == 1:
-            s, t_s = timed(lambda: mutual_info_regression(x, y[:, 0], n_neighbors=3, random_state=0)[0])
+            s, t_s = timed(lambda x=x, y=y: mutual_info_regression(x, y[:, 0], n_neighbors=3, random_state=0)[0])
             row += f"{s:>8.3f} {s - true:>+7.3f} {t_s:>6.2f}"
         else:
             row += f"{'-':>8} {'-':>7} {'-':>6}"
@@ -80,16 +91,65 @@ def bench_entropy(ns, dims, knn_max_dim):
             cov = A @ A.T + 0.1 * np.eye(d)
             X = rng.standard_normal((n, d)) @ np.linalg.cholesky(cov).T
             true = 0.5 * (d * LOG_2PI_E + np.linalg.slogdet(cov)[1])
-            est, t_e = timed(lambda: GaussianEntropy(knn_dims=0).fit(X))
+            est, t_e = timed(lambda X=X: GaussianEntropy(knn_dims=0).fit(X))
             half = 0.5 * (est.ci_[1] - est.ci_[0])
             row = (f"{n:>6} {d:>5} {true:>9.2f} | {est.entropy_ - true:>+13.2f} {half:>7.2f} {t_e:>6.2f} | "
                    f"{est.entropy_plugin_ - true:>+11.2f} | ")
             if d <= knn_max_dim:
-                kl, t_k = timed(lambda: knn_entropy(X))
+                kl, t_k = timed(lambda X=X: knn_entropy(X))
                 row += f"{kl - true:>+12.2f} {t_k:>6.2f}"
             else:
                 row += f"{'-':>12} {'-':>6}"
             print(row, flush=True)
+
+
+def bench_shrinkage(n, p, repeats=3):
+    from sklearn import covariance
+
+    print(f"\n## Shrinkage intensity, {n} pairs x ({p} + {p}) dims: whitenclip vs scikit-learn (same run)")
+    rng = np.random.default_rng(3)
+    x, y, _ = paired(n, np.linspace(0.9, 0.0, p), rng)
+    J = np.hstack([x - x.mean(0), y - y.mean(0)])
+    S = np.cov(J, rowvar=False)
+    est = GaussianMI(shrinkage="oas", ksg_dims=0, ci=None)
+    for method, ref_fn in (("ledoit-wolf", covariance.ledoit_wolf_shrinkage),
+                           ("oas", lambda Z: covariance.oas(Z, assume_centered=True)[1])):
+        est.shrinkage = method
+        ours, theirs = [], []
+        for _ in range(repeats):  # interleaved
+            (a, _mus), t = timed(lambda: est._shrinkage(J, p, S))
+            ours.append(t)
+
+            def sk():
+                var = np.diag(S)
+                Z = J / np.sqrt(np.repeat([var[:p].mean(), var[p:].mean()], [p, p]))
+                if method == "ledoit-wolf":
+                    return ref_fn(Z, assume_centered=True)
+                return ref_fn(Z)
+
+            b, t = timed(sk)
+            theirs.append(t)
+        print(f"{method:>12}: whitenclip {a:.10f} in {min(ours):.3f} s, scikit-learn {b:.10f} in {min(theirs):.3f} s "
+              f"(best of {repeats}); |diff| {abs(a - b):.1e}; scikit-learn / whitenclip time "
+              f"{min(theirs) / max(min(ours), 1e-9):.0f}x (scikit-learn recomputes the covariance of the scaled rows; "
+              "the fit already holds it)")
+
+
+def bench_entropy_whitener(n, d, repeats=3):
+    print(f"\n## entropy with and without a whitener (k-NN check on the rows' own PCs), n = {n}, d = {d}")
+    rng = np.random.default_rng(4)
+    X = rng.uniform(-1, 1, size=(n, d)) @ rng.standard_normal((d, d))
+    wh = Whitener(method="pca").fit(X)
+    plain_t, via_t = [], []
+    for _ in range(repeats):  # interleaved
+        plain, t = timed(lambda: GaussianEntropy().fit(X))
+        plain_t.append(t)
+        via, t = timed(lambda: GaussianEntropy(whitener=wh).fit(X))
+        via_t.append(t)
+    same = all(abs(plain.knn_[k] - via.knn_[k]) < 1e-8 for k in ("entropy", "gap"))
+    print(f"entropy {plain.entropy_:.3f} / {via.entropy_:.3f} nats; k-NN gap {plain.knn_['gap']:.4f} / "
+          f"{via.knn_['gap']:.4f} (equal: {same}); time best of {repeats}: {min(plain_t):.2f} s without, "
+          f"{min(via_t):.2f} s with the whitener -> ratio {min(via_t) / min(plain_t):.2f}x")
 
 
 def bench_acceptance(n=40_000, p=384):
@@ -99,15 +159,14 @@ def bench_acceptance(n=40_000, p=384):
 
     def numpy_plugin():
         S = np.cov(np.hstack([x, y]), rowvar=False)
-        ld = lambda M: np.linalg.slogdet(M)[1]  # noqa: E731
-        return 0.5 * (ld(S[:p, :p]) + ld(S[p:, p:]) - ld(S))
+        return 0.5 * (_logdet(S[:p, :p]) + _logdet(S[p:, p:]) - _logdet(S))
 
     runs = []
     for _ in range(3):  # interleaved, so both see the same machine load
         ref, t_ref = timed(numpy_plugin)
         est, t = timed(lambda: GaussianMI().fit(x, y))
         runs.append((t, t_ref))
-    pmi, t_pmi = timed(lambda: est.pointwise(x, y))
+    _, t_pmi = timed(lambda: est.pointwise(x, y))
     print(f"true MI {true:.3f} nats; whitenclip {est.mi_:.3f} (plug-in {est.mi_plugin_:.3f}), "
           f"95% CI [{est.ci_[0]:.3f}, {est.ci_[1]:.3f}], KSG top-2 {est.ksg_['mi']:.3f} vs Gaussian "
           f"{est.ksg_['gaussian_mi']:.3f}")
@@ -120,18 +179,24 @@ def bench_acceptance(n=40_000, p=384):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="smaller sizes")
+    ap.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, seconds, no timing claims")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}; numpy {np.__version__}; "
           f"load average {os.getloadavg()[0]:.1f}")
     if args.quick:
-        bench_mi(5000, [1, 2, 8], ksg_max_dim=8)
-        bench_entropy([1000], [16, 64], knn_max_dim=16)
+        print("--quick: smoke run on tiny sizes; the times printed mean nothing")
+        bench_mi(1000, [1, 2], ksg_max_dim=2)
+        bench_entropy([500], [8], knn_max_dim=8)
+        bench_shrinkage(500, 16, repeats=1)
+        bench_entropy_whitener(500, 16, repeats=1)
+        bench_acceptance(2000, 16)
     else:
         bench_mi(10_000, [1, 2, 4, 16, 64, 256], ksg_max_dim=16)
         bench_entropy([1000, 5000], [16, 64, 256, 768], knn_max_dim=16)
-    bench_acceptance()
+        bench_shrinkage(10_000, 384)
+        bench_entropy_whitener(5000, 768)
+        bench_acceptance()
 
 
 if __name__ == "__main__":

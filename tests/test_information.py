@@ -362,3 +362,184 @@ def test_ill_conditioned_inputs_give_finite_intervals():
     Y = X[:, :10] + 0.1 * rng.standard_normal((2000, 10))
     mi = GaussianMI(ksg_dims=0).fit(X, Y)
     assert np.isfinite([mi.mi_, *mi.ci_]).all() and mi.ci_[0] < mi.mi_ < mi.ci_[1]
+
+
+# ---------------------------------------------------------------- typed results, renderers, issue 8 §5
+
+
+def test_knn_check_does_not_depend_on_the_whitener():
+    """Issue 8 §5: `entropy -w W` changed the k-NN negentropy; it now runs on the rows' own PCs."""
+    from whitenclip.whitening import Whitener
+
+    rng = np.random.default_rng(70)
+    Q, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    scales = np.array([5.0, 3.0, 1.0, 0.8, 0.6, 0.5])
+    # uniform axes of distinct variances, rotated: the top 2 PCs are uniform (negentropy 0.18 nats each),
+    # while the top PCs of whitened rows would be arbitrary mixtures of all six axes (more Gaussian)
+    X = (rng.uniform(-1, 1, size=(2000, 6)) * scales) @ Q.T
+    other = (rng.uniform(-1, 1, size=(3000, 6)) * scales[::-1]) @ Q.T + rng.standard_normal((3000, 6))
+    plain = GaussianEntropy(knn_dims=2, ci=None).fit(X)
+    for wh in (Whitener(method="pca").fit(X), Whitener(method="zca").fit(other)):
+        via = GaussianEntropy(knn_dims=2, ci=None, whitener=wh).fit(X)
+        assert via.knn_.keys() == plain.knn_.keys()
+        for key, value in plain.knn_.items():
+            assert via.knn_[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+        assert via.entropy_ == pytest.approx(plain.entropy_, abs=1e-6)
+    assert plain.knn_["gap"] > 0.2
+    assert via.result().whitened and not plain.result().whitened
+
+
+def test_entropy_result_is_typed_frozen_and_summary_is_its_dict():
+    import dataclasses
+
+    from whitenclip.information import EntropyResult, KnnEntropyCheck
+
+    est = GaussianEntropy(knn_dims=2).fit(np.random.default_rng(71).standard_normal((300, 3)))
+    res = est.result()
+    assert isinstance(res, EntropyResult) and isinstance(res.knn, KnnEntropyCheck)
+    assert res.entropy == est.entropy_ and res.ci == tuple(est.ci_) and res.rank == 3 and res.n == 300
+    assert res.knn.gap == est.knn_["gap"] and res.ci_method == "jackknife" and res.confidence == 0.95
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        res.entropy = 0.0
+    out = est.summary()
+    assert out == res.to_dict() == json.loads(json.dumps(out, allow_nan=False))
+    # the keys of the release before the refactor come first, unchanged; the model is named
+    assert list(out)[:8] == ["entropy", "entropy_plugin", "ci", "std", "base", "rank", "n", "knn"]
+    assert "Gaussian" in out["assumes"] and "whitener" in out["knn"]["space"]
+    no_ci = GaussianEntropy(knn_dims=0, ci=None).fit(np.random.default_rng(0).standard_normal((20, 2))).summary()
+    assert no_ci["ci"] is None and no_ci["knn"] is None and no_ci["ci_method"] is None
+
+
+def test_mi_detectability_rules():
+    from whitenclip.information import mi_detectability
+
+    assert mi_detectability(0.2, (0.1, 0.3)) == (True, "dependence detected: the 95% interval lies above 0")
+    det, note = mi_detectability(-0.01, (-0.03, 0.01))
+    assert det is False and note.startswith("no detectable dependence") and "contains 0" in note
+    det, note = mi_detectability(-0.05, (-0.08, -0.02), confidence=0.9)
+    assert det is False and "90% interval lies below 0" in note
+    assert mi_detectability(0.3, None)[0] is None
+    assert mi_detectability(-0.3, None)[0] is False
+    assert mi_detectability(0.0, (0.0, 0.1))[0] is False  # an interval touching 0 contains it
+
+
+def test_independent_gaussians_are_not_detectable_dependent_ones_are():
+    """Calibration under the null (independent Gaussian blocks) and power under dependence."""
+    false_alarms = 0
+    for seed in range(30):
+        rng = np.random.default_rng(100 + seed)
+        res = GaussianMI(ksg_dims=0).fit(rng.standard_normal((400, 3)), rng.standard_normal((400, 3))).result()
+        assert res.ci[0] <= res.mi <= res.ci[1]
+        false_alarms += bool(res.detectable)
+        if not res.detectable:
+            assert res.note.startswith("no detectable dependence")
+    assert false_alarms <= 3  # nominal 5% of 30 is 1.5; measured 0 of 100 (conservative at the boundary)
+    rng = np.random.default_rng(131)
+    X, Y, truth = _paired_gaussian(400, np.array([0.4, 0.3]), rng)
+    res = GaussianMI(ksg_dims=0).fit(X, Y).result()
+    assert res.detectable is True and res.ci[0] > 0 and res.note.startswith("dependence detected")
+    assert res.bias_corrected and "jointly Gaussian" in res.assumes
+
+
+def test_mi_summary_keeps_raw_estimate_and_adds_detectable():
+    rng = np.random.default_rng(21)
+    X, Y = rng.standard_normal((5000, 16)), rng.standard_normal((5000, 16))
+    est = GaussianMI(ksg_dims=1).fit(X, Y)
+    out = est.summary()
+    assert out == est.result().to_dict() == json.loads(json.dumps(out, allow_nan=False))
+    assert out["mi"] == est.mi_ and out["detectable"] is False and "contains 0" in out["note"]
+    assert list(out)[:10] == ["mi", "mi_plugin", "ci", "canonical_correlations", "n", "rank_x", "rank_y", "base",
+                              "shrinkage", "ksg"]
+    assert out["ksg"]["space"] == "top canonical variate pairs"
+    assert len(est.result(top=3).canonical_correlations) == 3
+
+
+@pytest.mark.parametrize("method", ["ledoit-wolf", "oas"])
+def test_mi_shrinkage_intensity_equals_sklearn(method):
+    from sklearn import covariance
+
+    rng = np.random.default_rng(72)
+    X, Y, _ = _paired_gaussian(150, np.full(12, 0.6), rng)
+    Y = 10.0 * Y[:, :7]  # blocks of different sizes and scales
+    est = GaussianMI(shrinkage=method, ksg_dims=0, ci=None).fit(X, Y)
+    J = np.hstack([X - X.mean(0), Y - Y.mean(0)])
+    var = J.var(axis=0, ddof=1)
+    Z = J / np.sqrt(np.repeat([var[:12].mean(), var[12:].mean()], [12, 7]))
+    if method == "oas":
+        ref = covariance.oas(Z, assume_centered=True)[1]
+    else:
+        ref = covariance.ledoit_wolf_shrinkage(Z, assume_centered=True)
+    assert 0.0 < ref < 1.0
+    assert est.shrinkage_ == pytest.approx(ref, abs=1e-8)
+    assert est.result().bias_corrected is False
+
+
+def _table_text(result):
+    import io
+
+    from whitenclip.render import render
+
+    buf = io.StringIO()
+    render(result, "table", stream=buf)
+    return buf.getvalue()
+
+
+def test_entropy_table_and_json_renderers():
+    import io
+
+    from whitenclip.render import render
+
+    X = np.random.default_rng(73).standard_normal((400, 5))
+    res = GaussianEntropy(knn_dims=2).fit(X).result()
+    text = _table_text(res)
+    assert "entropy (nats) of 400 rows, rank 5" in text
+    for field in ("entropy (bias-corrected)", "ci 95%", "entropy (plug-in)", "std (Gaussian theory)",
+                  "k-NN, top 2 PCs", "negentropy (k-NN gap)", "assumes", "Gaussian rows"):
+        assert field in text, field
+    assert f"{res.entropy:.6g}" in text and f"[{res.ci[0]:.6g}, {res.ci[1]:.6g}]" in text
+    assert f"{res.knn.gap:.3g}" in text and "whitener" not in text
+    buf = io.StringIO()
+    render(res, "json", stream=buf)
+    assert json.loads(buf.getvalue()) == res.to_dict()
+    bits = GaussianEntropy(knn_dims=0, ci=None, base="2").fit(X).result()
+    text = _table_text(bits)
+    assert "entropy (bits)" in text and "k-NN, top" not in text
+
+
+def test_mi_table_says_no_detectable_dependence():
+    rng = np.random.default_rng(74)
+    null = GaussianMI(ksg_dims=1).fit(rng.standard_normal((600, 2)), rng.standard_normal((600, 2))).result()
+    assert null.detectable is False
+    text = _table_text(null)
+    assert "no detectable dependence (estimate" in text and f"{null.mi:.6g}" in text and "assumes" in text
+    X, Y, _ = _paired_gaussian(600, np.array([0.8, 0.3]), rng)
+    dep = GaussianMI(ksg_dims=1).fit(X, Y).result()
+    text = _table_text(dep)
+    assert "mutual information (nats) of 600 pairs, ranks 2 x 2" in text
+    assert "no detectable" not in text and "dependence detected" in text and f"{dep.mi:.6g}" in text
+    assert "KSG, top 1 pairs" in text and "top canonical correlations" in text
+
+
+def test_pointwise_rows_renderer():
+    from whitenclip.render import render_rows
+
+    rng = np.random.default_rng(75)
+    X, Y, _ = _paired_gaussian(50, np.array([0.6]), rng)
+    est = GaussianMI(ksg_dims=0, ci=None).fit(X, Y)
+    ids = [f"img{i}\tx" if i == 3 else f"img{i}" for i in range(50)]
+    res = est.pointwise_result(X, Y, ids)
+    np.testing.assert_array_equal(res.pmi, est.pointwise(X, Y))
+    import whitenclip.render.information  # noqa: F401  (registers the renderers)
+
+    tsv = render_rows(res, "tsv").splitlines()
+    assert tsv[0] == "id\tpmi" and len(tsv) == 51
+    pmi = res.pmi.tolist()
+    assert tsv[1] == f"img0\t{pmi[0]!r}" and tsv[4] == f"img3\\tx\t{pmi[3]!r}"
+    assert render_rows(res, "tsv", header=False).splitlines()[0] == tsv[1]
+    csv_lines = render_rows(res, "csv").splitlines()
+    assert csv_lines[0] == "id,pmi" and csv_lines[1] == f"img0,{pmi[0]!r}"
+    first = json.loads(render_rows(res, "jsonl").splitlines()[0])
+    assert first == {"id": "img0", "pmi": res.pmi[0]}
+    assert est.pointwise_result(X, Y).ids[:2] == ("0", "1")
+    with pytest.raises(InputError):
+        est.pointwise_result(X, Y, ids[:-1])

@@ -17,7 +17,11 @@ width wherever the rank is well below n, conservative near it); a Bayesian boots
 same groups is available but is only trustworthy while the rank is much smaller than n.
 
 Estimators follow scikit-learn conventions: ``__init__`` stores parameters, ``fit`` returns
-``self``, fitted attributes end in ``_``, and ``summary()`` returns a JSON-ready ``dict``.
+``self`` and fitted attributes end in ``_``. ``result()`` returns a typed, frozen result
+(:class:`EntropyResult`, :class:`MIResult`, :class:`PointwiseMIResult`) that
+:mod:`whitenclip.render` turns into tables or rows; ``summary()`` is its JSON-ready dict. Each
+result names the model it assumes (``assumes``), and an MI whose interval contains 0 is
+reported as "no detectable dependence", never as a (negative) measurement.
 All accumulation is float64. Natural units (nats) unless ``base="2"`` (bits).
 """
 
@@ -25,23 +29,34 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg, special
-from scipy.stats import t as _student_t
 from scipy.spatial import cKDTree
+from scipy.stats import t as _student_t
 from threadpoolctl import threadpool_limits
 
 from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning
-from whitenclip.whitening import eigh_descending, shrink
+from whitenclip.results import Result
+from whitenclip.validation import as_matrix
+from whitenclip.whitening import eigh_descending, ledoit_wolf_shrinkage_from_sums, oas_shrinkage, shrink
 
 __all__ = [
+    "ENTROPY_ASSUMES",
+    "MI_ASSUMES",
+    "EntropyResult",
     "GaussianEntropy",
     "GaussianMI",
+    "KnnEntropyCheck",
+    "KsgCheck",
+    "MIResult",
+    "PointwiseMIResult",
     "knn_entropy",
     "ksg_mi",
     "log_det_bias",
     "log_det_variance",
+    "mi_detectability",
 ]
 
 _LOG_2PI_E = math.log(2.0 * math.pi * math.e)
@@ -120,7 +135,7 @@ def knn_entropy(X, k: int = 3) -> float:
     -------
     float
     """
-    X = _unique_rows(_as_matrix(X, "X"), "knn_entropy")
+    X = _unique_rows(as_matrix(X, "X", min_rows=2, allow_1d=True), "knn_entropy")
     n, m = X.shape
     _check_k(k, n)
     dist, _ = cKDTree(X).query(X, k=k + 1, workers=-1)
@@ -163,6 +178,141 @@ def ksg_mi(X, Y, k: int = 3) -> float:
     return float(psi(k) + psi(n) - (psi(nx + 1) + psi(ny + 1)).mean())
 
 
+# --------------------------------------------------------------------------- results
+
+ENTROPY_ASSUMES = ("i.i.d. Gaussian rows: entropy of the Gaussian fitted to them over the kept rank "
+                   "(bias correction and std exact under that law); the k-NN check assumes no law")
+MI_ASSUMES = ("i.i.d. jointly Gaussian pairs: MI of the Gaussian fitted to them, from canonical correlations "
+              "(bias correction exact under that law); the KSG check assumes no law")
+KNN_SPACE = "top principal components of the input rows, each scaled to unit variance (whitener not used)"
+KSG_SPACE = "top canonical variate pairs"
+
+
+@dataclass(frozen=True)
+class KnnEntropyCheck(Result):
+    """Nonparametric cross-check of :class:`GaussianEntropy` on the top ``dims`` principal components.
+
+    All values are in ``base`` units of the result. ``entropy`` is the Kozachenko-Leonenko
+    estimate on the data, ``gaussian`` the closed-form Gaussian entropy of the same components,
+    ``gaussian_knn`` the k-NN estimate on an equal-sized N(0, I) sample (shifted alike), and
+    ``gap = gaussian_knn - entropy`` an estimate of the negentropy of that projection
+    (~0 for Gaussian rows, > 0 the less Gaussian they are).
+    """
+
+    dims: int
+    k: int
+    n: int
+    entropy: float
+    gaussian: float
+    gaussian_knn: float
+    gap: float
+    space: str = KNN_SPACE
+
+
+@dataclass(frozen=True)
+class KsgCheck(Result):
+    """Nonparametric cross-check of :class:`GaussianMI`: KSG MI of the top ``dims`` canonical pairs
+    (``mi``) beside their Gaussian MI ``-0.5 * sum_i log(1 - rho_i^2)`` (``gaussian_mi``)."""
+
+    dims: int
+    k: int
+    n: int
+    mi: float
+    gaussian_mi: float
+    space: str = KSG_SPACE
+
+
+@dataclass(frozen=True)
+class EntropyResult(Result):
+    """Result of :class:`GaussianEntropy` (values in ``base`` units: "e" nats, "2" bits).
+
+    ``entropy`` = ``entropy_plugin - 0.5 * log_det_bias(rank, n)`` with
+    ``entropy_plugin = 0.5 * (rank * log(2 pi e) + log det S)``; ``ci`` is the ``confidence``
+    interval by ``ci_method`` (None without one); ``std`` the exact Gaussian sampling standard
+    deviation; ``whitened``: measured in a whitener's kept subspace (still in input units).
+    """
+
+    entropy: float
+    entropy_plugin: float
+    ci: tuple[float, float] | None
+    std: float
+    base: str
+    rank: int
+    n: int
+    knn: KnnEntropyCheck | None
+    confidence: float = 0.95
+    ci_method: str | None = "jackknife"
+    whitened: bool = False
+    assumes: str = ENTROPY_ASSUMES
+
+
+@dataclass(frozen=True)
+class MIResult(Result):
+    """Result of :class:`GaussianMI` (values in ``base`` units: "e" nats, "2" bits).
+
+    ``mi`` is the raw estimate (bias-corrected unless ``shrinkage`` > 0; it can be negative
+    through sampling noise), ``mi_plugin = -0.5 * sum_i log(1 - rho_i^2)``;
+    ``canonical_correlations`` holds the leading ``rho_i``. ``detectable`` is True when the
+    interval ``ci`` lies above 0, False when it contains 0 (or lies below it), or when there is no
+    interval and ``mi <= 0``; None when there is no interval to decide with. ``note`` says so in words.
+    """
+
+    mi: float
+    mi_plugin: float
+    ci: tuple[float, float] | None
+    canonical_correlations: tuple[float, ...]
+    n: int
+    rank_x: int
+    rank_y: int
+    base: str
+    shrinkage: float
+    ksg: KsgCheck | None
+    detectable: bool | None = None
+    note: str = ""
+    confidence: float = 0.95
+    ci_method: str | None = "jackknife"
+    bias_corrected: bool = True
+    assumes: str = MI_ASSUMES
+
+
+@dataclass(frozen=True)
+class PointwiseMIResult(Result):
+    """Pointwise MI ``log p(x, y) - log p(x) - log p(y)`` of each pair under the fitted Gaussian.
+
+    ``ids`` (n,) names the pairs, ``pmi`` (n,) float64 in ``base`` units; rendered as rows
+    ``id, pmi`` (``mi --pointwise``).
+    """
+
+    ids: tuple[str, ...]
+    pmi: np.ndarray
+    base: str = "e"
+    assumes: str = MI_ASSUMES
+
+
+def mi_detectability(mi: float, ci, confidence: float = 0.95) -> tuple[bool | None, str]:
+    """``(detectable, note)`` for an MI estimate ``mi`` and its interval ``ci`` (or None).
+
+    Dependence is detected only when the whole interval lies above 0; an interval containing 0
+    (or, from sampling noise, below it) means no detectable dependence, and a negative estimate
+    is never a measurement (true MI is >= 0).
+
+    >>> mi_detectability(0.5, (0.4, 0.6))[0], mi_detectability(-0.01, (-0.03, 0.01))[0]
+    (True, False)
+    """
+    level = f"{100 * confidence:g}%"
+    if ci is None:
+        if mi > 0:
+            return None, "no interval computed: whether the dependence is detectable is not assessed"
+        return False, f"no detectable dependence: the estimate {mi:.3g} is not positive (true MI is >= 0)"
+    lo, hi = float(ci[0]), float(ci[1])
+    if lo > 0:
+        return True, f"dependence detected: the {level} interval lies above 0"
+    if hi < 0:
+        return False, (f"no detectable dependence: the {level} interval lies below 0, where no MI can be "
+                       "(sampling noise, or a departure from the Gaussian model)")
+    return False, f"no detectable dependence: the {level} interval contains 0"
+
+
 # --------------------------------------------------------------------------- estimators
 
 
@@ -189,11 +339,15 @@ class GaussianEntropy:
     * ``None``: no interval.
 
     As a check on the Gaussian model, the Kozachenko-Leonenko entropy of the top ``knn_dims``
-    principal components (whitened) is reported beside the Gaussian entropy of the same
-    components. k-NN estimates are biased in ~16 dimensions (about +0.5 to +2 nats at
-    n = 1000-5000), so ``gap`` compares with the same estimator run on an equal-sized
-    N(0, I) sample instead: ``gap = H_knn(Gaussian sample) - H_knn(data)``, an estimate of
-    the negentropy of that projection (~0 for Gaussian data, > 0 the less Gaussian it is).
+    principal components of the input rows (each scaled to unit variance) is reported beside
+    the Gaussian entropy of the same components. It is computed on the rows themselves even
+    when a ``whitener`` is given, so it does not depend on the whitener: the top principal
+    components of whitened rows are arbitrary mixtures of many directions (all variances ~1),
+    which look more Gaussian by the central limit theorem. k-NN estimates are biased in ~16
+    dimensions (about +0.5 to +2 nats at n = 1000-5000), so ``gap`` compares with the same
+    estimator run on an equal-sized N(0, I) sample instead:
+    ``gap = H_knn(Gaussian sample) - H_knn(data)``, an estimate of the negentropy of that
+    projection (~0 for Gaussian data, > 0 the less Gaussian it is).
 
     Parameters
     ----------
@@ -214,7 +368,7 @@ class GaussianEntropy:
         Relative eigenvalue floor defining the kept rank.
     whitener : fitted whitenclip.Whitener, optional
         Analyse ``whitener.transform(X)`` (its kept subspace) and add back ``-whitener.log_det_``,
-        so the entropy is in the units of ``X``.
+        so the entropy is in the units of ``X``. The k-NN check ignores it.
     random_state : int, default 0
 
     Attributes
@@ -252,8 +406,9 @@ class GaussianEntropy:
     def fit(self, X, y=None):
         """Fit on ``X`` of shape (n_samples, n_features); returns ``self``."""
         unit = _unit(self.base)
-        X = _as_matrix(X, "X", min_rows=3)
+        X = as_matrix(X, "X", min_rows=3, allow_1d=True)
         _check_ci(self.ci, _CI_METHODS)
+        raw = X  # the k-NN check always runs on the rows themselves, whatever the whitener
         offset = 0.0  # log |det| of the map from X to the analysed coordinates, subtracted
         if self.whitener is not None:
             X, offset = _apply_whitener(self.whitener, X)
@@ -273,28 +428,49 @@ class GaussianEntropy:
         else:
             self.ci_ = _interval(self, groups, _EntropyStatistic(r, V, lam), corrected, rng, unit)
         self.knn_ = None
-        m = min(r, int(self.knn_dims))
-        if m > 0:  # top-m principal coordinates, whitened
-            Wm = _subsample(Xc @ (V[:, :m] / np.sqrt(lam[:m])), self.knn_max_samples, rng)
-            kl = knn_entropy(Wm, self.k)
-            ref = knn_entropy(rng.standard_normal(Wm.shape), self.k)  # same n, m, k on N(0, I)
-            shift = 0.5 * float(np.log(lam[:m]).sum())  # whitened -> original units
-            self.knn_ = {"dims": m, "k": int(self.k), "n": int(Wm.shape[0]),
-                         "entropy": (kl + shift) / unit,
-                         "gaussian": (0.5 * m * _LOG_2PI_E + shift) / unit,
-                         "gaussian_knn": (ref + shift) / unit, "gap": (ref - kl) / unit}
+        if int(self.knn_dims) > 0:
+            if self.whitener is None:
+                Rc, lam_r, V_r = Xc, lam, V
+            else:  # principal components of the input rows, not of the whitened ones
+                Rc = raw - raw.mean(axis=0)
+                lam_r, V_r = _top_eigh(Rc, self.floor, _max_rank(n), int(self.knn_dims))
+            self.knn_ = self._knn_check(Rc, lam_r, V_r, rng, unit)
         self.entropy_, self.entropy_plugin_ = corrected / unit, plugin / unit
         self.rank_, self.n_samples_, self.n_features_ = r, n, d
         self.components_, self.eigenvalues_ = V, lam
         return self
 
-    def summary(self) -> dict:
-        """JSON-ready result: entropy, entropy_plugin, ci, std, base, rank, n, knn."""
+    def _knn_check(self, Rc, lam, V, rng, unit):
+        """k-NN vs Gaussian entropy of the top ``m`` principal coordinates of the centred rows ``Rc``.
+
+        ``lam``, ``V``: descending eigenpairs of the covariance of ``Rc``; the coordinates
+        ``Rc @ V_m lam_m^{-1/2}`` have unit variance, and ``0.5 * sum log lam_m`` takes each
+        entropy back to the units of the rows.
+        """
+        m = min(lam.size, int(self.knn_dims))
+        if m == 0:
+            return None
+        Wm = _subsample(Rc @ (V[:, :m] / np.sqrt(lam[:m])), self.knn_max_samples, rng)
+        kl = knn_entropy(Wm, self.k)
+        ref = knn_entropy(rng.standard_normal(Wm.shape), self.k)  # same n, m, k on N(0, I)
+        shift = 0.5 * float(np.log(lam[:m]).sum())  # whitened -> original units
+        return {"dims": m, "k": int(self.k), "n": int(Wm.shape[0]), "entropy": (kl + shift) / unit,
+                "gaussian": (0.5 * m * _LOG_2PI_E + shift) / unit, "gaussian_knn": (ref + shift) / unit,
+                "gap": (ref - kl) / unit}
+
+    def result(self) -> EntropyResult:
+        """The fitted values as an :class:`EntropyResult` (rendered by :mod:`whitenclip.render`)."""
         _check_fitted(self, "entropy_")
-        ci = None if self.ci_ is None else [float(c) for c in self.ci_]
-        return {"entropy": self.entropy_, "entropy_plugin": self.entropy_plugin_,
-                "ci": ci, "std": self.std_, "base": str(self.base),
-                "rank": self.rank_, "n": self.n_samples_, "knn": self.knn_}
+        ci = None if self.ci_ is None else (float(self.ci_[0]), float(self.ci_[1]))
+        return EntropyResult(entropy=float(self.entropy_), entropy_plugin=float(self.entropy_plugin_), ci=ci,
+                             std=float(self.std_), base=str(self.base), rank=int(self.rank_),
+                             n=int(self.n_samples_), knn=None if self.knn_ is None else KnnEntropyCheck(**self.knn_),
+                             confidence=float(self.confidence),
+                             ci_method=self.ci, whitened=self.whitener is not None)
+
+    def summary(self) -> dict:
+        """JSON-ready dict of :meth:`result`: entropy, entropy_plugin, ci, std, base, rank, n, knn, ..."""
+        return self.result().to_dict()
 
 
 class GaussianMI:
@@ -325,7 +501,8 @@ class GaussianMI:
     shrinkage : None, "ledoit-wolf", "oas" or float in [0, 1], default None
         Shrinks the joint covariance of the block-scaled data (each block divided by its mean
         variance) towards the identity: ``S_x <- (1 - a) S_x + a mu_x I`` (same for y) and
-        ``C_xy <- (1 - a) C_xy``; the intensity comes from scikit-learn's estimators.
+        ``C_xy <- (1 - a) C_xy``; the intensity is Ledoit-Wolf's or OAS's (as in scikit-learn),
+        computed by :mod:`whitenclip.whitening`.
     bias_correction : bool, default True
     ci : {"jackknife", "bootstrap", None}, default "jackknife"
     n_boot : int, default 200
@@ -424,19 +601,43 @@ class GaussianMI:
         quad = (r2 * (U**2 + V**2) - 2.0 * self.canonical_correlations_ * U * V) / (1.0 - r2)
         return (-0.5 * np.log1p(-r2).sum() - 0.5 * quad.sum(axis=1)) / _unit(self.base)
 
-    def summary(self, top: int = 10) -> dict:
-        """JSON-ready result: mi, mi_plugin, ci, canonical_correlations (top), n, ranks, ksg."""
+    def pointwise_result(self, X, Y, ids=None) -> PointwiseMIResult:
+        """:meth:`pointwise` as a :class:`PointwiseMIResult`; ``ids`` default to row numbers."""
+        pmi = self.pointwise(X, Y)
+        ids = tuple(str(i) for i in (range(pmi.size) if ids is None else ids))
+        if len(ids) != pmi.size:
+            raise InputError(f"pointwise MI: {len(ids)} ids for {pmi.size} pairs")
+        return PointwiseMIResult(ids=ids, pmi=pmi, base=str(self.base))
+
+    def result(self, top: int = 10) -> MIResult:
+        """The fitted values as an :class:`MIResult` (``top`` leading canonical correlations)."""
         _check_fitted(self, "mi_")
-        ci = None if self.ci_ is None else [float(c) for c in self.ci_]
-        return {"mi": self.mi_, "mi_plugin": self.mi_plugin_, "ci": ci,
-                "canonical_correlations": [float(r) for r in self.canonical_correlations_[:top]],
-                "n": self.n_samples_, "rank_x": self.rank_x_, "rank_y": self.rank_y_,
-                "base": str(self.base), "shrinkage": self.shrinkage_, "ksg": self.ksg_}
+        ci = None if self.ci_ is None else (float(self.ci_[0]), float(self.ci_[1]))
+        detectable, note = mi_detectability(float(self.mi_), ci, float(self.confidence))
+        return MIResult(mi=float(self.mi_), mi_plugin=float(self.mi_plugin_), ci=ci,
+                        canonical_correlations=tuple(float(r) for r in self.canonical_correlations_[:top]),
+                        n=int(self.n_samples_), rank_x=int(self.rank_x_), rank_y=int(self.rank_y_),
+                        base=str(self.base), shrinkage=float(self.shrinkage_),
+                        ksg=None if self.ksg_ is None else KsgCheck(**self.ksg_), detectable=detectable,
+                        note=note, confidence=float(self.confidence), ci_method=self.ci,
+                        bias_corrected=bool(self.bias_correction and self.shrinkage_ == 0.0))
+
+    def summary(self, top: int = 10) -> dict:
+        """JSON-ready dict of :meth:`result`: mi, mi_plugin, ci, canonical_correlations (top), n,
+        ranks, base, shrinkage, ksg, detectable, note, ..."""
+        return self.result(top).to_dict()
 
     # ---------------------------------------------------------------- helpers
 
     def _shrinkage(self, J, dx, S):
-        """Intensity ``a`` and block mean variances ``(mu_x, mu_y)`` (``J`` centred joint rows)."""
+        """Intensity ``a`` and block mean variances ``(mu_x, mu_y)`` (``J`` centred joint rows, ``S``
+        their ddof=1 covariance).
+
+        The Ledoit-Wolf / OAS intensities are those of the block-scaled rows
+        ``Z = J / sqrt(mu_block)`` taken as centred (scikit-learn's ``assume_centered=True``),
+        from ``whitenclip.whitening``: ddof=0 covariance ``S_Z = D S D (n - 1) / n`` with
+        ``D = diag(mu_block^{-1/2})``, and for Ledoit-Wolf ``sum_i ||z_i||^4``.
+        """
         var = np.diag(S)
         mus = (float(var[:dx].mean()), float(var[dx:].mean()))
         s = self.shrinkage
@@ -446,14 +647,15 @@ class GaussianMI:
             if not 0.0 <= s <= 1.0:
                 raise InputError(f"shrinkage must be in [0, 1], got {s}")
             return float(s), mus
-        from sklearn import covariance
-
-        Z = J / np.sqrt(np.repeat(mus, [dx, J.shape[1] - dx]))
-        if s == "ledoit-wolf":
-            return float(covariance.ledoit_wolf_shrinkage(Z, assume_centered=True)), mus
+        if s not in ("ledoit-wolf", "oas"):
+            raise InputError(f"unknown shrinkage {s!r} (use ledoit-wolf, oas or a number in [0, 1])")
+        n = J.shape[0]
+        scale = 1.0 / np.sqrt(np.repeat(mus, [dx, J.shape[1] - dx]))
+        cov0 = S * np.outer(scale, scale) * ((n - 1.0) / n)
         if s == "oas":
-            return float(covariance.oas(Z, assume_centered=True)[1]), mus
-        raise InputError(f"unknown shrinkage {s!r} (use ledoit-wolf, oas or a number in [0, 1])")
+            return oas_shrinkage(cov0, n), mus
+        sum4 = float((((J * J) @ (scale * scale)) ** 2).sum())
+        return ledoit_wolf_shrinkage_from_sums(cov0, n, sum4), mus
 
     def _clip(self, rho):
         if rho.size and rho[0] > self.max_corr:
@@ -653,6 +855,16 @@ def _kept_eigh(cov, floor, max_rank, what):
     return lam[:r].copy(), np.ascontiguousarray(V[:, :r])
 
 
+def _top_eigh(Xc, floor, max_rank, m):
+    """Top ``m`` (at most) eigenpairs of the ddof=1 covariance of centred rows ``Xc`` above
+    ``floor * lambda_max`` and within ``max_rank``, quietly (the caller's rank was reported)."""
+    lam, V = eigh_descending((Xc.T @ Xc) / (Xc.shape[0] - 1.0))
+    if not lam[0] > 0.0:
+        return lam[:0], V[:, :0]
+    r = min(int((lam > floor * lam[0]).sum()), int(max_rank), int(m))
+    return lam[:r].copy(), np.ascontiguousarray(V[:, :r])
+
+
 def _whitening_map(cov, a, floor, max_rank, what):
     """``A = V lam^{-1/2}`` (d, r) for the shrunk covariance ``(1 - a) cov + a (tr cov / d) I``."""
     lam, V = _kept_eigh(shrink(cov, a), floor, max_rank, what)
@@ -711,22 +923,9 @@ def _unit(base):
     return _BASES[str(base)]
 
 
-def _as_matrix(X, name, min_rows=2):
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim == 1:
-        X = X[:, None]
-    if X.ndim != 2:
-        raise InputError(f"{name}: expected a 2-D array (n_samples, n_features), got {X.ndim}-D")
-    if X.shape[0] < min_rows or X.shape[1] < 1:
-        raise InputError(f"{name}: need at least {min_rows} rows and 1 column, got {X.shape}")
-    if not np.isfinite(X).all():
-        bad = int(np.flatnonzero(~np.isfinite(X).all(axis=1))[0])
-        raise InputError(f"{name}: row {bad} is not finite")
-    return X
-
-
 def _paired(X, Y, min_rows=2):
-    X, Y = _as_matrix(X, "X", min_rows), _as_matrix(Y, "Y", min_rows)
+    X = as_matrix(X, "X", min_rows=min_rows, allow_1d=True)
+    Y = as_matrix(Y, "Y", min_rows=min_rows, allow_1d=True)
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; rows must be paired")
     return X, Y

@@ -1,0 +1,136 @@
+"""Renderers of the information results: entropy and MI tables, pointwise-MI rows.
+
+Registered on import (see ``_RENDERER_MODULES`` in :mod:`whitenclip.render`):
+
+* :class:`~whitenclip.information.EntropyResult` -> ``render_table`` (``whitenclip entropy``);
+* :class:`~whitenclip.information.MIResult` -> ``render_table`` (``whitenclip mi``); an MI whose
+  interval contains 0 is shown as "no detectable dependence (...)", never as a bare number;
+* :class:`~whitenclip.information.PointwiseMIResult` -> ``render_rows`` (``mi --pointwise``):
+  ``id<TAB>pmi`` lines with ``repr`` floats (TSV), or CSV / JSONL.
+
+Every table ends with an ``assumes`` row naming the model behind its numbers.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from rich.table import Table
+from rich.text import Text
+
+from whitenclip.information import EntropyResult, MIResult, PointwiseMIResult
+from whitenclip.render import render_rows, render_table
+from whitenclip.results import json_safe
+
+_UNITS = {"e": "nats", "2": "bits"}
+
+
+def _unit(base: str) -> str:
+    return _UNITS.get(str(base), str(base))
+
+
+def fmt_ci(ci) -> str:
+    """An interval as ``[lo, hi]`` (6 significant digits), ``-`` when there is none.
+
+    >>> fmt_ci((1.0, 2.5)), fmt_ci(None)
+    ('[1, 2.5]', '-')
+    """
+    return "-" if ci is None else f"[{ci[0]:.6g}, {ci[1]:.6g}]"
+
+
+def _ci_label(confidence: float) -> str:
+    return f"ci {100 * confidence:g}%"
+
+
+def _field_table(title: str, rows: list[tuple[str, str]]) -> Table:
+    """Two-column (field, value) table without header; values are plain text (no rich markup)."""
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in rows:
+        table.add_row(Text(key), Text(value))
+    return table
+
+
+def entropy_rows(result: EntropyResult) -> list[tuple[str, str]]:
+    """(field, value) rows of the ``entropy`` table."""
+    rows = [
+        ("entropy (bias-corrected)", f"{result.entropy:.6g}"),
+        (_ci_label(result.confidence), fmt_ci(result.ci)),
+        ("entropy (plug-in)", f"{result.entropy_plugin:.6g}"),
+        ("std (Gaussian theory)", f"{result.std:.4g}"),
+    ]
+    knn = result.knn
+    if knn is not None:
+        rows += [
+            (f"k-NN, top {knn.dims} PCs", f"{knn.entropy:.6g} (Gaussian {knn.gaussian:.6g}; k-NN on a Gaussian "
+                                          f"sample {knn.gaussian_knn:.6g}; k={knn.k}, n={knn.n})"),
+            ("negentropy (k-NN gap)", f"{knn.gap:.3g}"),
+        ]
+    if result.whitened:
+        rows.append(("whitener", "entropy measured in the whitener's kept subspace, in input units; the k-NN "
+                                 "check runs on the input rows' own PCs and does not depend on it"))
+    rows.append(("assumes", result.assumes))
+    return rows
+
+
+def mi_rows(result: MIResult) -> list[tuple[str, str]]:
+    """(field, value) rows of the ``mi`` table; a non-detectable MI is not shown as a measurement."""
+    label = "mi (bias-corrected)" if result.bias_corrected else ("mi (shrunk)" if result.shrinkage else "mi (plug-in)")
+    if result.detectable is False:
+        where = "no interval" if result.ci is None else f"{_ci_label(result.confidence)} {fmt_ci(result.ci)}"
+        value = f"no detectable dependence (estimate {result.mi:.6g}; {where})"
+    else:
+        value = f"{result.mi:.6g}"
+    rows = [
+        (label, value),
+        (_ci_label(result.confidence), fmt_ci(result.ci)),
+        ("mi (plug-in)", f"{result.mi_plugin:.6g}"),
+        ("top canonical correlations", ", ".join(f"{r:.4f}" for r in result.canonical_correlations)),
+    ]
+    ksg = result.ksg
+    if ksg is not None:
+        rows.append((f"KSG, top {ksg.dims} pairs",
+                     f"{ksg.mi:.6g} vs Gaussian {ksg.gaussian_mi:.6g} (k={ksg.k}, n={ksg.n})"))
+    if result.note:
+        rows.append(("note", result.note))
+    rows.append(("assumes", result.assumes))
+    return rows
+
+
+@render_table.register
+def _(result: EntropyResult, console) -> None:
+    title = f"entropy ({_unit(result.base)}) of {result.n} rows, rank {result.rank}"
+    console.print(_field_table(title, entropy_rows(result)))
+
+
+@render_table.register
+def _(result: MIResult, console) -> None:
+    title = (f"mutual information ({_unit(result.base)}) of {result.n} pairs, "
+             f"ranks {result.rank_x} x {result.rank_y}")
+    console.print(_field_table(title, mi_rows(result)))
+
+
+def _escape_tsv(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+@render_rows.register
+def _(result: PointwiseMIResult, fmt: str, *, header: bool = True) -> str:
+    values = result.pmi.tolist()
+    if fmt == "tsv":
+        head = "id\tpmi\n" if header else ""
+        return head + "".join(f"{_escape_tsv(i)}\t{v!r}\n" for i, v in zip(result.ids, values))
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        if header:
+            writer.writerow(("id", "pmi"))
+        writer.writerows((i, repr(v)) for i, v in zip(result.ids, values))
+        return buf.getvalue()
+    if fmt == "jsonl":
+        return "".join(json.dumps({"id": i, "pmi": json_safe(v)}, allow_nan=False) + "\n"
+                       for i, v in zip(result.ids, values))
+    raise ValueError(f"unknown row format {fmt!r}; expected tsv, csv or jsonl")
