@@ -151,9 +151,14 @@ AllowPartialOpt = typer.Option(False, "--allow-partial", help="Use a store left 
 
 def _print_json(obj) -> None:
     """One JSON object on stdout (NaN/inf never appear: they become null)."""
+    _render(obj, "json")
+
+
+def _render(result, fmt: str) -> None:
+    """Data on stdout: ``result`` as a table, JSON or rows (see :mod:`whitenclip.render`)."""
     from whitenclip.render import render
 
-    render(obj, "json")
+    render(result, fmt)
 
 
 # ---------------------------------------------------------------------------------------
@@ -568,19 +573,6 @@ def _ci_options(bootstrap: Optional[int], seed: int) -> dict:
     return {"ci": "jackknife" if bootstrap is None else "bootstrap", "n_boot": bootstrap or 200, "random_state": seed}
 
 
-def _info_table(title: str, rows: list) -> None:
-    table = Table(title=title, show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for key, value in rows:
-        table.add_row(key, value)
-    Console().print(table)
-
-
-def _fmt_ci(ci) -> str:
-    return "-" if ci is None else f"[{ci[0]:.6g}, {ci[1]:.6g}]"
-
-
 @app.command()
 @_handles_errors
 def entropy(
@@ -604,20 +596,7 @@ def entropy(
                                num_workers, allow_partial)
     wh, X = _whitener_and_rows(inputs, whitener, encoding)
     est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
-    summary = est.fit(X).summary()
-    if as_json:
-        _print_json(summary)
-        return
-    unit, knn = ("nats" if base is Base.e else "bits"), summary["knn"]
-    _info_table(f"entropy ({unit}) of {summary['n']} rows, rank {summary['rank']}", [
-        ("entropy (bias-corrected)", f"{summary['entropy']:.6g}"),
-        ("ci 95%", _fmt_ci(summary["ci"])),
-        ("entropy (plug-in)", f"{summary['entropy_plugin']:.6g}"),
-        ("std (Gaussian theory)", f"{summary['std']:.4g}"),
-        *([(f"k-NN, top {knn['dims']} PCs", f"{knn['entropy']:.6g} (Gaussian {knn['gaussian']:.6g}; k-NN on a Gaussian "
-            f"sample {knn['gaussian_knn']:.6g}; k={knn['k']}, n={knn['n']})"),
-           ("negentropy (k-NN gap)", f"{knn['gap']:.3g}")] if knn else []),
-    ])
+    _render(est.fit(X).result(), "json" if as_json else "table")
 
 
 @app.command()
@@ -666,25 +645,14 @@ def mi(
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
     est = GaussianMI(base=base.value, shrinkage=_parse_shrinkage(shrinkage), ksg_dims=ksg_dims,
                      **_ci_options(bootstrap, seed)).fit(X, Y)
-    summary = est.summary()
+    result = est.result()
     if pointwise:
-        sys.stdout.write("id\tpmi\n")
-        sys.stdout.writelines(f"{_escape_tsv(i)}\t{v!r}\n" for i, v in zip(ids, est.pointwise(X, Y).tolist()))
-        sys.stdout.flush()
-        _log(f"mi {summary['mi']:.6g} ci {_fmt_ci(summary['ci'])} over {summary['n']} pairs")
+        from whitenclip.render.information import fmt_ci
+
+        _render(est.pointwise_result(X, Y, ids), "tsv")
+        _log(f"mi {result.mi:.6g} ci {fmt_ci(result.ci)} over {result.n} pairs; {result.note}")
         return
-    if as_json:
-        _print_json(summary)
-        return
-    unit, ksg = ("nats" if base is Base.e else "bits"), summary["ksg"]
-    _info_table(f"mutual information ({unit}) of {summary['n']} pairs, ranks {summary['rank_x']} x {summary['rank_y']}", [
-        ("mi (bias-corrected)" if not summary["shrinkage"] else "mi (shrunk)", f"{summary['mi']:.6g}"),
-        ("ci 95%", _fmt_ci(summary["ci"])),
-        ("mi (plug-in)", f"{summary['mi_plugin']:.6g}"),
-        ("top canonical correlations", ", ".join(f"{r:.4f}" for r in summary["canonical_correlations"])),
-        *([(f"KSG, top {ksg['dims']} pairs", f"{ksg['mi']:.6g} vs Gaussian {ksg['gaussian_mi']:.6g} "
-            f"(k={ksg['k']}, n={ksg['n']})")] if ksg else []),
-    ])
+    _render(result, "json" if as_json else "table")
 
 
 def main() -> None:
