@@ -26,7 +26,7 @@ import numpy as np
 import scipy.stats
 
 from whitenclip.diagnostics import anderson_darling, gaussianity_report
-from whitenclip.report import write_html_report
+from whitenclip.render import write_html
 
 
 def best_of(fn, repeat: int = 3) -> tuple[float, float, object]:
@@ -84,13 +84,16 @@ def bench_report(n: int, d: int) -> None:
     rep = gaussianity_report(X)
     t1 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        write_html_report(rep, tmp)
+        write_html(rep, tmp)
     t2, c2 = time.perf_counter(), time.process_time()
     print(f"report {t1 - t0:.2f} s + figures/HTML {t2 - t1:.2f} s = total {t2 - t0:.2f} s wall "
           f"(target <= 15 s); CPU time of all threads {c2 - c0:.2f} s; 1-min load average at start {load:.2f} "
           f"on {os.cpu_count()} cores (a load above the core count means other processes shared the CPU)")
-    print(f"verdict: {rep['verdict']['label']}; whitened AD pass {rep['coordinates']['whitened']['ad_pass']:.3f} "
-          f"(expected {rep['coordinates']['whitened']['expected_pass']['ad']:.3f})")
+    white = rep.coordinates.whitened
+    print(f"verdict: {rep.verdict.label}; whitened AD pass {white['ad_pass']:.3f} "
+          f"(expected {white['expected_pass']['ad']:.3f}); isotropy: raw participation ratio "
+          f"{rep.isotropy.raw['participation_ratio']:.1f}, effective rank {rep.isotropy.raw['effective_rank']:.1f} "
+          f"of {d}")
 
 
 def main(argv=None) -> int:
