@@ -17,8 +17,21 @@ every number beside what an exact Gaussian of the same n and d gives under the s
 4. **Multivariate** -- Mardia's skewness b1 (chunked Gram blocks on a seeded row subsample, so
    memory is O(block x m), never O(n^2)) and kurtosis b2 (from the whitened norms of all rows),
    with their large-sample p-values (valid for n >> d).
-5. **Verdict** -- effect sizes (mean A2, excess kurtosis, CV ratio) and one verdict line with
+5. **Spectrum and isotropy** -- the covariance eigenvalues, and how evenly the variance spreads
+   over directions, raw and whitened: participation ratio (sum l)^2 / sum l^2, effective rank
+   exp(H(l / sum l)) and the share of variance in the top 1% of directions.
+6. **Verdict** -- effect sizes (mean A2, excess kurtosis, CV ratio) and one verdict line with
    the rule that produced it.
+
+The report is typed: :func:`gaussianity_report` returns a :class:`GaussianityReport` holding
+one :class:`Section` result per entry of :data:`SECTIONS` (norm, coordinates, projections,
+multivariate, spectrum, isotropy, verdict), computed in a loop from a shared
+:class:`ReportContext` (one streamed pass over X). ``report.to_dict()`` is the documented JSON;
+rendering (terminal, HTML, figures) lives in :mod:`whitenclip.render.gaussianity`. Adding a
+section is one Section subclass + one entry in SECTIONS + its rows/figure hooks there.
+
+Whether X are the whitener's own fit rows (Beta law) or new rows (F law) is recognised from the
+artifact's hash of its fitted moments (:func:`recognise_in_sample`).
 
 Anderson-Darling (case 3: mean and variance estimated, as ``scipy.stats.anderson(x, 'norm')``)
 on a sorted column y_1 <= ... <= y_n with z_i = (y_i - mean) / std (ddof=1):
@@ -1100,10 +1113,12 @@ def recognise_in_sample(X: np.ndarray, whitener) -> tuple[bool, str]:
 
     Necessary: same n, no shrinkage, same mean (to 1e-9). Then, when the artifact records
     ``metadata_["input_hash"]`` (the hash of the fitted float64 :class:`~whitenclip.moments.Moments`),
-    X's moments are hashed the same way (chunks of ``config.CHUNK_ROWS`` rows as ``fit`` reads
-    them, or one chunk as ``Whitener.fit``; the artifact's ``gram_dtype``): equal hashes mean the
-    same rows. Unequal hashes fall back to comparing X's covariance with the artifact's (relative
-    1e-9: the same rows in another order or chunking). Artifacts without a hash keep the n/mean test.
+    X's moments are hashed the same way (chunks of ``config.CHUNK_ROWS`` rows, as ``fit`` reads one
+    file and as ``Whitener.fit`` does when n <= CHUNK_ROWS; the artifact's ``gram_dtype``): equal
+    hashes mean the same rows. Unequal hashes fall back to comparing X's covariance with the
+    artifact's (relative 1e-9: the same rows in another order, or read in other chunks, e.g. from
+    several files). Artifacts without a hash keep the n / mean test. Cost: one O(n d^2) pass over
+    X, only when n and the mean already match.
 
     Returns
     -------
@@ -1121,14 +1136,11 @@ def recognise_in_sample(X: np.ndarray, whitener) -> tuple[bool, str]:
     want = meta.get("input_hash")
     if not want:
         return True, "same n and mean (artifact without input hash)"
-    gram = meta.get("gram_dtype", "float64")
-    moments = None
-    for rows in dict.fromkeys((CHUNK_ROWS, n)):
-        moments = Moments(d)
-        for s in range(0, n, rows):
-            moments.update(X[s:s + rows], gram=gram)
-        if _moments_hash(moments) == want:
-            return True, "input hash of the fitted moments matches"
+    moments = Moments(d)
+    for s in range(0, n, CHUNK_ROWS):
+        moments.update(X[s:s + CHUNK_ROWS], gram=meta.get("gram_dtype", "float64"))
+    if _moments_hash(moments) == want:
+        return True, "input hash of the fitted moments matches"
     cov, ref = moments.covariance(ddof=1), np.asarray(whitener.covariance_, dtype=np.float64)
     if np.allclose(cov, ref, rtol=1e-9, atol=1e-9 * float(np.max(np.abs(ref)))):
         return True, "same n, mean and covariance (input hash differs: other row order or chunking)"
@@ -1177,6 +1189,17 @@ def gaussianity_report(X, whitener=None, *, trials: int = 10, subset: int = 500,
         spectrum, isotropy, verdict). ``to_dict()`` is JSON-ready (no NaN or inf: undefined
         values are None with a reason or a note) with keys n, d, rank, whitener, protocol, the
         sections and notes. Pass rates are fractions in [0, 1].
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).standard_normal((200, 3))
+    >>> rep = gaussianity_report(X, trials=1, subset=50, projections=10)
+    >>> [s.key for s in rep.sections]
+    ['norm', 'coordinates', 'projections', 'multivariate', 'spectrum', 'isotropy', 'verdict']
+    >>> rep.rank, rep.norm.whitened["law"], rep["whitener"]["in_sample"]
+    (3, 'beta', True)
+    >>> round(rep.isotropy.whitened["effective_rank"], 9)  # whitened in-sample rows are isotropic
+    3.0
     """
     from whitenclip.whitening import Whitener
 
