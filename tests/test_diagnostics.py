@@ -231,6 +231,7 @@ def test_typed_report_sections_and_round_trip(gaussian_report):
     assert rep.projections.k == 150 and rep.protocol.seed == 3 and rep.whitener.in_sample
     with pytest.raises(AttributeError):
         rep.no_such_section  # noqa: B018
+    assert dict(rep) == rep.to_dict() and "isotropy" in rep and list(rep)[-1] == "notes"
     again = GaussianityReport.from_dict(json.loads(json.dumps(rep.to_dict())))
     assert again == rep and again.to_dict() == rep.to_dict()
 

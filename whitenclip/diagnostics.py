@@ -1081,11 +1081,18 @@ class GaussianityReport(Result):
         out["notes"] = list(self.notes)
         return json_safe(out)
 
+    # the pre-typed, read-only mapping interface (``report["norm"]["whitened"]["cv"]``, ``dict(report)``)
     def __getitem__(self, key: str):
         return self.to_dict()[key]
 
     def __contains__(self, key: str) -> bool:
         return key in self.to_dict()
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __iter__(self):
+        return iter(self.to_dict())
 
     @classmethod
     def from_dict(cls, data: dict) -> "GaussianityReport":
