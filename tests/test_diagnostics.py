@@ -1,5 +1,6 @@
 """Tests for whitenclip.diagnostics: statistics against scipy, null calibration, alternatives."""
 
+import dataclasses
 import json
 import math
 import warnings
@@ -552,3 +553,15 @@ def test_in_sample_recognised_from_saved_artifact(fit_rows, tmp_path):
     loaded = Whitener.load(tmp_path / "w.safetensors")
     X = fit_rows.astype(np.float32).astype(np.float64)
     assert recognise_in_sample(X, loaded) == (True, "input hash of the fitted moments matches")
+
+
+def test_non_finite_values_become_null_with_a_note(gaussian_report):
+    from whitenclip.diagnostics import _sanitised
+
+    norm = gaussian_report.norm
+    bad = dataclasses.replace(norm, raw={**norm.raw, "cv": float("nan")}, whitened={**norm.whitened, "mean": np.inf})
+    notes: list[str] = []
+    clean = _sanitised(bad, notes)
+    assert clean.raw["cv"] is None and clean.whitened["mean"] is None and clean.raw["mean"] == norm.raw["mean"]
+    assert notes == ["norm.raw.cv: non-finite value (nan) replaced by null",
+                     "norm.whitened.mean: non-finite value (inf) replaced by null"]
