@@ -1,5 +1,6 @@
 """Tests for whitenclip.diagnostics: statistics against scipy, null calibration, alternatives."""
 
+import dataclasses
 import json
 import math
 import warnings
@@ -10,13 +11,22 @@ import scipy.stats
 
 from whitenclip.diagnostics import (
     AD_THRESHOLD,
+    SECTIONS,
+    VERDICT_RULE,
+    GaussianityReport,
+    _beta_distances,
+    _sqrt_law_cv,
     anderson_darling,
     chi_cv,
     dagostino_pearson,
+    draw_subsets,
     expected_gaussian_rates,
     gaussianity_report,
     mardia,
+    recognise_in_sample,
     reference_law,
+    spectrum_isotropy,
+    verdict,
 )
 from whitenclip.errors import InputError
 from whitenclip.whitening import Whitener
@@ -158,25 +168,73 @@ def gaussian_report():
     return gaussianity_report(X, **REPORT_KW)
 
 
-def test_report_json_has_every_named_metric(gaussian_report):
-    rep = gaussian_report
-    text = json.dumps(rep, allow_nan=False)  # no NaN / inf anywhere
-    assert json.loads(text) == rep
-    for key in ("n", "d", "rank", "norm", "coordinates", "projections", "multivariate", "verdict"):
-        assert key in rep
-    for kind in ("raw", "whitened"):
-        c = rep["coordinates"][kind]
-        for key in ("ad_mean", "ad_pass", "dp_mean", "dp_pass", "expected_pass", "constant"):
-            assert key in c
-        assert 0 <= c["ad_pass"] <= 1 and 0 <= c["dp_pass"] <= 1
-    for key in ("k", "ad_mean", "ad_pass"):
-        assert key in rep["projections"]
-    for key in ("mean", "std", "cv"):
-        assert key in rep["norm"]["raw"] and key in rep["norm"]["whitened"]
-    assert set(rep["multivariate"]) >= {"skewness", "kurtosis"}
-    assert rep["verdict"]["label"] and rep["verdict"]["rule"]
-    assert rep["whitener"]["fitted_on_input"] is True
+def test_report_values_equal_direct_computation(gaussian_report):
+    """Every headline number of the report recomputed from X by hand (not just present)."""
+    rep = gaussian_report.to_dict()
+    assert json.loads(json.dumps(rep, allow_nan=False)) == rep  # no NaN / inf anywhere
+    X = correlated_gaussian(np.random.default_rng(2024), 3000, 30)
+    n, d = X.shape
     assert (rep["n"], rep["d"], rep["rank"]) == (3000, 30, 30)
+    assert rep["whitener"]["fitted_on_input"] is True and rep["whitener"]["in_sample"] is True
+    # norms
+    norms = np.linalg.norm(X, axis=1)
+    raw = rep["norm"]["raw"]
+    assert raw["mean"] == pytest.approx(norms.mean(), rel=1e-12)
+    assert raw["std"] == pytest.approx(norms.std(ddof=1), rel=1e-12)
+    assert raw["cv"] == pytest.approx(norms.std(ddof=1) / norms.mean(), rel=1e-12)
+    lam = np.linalg.eigvalsh(np.cov(X, rowvar=False))
+    rc = rep["norm"]["raw_centred"]
+    assert rc["d_eff"] == pytest.approx(lam.sum() ** 2 / np.sum(lam**2), rel=1e-9)
+    assert rc["reference_cv"] == pytest.approx(chi_cv(rc["d_eff"]), rel=1e-12)
+    W = Whitener().fit(X).transform(X)
+    wn = np.linalg.norm(W, axis=1)
+    w = rep["norm"]["whitened"]
+    assert w["cv"] == pytest.approx(wn.std(ddof=1) / wn.mean(), rel=1e-9)
+    assert w["law"] == "beta" and w["law_params"] == [15.0, (n - d - 1) / 2]
+    assert w["law_scale"] == pytest.approx((n - 1) ** 2 / n, rel=1e-15)
+    assert w["cv_ratio"] == pytest.approx(w["cv"] / w["reference_cv"], rel=1e-12)
+    ks = scipy.stats.kstest(n * wn**2 / (n - 1) ** 2, scipy.stats.beta(*w["law_params"]).cdf)
+    assert w["ks"] == pytest.approx(ks.statistic, rel=1e-9) and w["ks_pvalue"] == pytest.approx(ks.pvalue, rel=1e-6)
+    # per-coordinate protocol on the same seeded subsets
+    subsets = draw_subsets(n, 4, 400, np.random.default_rng(np.random.SeedSequence([3, 0xC00D])))
+    A2 = np.vstack([anderson_darling(X[idx]) for idx in subsets])
+    P = np.vstack([dagostino_pearson(X[idx])[1] for idx in subsets])
+    c = rep["coordinates"]["raw"]
+    assert c["ad_mean"] == pytest.approx(A2.mean(), rel=1e-12)
+    assert c["ad_pass"] == np.mean(A2 < AD_THRESHOLD) and c["dp_pass"] == np.mean(P > 0.05)
+    assert c["dp_mean"] == pytest.approx(P.mean(), rel=1e-12)
+    np.testing.assert_allclose(c["a2_per_coordinate"], A2.mean(axis=0), rtol=1e-12)
+    ref = expected_gaussian_rates(400, 4, 3)
+    assert c["expected_pass"] == {"ad": ref["ad_pass"], "dp": ref["dp_pass"], "tolerance": ref["tolerance"]}
+    # projections: summary equals its own per-direction A2
+    p = rep["projections"]
+    assert p["ad_mean"] == pytest.approx(np.mean(p["a2"]), rel=1e-12)
+    assert p["ad_pass"] == np.mean(np.array(p["a2"]) < AD_THRESHOLD) and len(p["a2"]) == p["k"] == 150
+    # Mardia's kurtosis from the in-sample whitened norms (ddof=0 rescale)
+    ku = rep["multivariate"]["kurtosis"]
+    assert ku["b2"] == pytest.approx(np.mean((wn**2 * n / (n - 1)) ** 2), rel=1e-9)
+    assert ku["expected"] == pytest.approx(d * (d + 2) * (n - 1) / (n + 1), rel=1e-15)
+    # the verdict's effect sizes are the sections' numbers
+    e, wc = rep["verdict"]["effect_sizes"], rep["coordinates"]["whitened"]
+    assert e["ad_pass_gap_whitened"] == pytest.approx(wc["expected_pass"]["ad"] - wc["ad_pass"], abs=1e-15)
+    assert e["ad_pass_gap_projections"] == pytest.approx(p["expected_pass"]["ad"] - p["ad_pass"], abs=1e-15)
+    assert e["cv_ratio"] == w["cv_ratio"] and e["mardia_excess_kurtosis_per_dim"] == ku["excess_per_dim"]
+    assert rep["verdict"]["rule"] == VERDICT_RULE
+    assert verdict(rep) == rep["verdict"]  # the dict-level verdict agrees with the typed one
+
+
+def test_typed_report_sections_and_round_trip(gaussian_report):
+    rep = gaussian_report
+    assert isinstance(rep, GaussianityReport)
+    assert [s.key for s in rep.sections] == [cls.key for cls in SECTIONS]
+    assert list(rep.to_dict()) == ["n", "d", "rank", "whitener", "protocol", *[cls.key for cls in SECTIONS], "notes"]
+    assert rep.norm is rep.section("norm") and rep.verdict.label == rep["verdict"]["label"]
+    assert rep.projections.k == 150 and rep.protocol.seed == 3 and rep.whitener.in_sample
+    with pytest.raises(AttributeError):
+        rep.no_such_section  # noqa: B018
+    assert dict(rep) == rep.to_dict() and "isotropy" in rep and list(rep)[-1] == "notes"
+    again = GaussianityReport.from_dict(json.loads(json.dumps(rep.to_dict())))
+    assert again == rep and again.to_dict() == rep.to_dict()
 
 
 def test_exact_gaussian_passes(gaussian_report):
@@ -230,7 +288,7 @@ def _alt(name, rng, n=3000, d=20):
 )
 def test_non_gaussian_alternatives_fail(rng, name, label):
     rep = gaussianity_report(_alt(name, rng), **REPORT_KW)
-    json.dumps(rep, allow_nan=False)
+    json.dumps(rep.to_dict(), allow_nan=False)
     raw, white, proj = rep["coordinates"]["raw"], rep["coordinates"]["whitened"], rep["projections"]
     expected = raw["expected_pass"]["ad"]
     assert rep["verdict"]["label"] == label, rep["verdict"]
@@ -262,7 +320,7 @@ def test_constant_coordinates_listed_and_excluded(rng):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no RuntimeWarning from NaN arithmetic
         rep = gaussianity_report(X, **REPORT_KW)
-    json.dumps(rep, allow_nan=False)
+    json.dumps(rep.to_dict(), allow_nan=False)
     raw = rep["coordinates"]["raw"]
     assert raw["constant"]["count"] == 2 and raw["constant"]["indices"] == [2, 7]
     assert raw["tested"] == 4 * 10
@@ -275,7 +333,7 @@ def test_constant_coordinates_listed_and_excluded(rng):
 def test_fewer_rows_than_dimensions_is_finite(rng):
     X = rng.standard_normal((30, 60))
     rep = gaussianity_report(X, **REPORT_KW)
-    json.dumps(rep, allow_nan=False)
+    json.dumps(rep.to_dict(), allow_nan=False)
     assert rep["rank"] == 29
     assert rep["protocol"]["trials"] == 1 and rep["protocol"]["subset"] == 30
     assert rep["norm"]["whitened"]["law"] is None and "rank" in rep["norm"]["whitened"]["law_reason"]
@@ -285,7 +343,7 @@ def test_fewer_rows_than_dimensions_is_finite(rng):
 
 def test_tiny_input_without_dp(rng):
     rep = gaussianity_report(rng.standard_normal((6, 2)), **REPORT_KW)
-    json.dumps(rep, allow_nan=False)
+    json.dumps(rep.to_dict(), allow_nan=False)
     assert rep["coordinates"]["raw"]["dp_pass"] is None and rep["coordinates"]["raw"]["dp_note"]
 
 
@@ -348,3 +406,162 @@ def test_projection_kurtosis_matches_scipy(rng):
     P = (X - X.mean(axis=0)) @ U
     assert res["excess_kurtosis"] == pytest.approx(np.mean(scipy.stats.kurtosis(P, axis=0)), rel=1e-10)
     np.testing.assert_allclose(res["a2"], [scipy_a2(P[:, j]) for j in range(7)], atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------
+# the reference laws' closed forms (issue 8 section 6: mutations that used to survive)
+# ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("d1, d2", [(3, 5), (8, 12), (30, 400)])
+def test_sqrt_law_cv_f_equals_quadrature(d1, d2):
+    """CV of sqrt(V), V ~ F(d1, d2): E V = d2/(d2-2) and E sqrt(V) against scipy's numerical expectation."""
+    law = scipy.stats.f(d1, d2)
+    m1 = law.mean()
+    mh = law.expect(np.sqrt)
+    assert _sqrt_law_cv({"law": "f", "params": [d1, d2]}) == pytest.approx(math.sqrt(m1 - mh**2) / mh, rel=1e-7)
+
+
+@pytest.mark.parametrize("a, b", [(1.5, 3.0), (4.0, 190.0)])
+def test_sqrt_law_cv_beta_equals_quadrature(a, b):
+    law = scipy.stats.beta(a, b)
+    mh = law.expect(np.sqrt)
+    assert _sqrt_law_cv({"law": "beta", "params": [a, b]}) == pytest.approx(math.sqrt(law.mean() - mh**2) / mh,
+                                                                             rel=1e-7)
+    assert _sqrt_law_cv({"law": "f", "params": [3, 2]}) is None  # F mean undefined for d2 <= 2
+
+
+def test_beta_distances_equal_scipy():
+    """KS and the case-0 Anderson-Darling distance to a fully specified Beta equal scipy's."""
+    rng = np.random.default_rng(11)
+    a, b = 2.0, 5.0
+    v = rng.beta(a, b, 60) ** 1.3  # a little off the law, so the statistic is not tiny
+    ours = _beta_distances(v, a, b)
+    ref_ad = scipy.stats.goodness_of_fit(scipy.stats.beta, v, known_params={"a": a, "b": b, "loc": 0, "scale": 1},
+                                         statistic="ad", n_mc_samples=9, rng=0).statistic
+    ref_ks = scipy.stats.kstest(v, scipy.stats.beta(a, b).cdf)
+    assert ours["ad_distance"] == pytest.approx(ref_ad, rel=1e-10)
+    assert ours["ks"] == pytest.approx(ref_ks.statistic, rel=1e-12)
+    assert ours["ks_pvalue"] == pytest.approx(ref_ks.pvalue, rel=1e-9)
+
+
+def test_beta_ad_distance_null_mean_is_one():
+    """Under the law, E[A2] = 1 for every n (case 0): the mean over 400 samples is 1 +- 4 se."""
+    rng = np.random.default_rng(12)
+    a2 = np.array([_beta_distances(rng.beta(3.0, 40.0, 50), 3.0, 40.0)["ad_distance"] for _ in range(400)])
+    se = a2.std(ddof=1) / math.sqrt(a2.size)
+    assert abs(a2.mean() - 1.0) < 4 * se
+
+
+# ---------------------------------------------------------------------------------------
+# spectrum isotropy
+# ---------------------------------------------------------------------------------------
+def test_spectrum_isotropy_geometric_closed_form():
+    """lambda_i = q^i (i = 0..D-1): PR = (1-q^D)^2 (1+q) / ((1-q)(1+q^D)(1-q^D)),
+    H = -log((1-q)/(1-q^D)) - log(q) (q/(1-q) - D q^D/(1-q^D)), top-k share (1-q^k)/(1-q^D)."""
+    q, D = 0.9, 250
+    res = spectrum_isotropy(q ** np.arange(D)[::-1])  # any order
+    s1, s2 = (1 - q**D) / (1 - q), (1 - q ** (2 * D)) / (1 - q**2)
+    H = -math.log((1 - q) / (1 - q**D)) - math.log(q) * (q / (1 - q) - D * q**D / (1 - q**D))
+    k = math.ceil(0.01 * D)
+    assert res["dimensions"] == D and res["top_directions"] == k == 3
+    assert res["participation_ratio"] == pytest.approx(s1**2 / s2, rel=1e-12)
+    assert res["effective_rank"] == pytest.approx(math.exp(H), rel=1e-12)
+    assert res["top_fraction"] == pytest.approx((1 - q**k) / (1 - q**D), rel=1e-12)
+
+
+def test_spectrum_isotropy_flat_spike_and_zero():
+    flat = spectrum_isotropy(np.full(300, 2.5))
+    assert flat["participation_ratio"] == pytest.approx(300) and flat["effective_rank"] == pytest.approx(300)
+    assert flat["top_fraction"] == pytest.approx(3 / 300)
+    spike = spectrum_isotropy([4.0, 0.0, 0.0, -1e-17])  # negatives (rounding) clipped to 0
+    assert spike["participation_ratio"] == 1.0 and spike["effective_rank"] == 1.0 and spike["top_fraction"] == 1.0
+    two = spectrum_isotropy([1.0, 1.0, 0.0])
+    assert two["effective_rank"] == pytest.approx(2.0) and two["participation_ratio"] == pytest.approx(2.0)
+    none = spectrum_isotropy(np.zeros(5))
+    assert none["participation_ratio"] is None and none["effective_rank"] is None
+
+
+def test_report_isotropy_raw_and_whitened(rng):
+    A = rng.standard_normal((10, 10)) * np.geomspace(3.0, 0.1, 10)
+    X = rng.standard_normal((2000, 10)) @ A
+    iso = gaussianity_report(X, **REPORT_KW).isotropy
+    lam = np.linalg.eigvalsh(np.cov(X, rowvar=False))
+    assert iso.raw["participation_ratio"] == pytest.approx(lam.sum() ** 2 / np.sum(lam**2), rel=1e-9)
+    p = lam / lam.sum()
+    assert iso.raw["effective_rank"] == pytest.approx(math.exp(-np.sum(p * np.log(p))), rel=1e-9)
+    assert iso.raw["top_fraction"] == pytest.approx(lam.max() / lam.sum(), rel=1e-9)
+    # in-sample whitened rows have identity covariance: both ranks are the rank, top share 1/r
+    assert iso.whitened["participation_ratio"] == pytest.approx(10, rel=1e-9)
+    assert iso.whitened["effective_rank"] == pytest.approx(10, rel=1e-9)
+    assert iso.whitened["top_fraction"] == pytest.approx(0.1, rel=1e-9)
+    # new rows: the spectrum of the whitened rows' own covariance
+    wh = Whitener().fit(X[:500])
+    Y = X[500:]
+    iso_new = gaussianity_report(Y, wh, **REPORT_KW).isotropy
+    mu = np.linalg.eigvalsh(np.cov(wh.transform(Y), rowvar=False))
+    assert iso_new.whitened["participation_ratio"] == pytest.approx(mu.sum() ** 2 / np.sum(mu**2), rel=1e-9)
+    assert iso_new.whitened["participation_ratio"] < 9.9  # not the in-sample identity
+
+
+# ---------------------------------------------------------------------------------------
+# in-sample recognition from the artifact's input hash (issue 8 section 4)
+# ---------------------------------------------------------------------------------------
+@pytest.fixture
+def fit_rows(rng):
+    A = rng.standard_normal((6, 6)) + 2 * np.eye(6)
+    return rng.standard_normal((300, 6)) @ A + 4.0
+
+
+def test_in_sample_recognised_by_hash(fit_rows):
+    wh = Whitener().fit(fit_rows)
+    assert recognise_in_sample(fit_rows, wh) == (True, "input hash of the fitted moments matches")
+    rep = gaussianity_report(fit_rows, wh, **REPORT_KW)
+    assert rep.whitener.in_sample and rep.norm.whitened["law"] == "beta"
+    assert rep.whitener.in_sample_basis.startswith("input hash")
+
+
+def test_same_n_and_mean_but_other_rows_is_not_in_sample(fit_rows):
+    """Spread scaled about the mean: n and mean match (the old heuristic said in-sample), the hash does not."""
+    wh = Whitener().fit(fit_rows)
+    mean = fit_rows.mean(axis=0)
+    other = mean + (fit_rows - mean) * 1.01
+    assert np.allclose(other.mean(axis=0), wh.mean_, rtol=1e-9, atol=1e-12)
+    in_sample, basis = recognise_in_sample(other, wh)
+    assert not in_sample and "differ" in basis
+    rep = gaussianity_report(other, wh, **REPORT_KW)
+    assert not rep.whitener.in_sample and rep.norm.whitened["law"] == "f"
+    # an artifact without the hash keeps the n / mean heuristic
+    wh.metadata_ = {k: v for k, v in wh.metadata_.items() if k != "input_hash"}
+    assert recognise_in_sample(other, wh) == (True, "same n and mean (artifact without input hash)")
+
+
+def test_reordered_fit_rows_are_in_sample_by_covariance(fit_rows, rng):
+    wh = Whitener().fit(fit_rows)
+    shuffled = fit_rows[rng.permutation(len(fit_rows))]
+    in_sample, basis = recognise_in_sample(shuffled, wh)
+    assert in_sample and "covariance" in basis
+    assert not recognise_in_sample(fit_rows[:-1], wh)[0]
+
+
+def test_in_sample_recognised_from_saved_artifact(fit_rows, tmp_path):
+    """The CLI's streamed fit (chunks of config.CHUNK_ROWS) writes the hash the report recomputes."""
+    from whitenclip.stores import open_embeddings
+    from whitenclip.whitening import fit_whitener_streaming
+
+    np.save(tmp_path / "x.npy", fit_rows.astype(np.float32))
+    wh, _ = fit_whitener_streaming([open_embeddings(tmp_path / "x.npy")])
+    wh.save(tmp_path / "w.safetensors")
+    loaded = Whitener.load(tmp_path / "w.safetensors")
+    X = fit_rows.astype(np.float32).astype(np.float64)
+    assert recognise_in_sample(X, loaded) == (True, "input hash of the fitted moments matches")
+
+
+def test_non_finite_values_become_null_with_a_note(gaussian_report):
+    from whitenclip.diagnostics import _sanitised
+
+    norm = gaussian_report.norm
+    bad = dataclasses.replace(norm, raw={**norm.raw, "cv": float("nan")}, whitened={**norm.whitened, "mean": np.inf})
+    notes: list[str] = []
+    clean = _sanitised(bad, notes)
+    assert clean.raw["cv"] is None and clean.whitened["mean"] is None and clean.raw["mean"] == norm.raw["mean"]
+    assert notes == ["norm.raw.cv: non-finite value (nan) replaced by null",
+                     "norm.whitened.mean: non-finite value (inf) replaced by null"]

@@ -551,7 +551,7 @@ def gaussianity_report_cmd(
         written = write_html_report(report, out)
         _log(f"wrote {written['html']} and {written['json']}")
     if as_json:
-        _print_json(report)
+        _print_json(report.to_dict())
     else:
         render_terminal(report, Console())
 

@@ -17,8 +17,21 @@ every number beside what an exact Gaussian of the same n and d gives under the s
 4. **Multivariate** -- Mardia's skewness b1 (chunked Gram blocks on a seeded row subsample, so
    memory is O(block x m), never O(n^2)) and kurtosis b2 (from the whitened norms of all rows),
    with their large-sample p-values (valid for n >> d).
-5. **Verdict** -- effect sizes (mean A2, excess kurtosis, CV ratio) and one verdict line with
+5. **Spectrum and isotropy** -- the covariance eigenvalues, and how evenly the variance spreads
+   over directions, raw and whitened: participation ratio (sum l)^2 / sum l^2, effective rank
+   exp(H(l / sum l)) and the share of variance in the top 1% of directions.
+6. **Verdict** -- effect sizes (mean A2, excess kurtosis, CV ratio) and one verdict line with
    the rule that produced it.
+
+The report is typed: :func:`gaussianity_report` returns a :class:`GaussianityReport` holding
+one :class:`Section` result per entry of :data:`SECTIONS` (norm, coordinates, projections,
+multivariate, spectrum, isotropy, verdict), computed in a loop from a shared
+:class:`ReportContext` (one streamed pass over X). ``report.to_dict()`` is the documented JSON;
+rendering (terminal, HTML, figures) lives in :mod:`whitenclip.render.gaussianity`. Adding a
+section is one Section subclass + one entry in SECTIONS + its rows/figure hooks there.
+
+Whether X are the whitener's own fit rows (Beta law) or new rows (F law) is recognised from the
+artifact's hash of its fitted moments (:func:`recognise_in_sample`).
 
 Anderson-Darling (case 3: mean and variance estimated, as ``scipy.stats.anderson(x, 'norm')``)
 on a sorted column y_1 <= ... <= y_n with z_i = (y_i - mean) / std (ddof=1):
@@ -33,18 +46,23 @@ blocks on a thread pool (numpy's sort and the ufuncs release the GIL).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
+from typing import ClassVar
 
 import numpy as np
 import scipy.linalg
 import scipy.special
 import scipy.stats
 
+from whitenclip.config import CHUNK_ROWS, DIAGNOSTICS_CHUNK_ROWS, MARDIA_BLOCK
 from whitenclip.errors import InputError
+from whitenclip.results import Result, json_safe
+from whitenclip.validation import as_matrix
 
 AD_THRESHOLD = 0.752
 """Pass threshold on A2 used by the paper (fixed; scipy's critical-value tables are not used)."""
@@ -55,7 +73,6 @@ MIN_DP_ROWS = 8
 CONSTANT_RTOL = 1e-7
 """A coordinate is constant when its std is at most CONSTANT_RTOL x the largest coordinate std
 (exactly constant, or spread below float32 resolution; such columns are listed, not tested)."""
-_CHUNK_ROWS = 8192
 _SIM_COLUMNS_PER_TRIAL = 400
 _QQ_POINTS = 101
 _QQ_SHOWN = 4
@@ -562,7 +579,7 @@ def _self_whiten(Z: np.ndarray, floor: float = 1e-10) -> np.ndarray:
     return (Zc @ V[:, keep]) / np.sqrt(lam[keep])
 
 
-def mardia_skewness(Y: np.ndarray, *, block: int = 1024) -> float:
+def mardia_skewness(Y: np.ndarray, *, block: int = MARDIA_BLOCK) -> float:
     """Mardia's b1 = (1/m^2) sum_{i,j} (y_i . y_j)^3 for self-standardised rows Y (m, r).
 
     Computed by chunked Gram blocks over the upper triangle (the sum is symmetric in i, j):
@@ -581,7 +598,7 @@ def mardia_skewness(Y: np.ndarray, *, block: int = 1024) -> float:
 
 
 def mardia(X, *, sqnorms_in_sample=None, rank: int | None = None, max_rows: int = 5000, seed: int = 0,
-           block: int = 1024, transform=None) -> dict:
+           block: int = MARDIA_BLOCK, transform=None) -> dict:
     """Mardia's multivariate skewness and kurtosis tests with large-sample p-values.
 
     Skewness: on a seeded subsample of m = min(n, max_rows) rows standardised by their own mean
@@ -642,6 +659,58 @@ def mardia(X, *, sqnorms_in_sample=None, rank: int | None = None, max_rows: int 
 
 
 # ---------------------------------------------------------------------------------------
+# spectrum isotropy
+# ---------------------------------------------------------------------------------------
+TOP_SHARE = 0.01
+"""The isotropy section reports the share of variance carried by the top 1% of directions."""
+
+
+def spectrum_isotropy(eigenvalues, *, top_share: float = TOP_SHARE) -> dict:
+    """How evenly the variance spreads over the directions of a covariance spectrum.
+
+    For eigenvalues lambda_1 >= ... >= lambda_D >= 0 (negatives are clipped to 0) and
+    p_i = lambda_i / sum_j lambda_j:
+
+        participation_ratio = (sum lambda)^2 / sum lambda^2         in [1, D]
+        effective_rank      = exp(H(p)),  H(p) = -sum_i p_i log p_i  in [1, D]  (0 log 0 = 0)
+        top_fraction        = sum_{i <= k} p_i,  k = ceil(top_share * D)       in [k/D, 1]
+
+    Both ranks equal D for an isotropic spectrum (all lambda equal) and 1 when one direction
+    carries all the variance.
+
+    Parameters
+    ----------
+    eigenvalues : array-like of shape (D,)
+    top_share : float
+        Share of the directions counted in ``top_fraction``.
+
+    Returns
+    -------
+    dict with dimensions (D), participation_ratio, effective_rank, top_directions (k),
+    top_fraction; the three figures are None when every eigenvalue is 0.
+
+    >>> r = spectrum_isotropy([2.0, 1.0, 1.0, 0.0])
+    >>> r["participation_ratio"], r["top_directions"], r["top_fraction"]
+    (2.6666666666666665, 1, 0.5)
+    """
+    lam = np.clip(np.asarray(eigenvalues, dtype=np.float64).ravel(), 0.0, None)
+    lam = np.sort(lam)[::-1]
+    dim = int(lam.size)
+    k = max(1, math.ceil(top_share * dim - 1e-9)) if dim else 0
+    out = {"dimensions": dim, "participation_ratio": None, "effective_rank": None, "top_directions": k,
+           "top_fraction": None}
+    total = float(lam.sum())
+    if dim == 0 or not total > 0:
+        return out
+    p = lam / total
+    nz = p[p > 0]
+    out.update(participation_ratio=total**2 / float(np.sum(lam**2)),
+               effective_rank=float(np.exp(-np.sum(nz * np.log(nz)))),
+               top_fraction=float(np.sum(p[:k])))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # verdict
 # ---------------------------------------------------------------------------------------
 VERDICT_RULE = (
@@ -654,52 +723,446 @@ VERDICT_RULE = (
 )
 
 
-def verdict(report: dict) -> dict:
-    """One verdict label with the rule and the effect sizes that produced it."""
-    n, rank = report["n"], report["rank"]
-    wc = report["coordinates"]["whitened"]
-    proj = report["projections"]
-    wn = report["norm"]["whitened"]
-    shape = report["coordinates"]["whitened_shape"]
-    effects = {
+def _effect_sizes(wc: dict, proj_ad_pass, proj_expected: dict, shape: dict, mardia_kurtosis: dict,
+                  wn: dict) -> dict:
+    return {
         "ad_mean_whitened": wc.get("ad_mean"),
         "ad_pass_gap_whitened": None if wc.get("ad_pass") is None else wc["expected_pass"]["ad"] - wc["ad_pass"],
-        "ad_pass_gap_projections": (None if proj.get("ad_pass") is None
-                                    else proj["expected_pass"]["ad"] - proj["ad_pass"]),
+        "ad_pass_gap_projections": None if proj_ad_pass is None else proj_expected["ad"] - proj_ad_pass,
         "median_excess_kurtosis": shape.get("median_excess_kurtosis"),
         "min_excess_kurtosis": shape.get("min_excess_kurtosis"),
-        "mardia_excess_kurtosis_per_dim": report["multivariate"]["kurtosis"].get("excess_per_dim"),
+        "mardia_excess_kurtosis_per_dim": mardia_kurtosis.get("excess_per_dim"),
         "cv_ratio": wn.get("cv_ratio"),
     }
-    reasons = []
-    if rank < 2 or n <= rank + 1 or wc.get("ad_pass") is None:
-        label = "degenerate"
-        reasons.append(f"rank={rank}, n={n}" + ("" if wc.get("ad_pass") is not None else ", nothing testable"))
+
+
+def _judge(n: int, rank: int, testable: bool, effects: dict) -> tuple[str, str]:
+    """(label, because) of :data:`VERDICT_RULE` applied to the effect sizes."""
+    if rank < 2 or n <= rank + 1 or not testable:
+        return "degenerate", f"rank={rank}, n={n}" + ("" if testable else ", nothing testable")
+    gap_c = effects["ad_pass_gap_whitened"]
+    gap_p = effects["ad_pass_gap_projections"] or 0.0
+    kmed = effects["median_excess_kurtosis"] or 0.0
+    kmin = effects["min_excess_kurtosis"] or 0.0
+    cvr = effects["cv_ratio"] if effects["cv_ratio"] is not None else 1.0
+    if gap_c <= 0.05 and gap_p <= 0.05 and abs(kmed) < 0.5 and 0.8 <= cvr <= 1.25:
+        label = "close to Gaussian"
+    elif kmed > 0.5 or cvr > 1.25:
+        label = "heavy-tailed"
+    elif kmed < -0.5 or cvr < 0.8:
+        label = "light-tailed"
+    elif kmin < -1.0:
+        label = "multi-modal"
     else:
-        gap_c = effects["ad_pass_gap_whitened"]
-        gap_p = effects["ad_pass_gap_projections"] or 0.0
-        kmed = effects["median_excess_kurtosis"] or 0.0
-        kmin = effects["min_excess_kurtosis"] or 0.0
-        cvr = effects["cv_ratio"] if effects["cv_ratio"] is not None else 1.0
-        if gap_c <= 0.05 and gap_p <= 0.05 and abs(kmed) < 0.5 and 0.8 <= cvr <= 1.25:
-            label = "close to Gaussian"
-        elif kmed > 0.5 or cvr > 1.25:
-            label = "heavy-tailed"
-        elif kmed < -0.5 or cvr < 0.8:
-            label = "light-tailed"
-        elif kmin < -1.0:
-            label = "multi-modal"
+        label = "not Gaussian (skewed or other)"
+    return label, (f"AD pass gap {gap_c:+.3f} (coords), {gap_p:+.3f} (projections); median excess kurtosis "
+                   f"{kmed:+.2f}, min {kmin:+.2f}; CV ratio {cvr:.2f}")
+
+
+def verdict(report) -> dict:
+    """One verdict label with the rule and the effect sizes that produced it.
+
+    ``report``: a report's JSON mapping (``GaussianityReport.to_dict()`` or a saved report.json).
+    """
+    wc, proj = report["coordinates"]["whitened"], report["projections"]
+    effects = _effect_sizes(wc, proj.get("ad_pass"), proj["expected_pass"], report["coordinates"]["whitened_shape"],
+                            report["multivariate"]["kurtosis"], report["norm"]["whitened"])
+    label, because = _judge(report["n"], report["rank"], wc.get("ad_pass") is not None, effects)
+    return {"label": label, "rule": VERDICT_RULE, "because": because, "effect_sizes": effects}
+
+
+# ---------------------------------------------------------------------------------------
+# typed report: one result per section
+# ---------------------------------------------------------------------------------------
+class ReportContext:
+    """What every section reads: the rows, the whitener, the protocol and one streamed pass.
+
+    Attributes (shapes for n rows of dimension d, whitened rank r)
+    ----------
+    X : (n, d) float64;  whitener : fitted Whitener;  fitted_here, in_sample : bool
+    seed, trials, subset, projections, projection_rows, mardia_rows, shape_rows : protocol
+    mean : (d,);  raw_norms : (n,) ||x||;  centred_sq : (n,) ||x - mean||^2;  col_sq : (d,)
+    sqnorms : (n,) ||w||^2;  shape_sub : seeded row indices;  w_shape : (len(shape_sub), r') whitened
+    covariance : (d, d) covariance of X (ddof=1; the whitener's own when in-sample)
+    spectrum : (d,) its eigenvalues, descending;  notes : list of str (appended to)
+    """
+
+    def __init__(self, X: np.ndarray, whitener, *, fitted_here: bool, in_sample: bool, seed: int, trials: int,
+                 subset: int, projections: int, projection_rows: int, mardia_rows: int, shape_rows: int,
+                 notes: list[str]):
+        self.X, self.whitener, self.fitted_here, self.in_sample = X, whitener, fitted_here, in_sample
+        self.seed, self.trials, self.subset, self.projections = int(seed), int(trials), int(subset), int(projections)
+        self.projection_rows, self.mardia_rows, self.shape_rows = projection_rows, mardia_rows, shape_rows
+        self.notes = notes
+        self.n, self.d = X.shape
+        self.rank = int(whitener.rank_)
+        self.n_fit = int(whitener.n_samples_) if whitener.n_samples_ is not None else self.n
+        self._stream_pass()
+
+    def _stream_pass(self) -> None:
+        X, n, d, rows = self.X, self.n, self.d, DIAGNOSTICS_CHUNK_ROWS
+        self.mean = mean = X.mean(axis=0)
+        self.raw_norms = np.sqrt(np.einsum("ij,ij->i", X, X))
+        self.centred_sq, self.col_sq = np.empty(n), np.zeros(d)
+        for s, C in zip(range(0, n, rows), _chunks(X, lambda C: C - mean, rows)):
+            C2 = C * C
+            self.centred_sq[s:s + C.shape[0]] = C2.sum(axis=1)
+            self.col_sq += C2.sum(axis=0)
+        # per-coordinate skewness / excess kurtosis on a seeded subsample (sd of g2 ~ sqrt(24 / rows));
+        # its whitened rows are picked up during the single transform pass that gives ||w||^2
+        rng_shape = np.random.default_rng(np.random.SeedSequence([self.seed, 0x5AE]))
+        self.shape_sub = (np.sort(rng_shape.choice(n, size=self.shape_rows, replace=False)) if n > self.shape_rows
+                          else np.arange(n))
+        self.sqnorms, w_rows = np.empty(n), []
+        for s, W in zip(range(0, n, rows), _chunks(X, self.whitener.transform, rows)):
+            self.sqnorms[s:s + W.shape[0]] = np.einsum("ij,ij->i", W, W)
+            lo, hi = np.searchsorted(self.shape_sub, [s, s + W.shape[0]])
+            w_rows.append(W[self.shape_sub[lo:hi] - s])
+        self.w_shape = np.concatenate(w_rows)
+        if self.fitted_here or self.in_sample:
+            self.covariance = self.whitener.covariance_
+            self.spectrum = self.whitener.all_eigenvalues_
         else:
-            label = "not Gaussian (skewed or other)"
-        reasons.append(f"AD pass gap {gap_c:+.3f} (coords), {gap_p:+.3f} (projections); median excess kurtosis "
-                       f"{kmed:+.2f}, min {kmin:+.2f}; CV ratio {cvr:.2f}")
-    return {"label": label, "rule": VERDICT_RULE, "because": "; ".join(reasons), "effect_sizes": effects}
+            self.covariance = np.cov(X, rowvar=False).reshape(d, d)
+            self.spectrum = np.clip(np.linalg.eigvalsh(self.covariance), 0, None)[::-1]
+
+    @functools.cached_property
+    def subsets(self) -> list[np.ndarray]:
+        """The per-coordinate protocol's row subsets (shared by raw and whitened coordinates)."""
+        rng = np.random.default_rng(np.random.SeedSequence([self.seed, 0xC00D]))
+        return draw_subsets(self.n, self.trials, self.subset, rng)
+
+
+@dataclasses.dataclass(frozen=True)
+class Section(Result):
+    """One section of a :class:`GaussianityReport` (its JSON key is ``key``).
+
+    Adding a section: a subclass with ``key`` and :meth:`compute`, one entry in
+    :data:`SECTIONS`, and its rows / figures in ``whitenclip/render/gaussianity.py``.
+    """
+
+    key: ClassVar[str] = ""
+
+    @classmethod
+    def compute(cls, ctx: ReportContext, done: dict[str, "Section"]) -> "Section":
+        """The section for the rows in ``ctx``; ``done`` holds the sections computed before it."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Section":
+        """Rebuild from the section's JSON mapping (missing keys become None)."""
+        return cls(**{f.name: data.get(f.name) for f in dataclasses.fields(cls)})
+
+
+@dataclasses.dataclass(frozen=True)
+class NormConcentration(Section):
+    """Mean, std and CV of ||x||, ||x - mean|| and ||w||, beside the exact-Gaussian references
+    (see :func:`norm_concentration`; ``whitened`` also holds the law of ||w||^2 and its histogram)."""
+
+    key: ClassVar[str] = "norm"
+    raw: dict
+    raw_centred: dict
+    whitened: dict
+
+    @classmethod
+    def compute(cls, ctx, done):
+        return cls(**norm_concentration(ctx.raw_norms, ctx.centred_sq, ctx.sqnorms, rank=ctx.rank, n_fit=ctx.n_fit,
+                                        in_sample=ctx.in_sample, covariance_eigenvalues=ctx.spectrum))
+
+
+@dataclasses.dataclass(frozen=True)
+class Coordinates(Section):
+    """Per-coordinate AD / DP tests (:func:`coordinate_tests`) on raw and whitened coordinates,
+    and the coordinates' skewness / excess kurtosis summaries on ``shape_rows`` seeded rows."""
+
+    key: ClassVar[str] = "coordinates"
+    raw: dict
+    whitened: dict
+    shape_rows: int
+    raw_shape: dict
+    whitened_shape: dict
+
+    @classmethod
+    def compute(cls, ctx, done):
+        wh, subsets = ctx.whitener, ctx.subsets
+        rshape = _central_moments([ctx.X[ctx.shape_sub]], ctx.d)
+        wshape = _central_moments([ctx.w_shape], wh.W_.shape[1])
+        # constant: exactly, or numerically (spread below float32 resolution of the widest coordinate)
+        sd = np.sqrt(ctx.col_sq / ctx.n)
+        constant = sd <= CONSTANT_RTOL * sd.max()
+        for k in ("skewness", "excess_kurtosis"):
+            rshape[k][constant] = np.nan
+        raw = coordinate_tests(ctx.X, subsets=subsets, seed=ctx.seed, global_constant=constant)
+        white = coordinate_tests(ctx.X, subsets=subsets, seed=ctx.seed, transform=wh.transform,
+                                 global_constant=~np.isfinite(wshape["excess_kurtosis"]))
+        if len(subsets) < ctx.trials:
+            ctx.notes.append(f"n={ctx.n} <= subset={ctx.subset}: one trial on all rows instead of {ctx.trials} subsets")
+        return cls(raw=raw, whitened=white, shape_rows=int(ctx.shape_sub.size), raw_shape=_shape_summary(rshape),
+                   whitened_shape=_shape_summary(wshape))
+
+
+@dataclasses.dataclass(frozen=True)
+class Projections(Section):
+    """A2 of the centred rows along k seeded unit directions, with QQ data (:func:`random_projections`)."""
+
+    key: ClassVar[str] = "projections"
+    k: int
+    rows: int
+    tested: int
+    ad_mean: float | None
+    ad_pass: float | None
+    expected_pass: dict
+    expected_mean: dict
+    a2: list
+    excess_kurtosis: float | None
+    qq: dict | None
+    note: str | None = None
+
+    @classmethod
+    def compute(cls, ctx, done):
+        return cls(**random_projections(ctx.X, ctx.mean, k=ctx.projections, rows=ctx.projection_rows, seed=ctx.seed))
+
+    def to_dict(self) -> dict:
+        out = super().to_dict()
+        note = out.pop("note")
+        if note is None:
+            return out
+        keys = list(out)
+        at = keys.index("ad_pass") + 1  # where random_projections puts it
+        return {**{k: out[k] for k in keys[:at]}, "note": note, **{k: out[k] for k in keys[at:]}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Multivariate(Section):
+    """Mardia's skewness and kurtosis tests (:func:`mardia`)."""
+
+    key: ClassVar[str] = "multivariate"
+    skewness: dict
+    kurtosis: dict
+    valid_large_sample: bool
+
+    @classmethod
+    def compute(cls, ctx, done):
+        wh = ctx.whitener
+        in_sample = ctx.in_sample and wh.shrinkage_ == 0
+        return cls(**mardia(ctx.X, sqnorms_in_sample=ctx.sqnorms if in_sample else None, rank=ctx.rank,
+                            max_rows=ctx.mardia_rows, seed=ctx.seed, transform=wh.transform))
+
+
+@dataclasses.dataclass(frozen=True)
+class Spectrum(Section):
+    """The whitener's covariance eigenvalues (all of them, descending)."""
+
+    key: ClassVar[str] = "spectrum"
+    eigenvalues: list
+    source: str
+
+    @classmethod
+    def compute(cls, ctx, done):
+        return cls(eigenvalues=[float(v) for v in ctx.whitener.all_eigenvalues_],
+                   source="whitener covariance (all eigenvalues, descending)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Isotropy(Section):
+    """How evenly the variance spreads over directions (:func:`spectrum_isotropy`), raw and whitened.
+
+    ``raw``: the covariance of the rows X (d directions). ``whitened``: the covariance of the
+    whitened rows, W^T Cov(X) W, over the kept rank r (all ones, so both ranks equal r, when the
+    whitener was fitted on these rows).
+    """
+
+    key: ClassVar[str] = "isotropy"
+    raw: dict
+    whitened: dict
+    top_share: float
+    source: str
+
+    @classmethod
+    def compute(cls, ctx, done):
+        from threadpoolctl import threadpool_limits
+
+        W = ctx.whitener.W_
+        # one BLAS thread: the (r, r) eigenvalues take ~0.1 s at r = 768, threaded LAPACK 2-5x more CPU
+        with threadpool_limits(limits=1, user_api="blas"):
+            Cw = W.T @ ctx.covariance @ W
+            lam_w = scipy.linalg.eigh(0.5 * (Cw + Cw.T), eigvals_only=True, driver="evr")
+        lam_w = np.sort(lam_w)[::-1][:ctx.rank]
+        source = ("covariance of the input rows (the whitener's own: in-sample)" if ctx.fitted_here or ctx.in_sample
+                  else "covariance of the input rows")
+        return cls(raw=spectrum_isotropy(ctx.spectrum), whitened=spectrum_isotropy(lam_w), top_share=TOP_SHARE,
+                   source=source + "; whitened: W^T Cov W over the kept rank")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict(Section):
+    """One label from :data:`VERDICT_RULE`, the reason and the effect sizes behind it."""
+
+    key: ClassVar[str] = "verdict"
+    label: str
+    rule: str
+    because: str
+    effect_sizes: dict
+
+    @classmethod
+    def compute(cls, ctx, done):
+        coords, proj = done["coordinates"], done["projections"]
+        effects = _effect_sizes(coords.whitened, proj.ad_pass, proj.expected_pass, coords.whitened_shape,
+                                done["multivariate"].kurtosis, done["norm"].whitened)
+        label, because = _judge(ctx.n, ctx.rank, coords.whitened.get("ad_pass") is not None, effects)
+        return cls(label=label, rule=VERDICT_RULE, because=because, effect_sizes=effects)
+
+
+SECTIONS: tuple[type[Section], ...] = (NormConcentration, Coordinates, Projections, Multivariate, Spectrum,
+                                       Isotropy, Verdict)
+"""The report's sections, computed and written in this order (the verdict reads the others)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class WhitenerInfo(Result):
+    """Which whitener the report used and whether X are its own fit rows (``in_sample``)."""
+
+    fitted_on_input: bool
+    in_sample: bool
+    method: str
+    shrinkage: float
+    n_fit: int
+    dropped: dict
+    note: str
+    in_sample_basis: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol(Result):
+    """The sampling protocol actually run (after clipping to the rows available)."""
+
+    trials: int
+    trials_requested: int
+    subset: int
+    projections: int
+    projection_rows: int
+    seed: int
+    ad_threshold: float
+    dp_alpha: float
+    mardia_rows: int
+
+
+@dataclasses.dataclass(frozen=True)
+class GaussianityReport(Result):
+    """The Gaussianity report: header, protocol and one :class:`Section` result per section.
+
+    ``to_dict()`` is the documented JSON (keys n, d, rank, whitener, protocol, one key per
+    section, notes). Sections are read by attribute (``report.norm``, ``report.verdict``) or
+    with :meth:`section`; ``report["key"]`` reads the JSON mapping (the pre-typed interface).
+    """
+
+    n: int
+    d: int
+    rank: int
+    whitener: WhitenerInfo
+    protocol: Protocol
+    sections: tuple[Section, ...]
+    notes: tuple[str, ...] = ()
+
+    def section(self, key: str) -> Section:
+        for s in self.sections:
+            if s.key == key:
+                return s
+        raise KeyError(key)
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name == "sections":
+            raise AttributeError(name)
+        try:
+            return self.section(name)
+        except KeyError:
+            raise AttributeError(f"{type(self).__name__} has no attribute or section {name!r}") from None
+
+    def to_dict(self) -> dict:
+        out = {"n": self.n, "d": self.d, "rank": self.rank, "whitener": self.whitener.to_dict(),
+               "protocol": self.protocol.to_dict()}
+        for s in self.sections:
+            out[s.key] = s.to_dict()
+        out["notes"] = list(self.notes)
+        return json_safe(out)
+
+    # the pre-typed, read-only mapping interface (``report["norm"]["whitened"]["cv"]``, ``dict(report)``)
+    def __getitem__(self, key: str):
+        return self.to_dict()[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.to_dict()
+
+    def keys(self):
+        return self.to_dict().keys()
+
+    def __iter__(self):
+        return iter(self.to_dict())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "GaussianityReport":
+        """Rebuild a report from its JSON (e.g. a saved report.json); absent sections are skipped."""
+        return cls(n=data["n"], d=data["d"], rank=data["rank"],
+                   whitener=WhitenerInfo(**{f.name: data["whitener"].get(f.name)
+                                            for f in dataclasses.fields(WhitenerInfo)}),
+                   protocol=Protocol(**{f.name: data["protocol"].get(f.name) for f in dataclasses.fields(Protocol)}),
+                   sections=tuple(s.from_dict(data[s.key]) for s in SECTIONS if data.get(s.key) is not None),
+                   notes=tuple(data.get("notes") or ()))
+
+
+def _sanitised(section: Section, notes: list[str]) -> Section:
+    """The section with JSON-ready field values (NaN/inf -> None, each noted)."""
+    values = {f.name: json_safe(getattr(section, f.name), notes, f"{section.key}.{f.name}")
+              for f in dataclasses.fields(section)}
+    return dataclasses.replace(section, **values)
+
+
+# ---------------------------------------------------------------------------------------
+# in-sample recognition
+# ---------------------------------------------------------------------------------------
+def recognise_in_sample(X: np.ndarray, whitener) -> tuple[bool, str]:
+    """Whether rows X are the whitener's own fit rows, and on what basis.
+
+    Necessary: same n, no shrinkage, same mean (to 1e-9). Then, when the artifact records
+    ``metadata_["input_hash"]`` (the hash of the fitted float64 :class:`~whitenclip.moments.Moments`),
+    X's moments are hashed the same way (chunks of ``config.CHUNK_ROWS`` rows, as ``fit`` reads one
+    file and as ``Whitener.fit`` does when n <= CHUNK_ROWS; the artifact's ``gram_dtype``): equal
+    hashes mean the same rows. Unequal hashes fall back to comparing X's covariance with the
+    artifact's (relative 1e-9: the same rows in another order, or read in other chunks, e.g. from
+    several files). Artifacts without a hash keep the n / mean test. Cost: one O(n d^2) pass over
+    X, only when n and the mean already match.
+
+    Returns
+    -------
+    (in_sample, basis) : bool, str
+    """
+    from whitenclip.moments import Moments
+    from whitenclip.whitening import _moments_hash
+
+    n, d = X.shape
+    if whitener.n_samples_ != n or whitener.shrinkage_ != 0:
+        return False, "row count or shrinkage differ from the fit"
+    if not np.allclose(whitener.mean_, X.mean(axis=0), rtol=1e-9, atol=1e-12):
+        return False, "mean differs from the fit's"
+    meta = getattr(whitener, "metadata_", None) or {}
+    want = meta.get("input_hash")
+    if not want:
+        return True, "same n and mean (artifact without input hash)"
+    moments = Moments(d)
+    for s in range(0, n, CHUNK_ROWS):
+        moments.update(X[s:s + CHUNK_ROWS], gram=meta.get("gram_dtype", "float64"))
+    if _moments_hash(moments) == want:
+        return True, "input hash of the fitted moments matches"
+    cov, ref = moments.covariance(ddof=1), np.asarray(whitener.covariance_, dtype=np.float64)
+    if np.allclose(cov, ref, rtol=1e-9, atol=1e-9 * float(np.max(np.abs(ref)))):
+        return True, "same n, mean and covariance (input hash differs: other row order or chunking)"
+    return False, "input hash and covariance differ from the fit's"
 
 
 # ---------------------------------------------------------------------------------------
 # the entry point
 # ---------------------------------------------------------------------------------------
-def _chunks(X: np.ndarray, fn=None, rows: int = _CHUNK_ROWS):
+def _chunks(X: np.ndarray, fn=None, rows: int = DIAGNOSTICS_CHUNK_ROWS):
     for s in range(0, X.shape[0], rows):
         C = X[s:s + rows]
         yield C if fn is None else fn(C)
@@ -707,7 +1170,7 @@ def _chunks(X: np.ndarray, fn=None, rows: int = _CHUNK_ROWS):
 
 def gaussianity_report(X, whitener=None, *, trials: int = 10, subset: int = 500, projections: int = 1000,
                        seed: int = 0, projection_rows: int = 5000, mardia_rows: int = 5000,
-                       shape_rows: int = 20000, in_sample: bool | None = None) -> dict:
+                       shape_rows: int = 20000, in_sample: bool | None = None) -> GaussianityReport:
     """How close rows X are to a multivariate Gaussian, beside an exact Gaussian's figures.
 
     Parameters
@@ -728,25 +1191,34 @@ def gaussianity_report(X, whitener=None, *, trials: int = 10, subset: int = 500,
         skewness / excess kurtosis (all seeded; all rows when n is smaller).
     in_sample : bool, optional
         Whether X are the rows the whitener was fitted on (chooses the Beta or F reference law).
-        None: True when the whitener is fitted here, or when its n_samples_ and mean_ match X.
+        None: True when the whitener is fitted here, else :func:`recognise_in_sample` (the
+        artifact's input hash, or its n and mean when it has no hash).
 
     Returns
     -------
-    dict, JSON-ready (no NaN or inf: undefined values are None with a reason), with keys
-    n, d, rank, whitener, protocol, norm, coordinates {raw, whitened, ...}, projections,
-    multivariate, spectrum, verdict, notes. Pass rates are fractions in [0, 1].
+    GaussianityReport
+        One result per entry of :data:`SECTIONS` (norm, coordinates, projections, multivariate,
+        spectrum, isotropy, verdict). ``to_dict()`` is JSON-ready (no NaN or inf: undefined
+        values are None with a reason or a note) with keys n, d, rank, whitener, protocol, the
+        sections and notes. Pass rates are fractions in [0, 1].
+
+    Examples
+    --------
+    >>> X = np.random.default_rng(0).standard_normal((200, 3))
+    >>> rep = gaussianity_report(X, trials=1, subset=50, projections=10)
+    >>> [s.key for s in rep.sections]
+    ['norm', 'coordinates', 'projections', 'multivariate', 'spectrum', 'isotropy', 'verdict']
+    >>> rep.rank, rep.norm.whitened["law"], rep["whitener"]["in_sample"]
+    (3, 'beta', True)
+    >>> round(rep.isotropy.whitened["effective_rank"], 9)  # whitened in-sample rows are isotropic
+    3.0
     """
     from whitenclip.whitening import Whitener
 
-    X = np.asarray(X, dtype=np.float64)
-    if X.ndim != 2:
-        raise InputError(f"expected a 2-D array of shape (n_samples, n_features), got {X.ndim}-D")
+    X = as_matrix(X, "X")
     n, d = X.shape
     if n < 3:
-        raise InputError(f"need at least 3 rows for a Gaussianity report, got {n}")
-    bad = ~np.isfinite(X).all(axis=1)
-    if bad.any():
-        raise InputError(f"row {int(np.flatnonzero(bad)[0])} holds NaN or inf")
+        raise InputError(f"X: need at least 3 rows for a Gaussianity report, got {n}")
     if projections < 1:
         raise InputError(f"projections must be >= 1, got {projections}")
     notes: list[str] = []
@@ -756,80 +1228,34 @@ def gaussianity_report(X, whitener=None, *, trials: int = 10, subset: int = 500,
             warnings.simplefilter("always")
             whitener = Whitener().fit(X)
         notes += [str(w.message) for w in caught]
+        basis = "whitener fitted on the input here"
     elif whitener.n_features_ != d:
         raise InputError(f"input has dimension {d}, the whitener expects {whitener.n_features_}")
-    if in_sample is None:
-        in_sample = fitted_here or (whitener.n_samples_ == n and whitener.shrinkage_ == 0
-                                    and np.allclose(whitener.mean_, X.mean(axis=0), rtol=1e-9, atol=1e-12))
-    rank = int(whitener.rank_)
-    n_fit = int(whitener.n_samples_) if whitener.n_samples_ is not None else n
-
-    # streamed pass over all rows: raw norms, centred norms, whitened squared norms
-    mean = X.mean(axis=0)
-    raw_norms = np.sqrt(np.einsum("ij,ij->i", X, X))
-    centred_sq, col_sq = np.empty(n), np.zeros(d)
-    for s, C in zip(range(0, n, _CHUNK_ROWS), _chunks(X, lambda C: C - mean)):
-        C2 = C * C
-        centred_sq[s:s + C.shape[0]] = C2.sum(axis=1)
-        col_sq += C2.sum(axis=0)
-    # per-coordinate skewness / excess kurtosis on a seeded subsample (sd of g2 ~ sqrt(24 / rows));
-    # its whitened rows are picked up during the single transform pass that gives ||w||^2
-    rng_shape = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5AE]))
-    shape_sub = np.sort(rng_shape.choice(n, size=shape_rows, replace=False)) if n > shape_rows else np.arange(n)
-    sqnorms, w_shape_rows = np.empty(n), []
-    for s, W in zip(range(0, n, _CHUNK_ROWS), _chunks(X, whitener.transform)):
-        sqnorms[s:s + W.shape[0]] = np.einsum("ij,ij->i", W, W)
-        lo, hi = np.searchsorted(shape_sub, [s, s + W.shape[0]])
-        w_shape_rows.append(W[shape_sub[lo:hi] - s])
-    rshape = _central_moments([X[shape_sub]], d)
-    wshape = _central_moments([np.concatenate(w_shape_rows)], whitener.W_.shape[1])
-
-    if fitted_here or in_sample:
-        spectrum = whitener.all_eigenvalues_
+    if in_sample is not None:
+        basis = "given by the caller"
+    elif fitted_here:
+        in_sample = True
     else:
-        spectrum = np.clip(np.linalg.eigvalsh(np.cov(X, rowvar=False)), 0, None)[::-1]
-    norm = norm_concentration(raw_norms, centred_sq, sqnorms, rank=rank, n_fit=n_fit, in_sample=in_sample,
-                              covariance_eigenvalues=spectrum)
+        in_sample, basis = recognise_in_sample(X, whitener)
 
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xC00D]))
-    subsets = draw_subsets(n, trials, subset, rng)
-    # constant: exactly, or numerically (spread below float32 resolution of the widest coordinate)
-    sd = np.sqrt(col_sq / n)
-    constant = sd <= CONSTANT_RTOL * sd.max()
-    for key in ("skewness", "excess_kurtosis"):
-        rshape[key][constant] = np.nan
-    raw = coordinate_tests(X, subsets=subsets, seed=seed, global_constant=constant)
-    white = coordinate_tests(X, subsets=subsets, seed=seed, transform=whitener.transform,
-                             global_constant=~np.isfinite(wshape["excess_kurtosis"]))
-    coords = {"raw": raw, "whitened": white, "shape_rows": int(shape_sub.size),
-              "raw_shape": _shape_summary(rshape), "whitened_shape": _shape_summary(wshape)}
-    if len(subsets) < trials:
-        notes.append(f"n={n} <= subset={subset}: one trial on all rows instead of {trials} subsets")
-
-    proj = random_projections(X, mean, k=projections, rows=projection_rows, seed=seed)
-    multi = mardia(X, sqnorms_in_sample=sqnorms if (in_sample and whitener.shrinkage_ == 0) else None,
-                   rank=rank, max_rows=mardia_rows, seed=seed, transform=whitener.transform)
-
-    report = {
-        "n": int(n), "d": int(d), "rank": rank,
-        "whitener": {"fitted_on_input": bool(fitted_here), "in_sample": bool(in_sample),
-                     "method": whitener.method, "shrinkage": float(whitener.shrinkage_), "n_fit": n_fit,
-                     "dropped": whitener.dropped_,
-                     "note": ("no whitener given: fitted Whitener(method='pca') on the input itself" if fitted_here
-                              else "whitener given by the user")},
-        "protocol": {"trials": len(subsets), "trials_requested": int(trials), "subset": len(subsets[0]),
-                     "projections": int(projections), "projection_rows": proj["rows"], "seed": int(seed),
-                     "ad_threshold": AD_THRESHOLD, "dp_alpha": DP_ALPHA, "mardia_rows": multi["skewness"]["rows"]},
-        "norm": norm,
-        "coordinates": coords,
-        "projections": proj,
-        "multivariate": multi,
-        "spectrum": {"eigenvalues": [float(v) for v in whitener.all_eigenvalues_],
-                     "source": "whitener covariance (all eigenvalues, descending)"},
-    }
-    report["verdict"] = verdict(report)
-    report["notes"] = notes
-    return to_json_ready(report, notes)
+    ctx = ReportContext(X, whitener, fitted_here=fitted_here, in_sample=bool(in_sample), seed=seed, trials=trials,
+                        subset=subset, projections=projections, projection_rows=projection_rows,
+                        mardia_rows=mardia_rows, shape_rows=shape_rows, notes=notes)
+    done: dict[str, Section] = {}
+    for cls in SECTIONS:
+        done[cls.key] = cls.compute(ctx, done)
+    subsets = ctx.subsets
+    info = WhitenerInfo(fitted_on_input=bool(fitted_here), in_sample=bool(in_sample), method=whitener.method,
+                        shrinkage=float(whitener.shrinkage_), n_fit=ctx.n_fit, dropped=json_safe(whitener.dropped_),
+                        note=("no whitener given: fitted Whitener(method='pca') on the input itself" if fitted_here
+                              else "whitener given by the user"), in_sample_basis=basis)
+    protocol = Protocol(trials=len(subsets), trials_requested=int(trials), subset=len(subsets[0]),
+                        projections=int(projections), projection_rows=done["projections"].rows, seed=int(seed),
+                        ad_threshold=AD_THRESHOLD, dp_alpha=DP_ALPHA,
+                        mardia_rows=done["multivariate"].skewness["rows"])
+    sections = tuple(_sanitised(s, notes) for s in done.values())
+    return GaussianityReport(n=int(n), d=int(d), rank=ctx.rank, whitener=info, protocol=protocol, sections=sections,
+                             notes=tuple(notes))
 
 
 def _shape_summary(shape: dict) -> dict:
@@ -842,26 +1268,3 @@ def _shape_summary(shape: dict) -> dict:
     return {"median_excess_kurtosis": float(np.median(k[ok])), "mean_excess_kurtosis": float(np.mean(k[ok])),
             "min_excess_kurtosis": float(np.min(k[ok])), "max_excess_kurtosis": float(np.max(k[ok])),
             "mean_abs_skewness": float(np.mean(np.abs(s[ok])))}
-
-
-def to_json_ready(obj, notes: list[str] | None = None, path: str = ""):
-    """Numpy scalars/arrays to Python types; NaN/inf to None (each noted in ``notes``)."""
-    if isinstance(obj, dict):
-        out = {str(k): to_json_ready(v, notes, f"{path}.{k}" if path else str(k)) for k, v in obj.items()}
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [to_json_ready(v, notes, f"{path}[{i}]") for i, v in enumerate(obj)]
-    if isinstance(obj, np.ndarray):
-        return to_json_ready(obj.tolist(), notes, path)
-    if isinstance(obj, (np.bool_, bool)):
-        return bool(obj)
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        if not math.isfinite(v):
-            if notes is not None and "[" not in path.rsplit(".", 1)[-1]:
-                notes.append(f"{path}: non-finite value ({v}) replaced by null")
-            return None
-        return v
-    return obj
