@@ -142,15 +142,6 @@ def test_new_section_renders_through_its_hook(report):
     assert "Extra section" in text and "3.25" in text
 
 
-def test_deprecated_aliases_still_work(report, tmp_path):
-    from whitenclip.report import render_terminal, write_html_report
-
-    buf = io.StringIO()
-    render_terminal(report.to_dict(), Console(file=buf, width=200, color_system=None))  # the JSON mapping too
-    assert f"verdict: {report.verdict.label}" in buf.getvalue()
-    assert write_html_report(report, tmp_path)["html"].is_file()
-
-
 def test_cli_gaussianity_report(tmp_path):
     from typer.testing import CliRunner
 

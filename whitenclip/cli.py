@@ -536,7 +536,7 @@ def gaussianity_report_cmd(
     """How close the embeddings are to a Gaussian: per-coordinate AD/DP tests, norms, projections, Mardia, verdict."""
     from whitenclip.diagnostics import gaussianity_report
     from whitenclip.outputs import check_output_dir
-    from whitenclip.report import render_terminal, write_html_report
+    from whitenclip.render import write_html
 
     out = out if out is not None else out_alias  # --out: the option's name before 0.2
     if out is not None:
@@ -548,12 +548,9 @@ def gaussianity_report_cmd(
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
     report = gaussianity_report(X, wh, trials=trials, subset=subset, projections=projections, seed=seed)
     if out is not None:
-        written = write_html_report(report, out)
+        written = write_html(report, out)
         _log(f"wrote {written['html']} and {written['json']}")
-    if as_json:
-        _print_json(report.to_dict())
-    else:
-        render_terminal(report, Console())
+    _render(report, "json" if as_json else "table")
 
 # --- diagnostics commands go here ---
 

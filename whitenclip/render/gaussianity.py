@@ -78,10 +78,6 @@ def _p_eq(v) -> str:
     return f"p {text}" if text.startswith("<") or text == "n/a" else f"p = {text}"
 
 
-def _as_report(report) -> GaussianityReport:
-    return report if isinstance(report, GaussianityReport) else GaussianityReport.from_dict(report)
-
-
 # ---------------------------------------------------------------------------------------
 # per-section tables
 # ---------------------------------------------------------------------------------------
@@ -195,15 +191,6 @@ def render_report_table(report: GaussianityReport, console) -> None:
     console.print(f"[dim]rule: {v.rule}[/dim]")
     for note in report.notes:
         console.print(f"[dim]note: {note}[/dim]")
-
-
-def render_terminal(report, console=None) -> None:
-    """Deprecated alias of ``render(report, "table")`` printing to ``console`` (default: stderr).
-
-    Accepts a GaussianityReport or its JSON mapping."""
-    from rich.console import Console
-
-    render_report_table(_as_report(report), console or Console(stderr=True))
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,12 +313,6 @@ def _(s: Spectrum, report) -> dict:
     return {"spectrum.png": (_figure_png(fig), "Eigenvalues of the covariance (log scale).")}
 
 
-def make_figures(report) -> dict[str, bytes]:
-    """PNG bytes of every figure the report has data for, keyed by file name."""
-    report = _as_report(report)
-    return {name: png for s in report.sections for name, (png, _) in section_figures(s, report).items()}
-
-
 # ---------------------------------------------------------------------------------------
 # HTML
 # ---------------------------------------------------------------------------------------
@@ -399,8 +380,9 @@ def render_report_html(report: GaussianityReport, out_dir: Path) -> dict[str, Pa
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out must be a directory, and this is a file")
-    out.mkdir(parents=True, exist_ok=True)
+        raise InputError(f"{out}: --output must be a directory, and this is a file")
+    out.mkdir(exist_ok=True)  # its parent must exist (checked by outputs.check_output_dir)
+    (out / "figures").mkdir(exist_ok=True)
     figures = {s.key: section_figures(s, report) for s in report.sections}
     written: dict[str, Path] = {}
     for per_section in figures.values():
@@ -411,11 +393,6 @@ def render_report_html(report: GaussianityReport, out_dir: Path) -> dict[str, Pa
     return written
 
 
-def write_html_report(report, out_dir) -> dict[str, Path]:
-    """Deprecated alias of ``whitenclip.render.write_html(report, out_dir)`` (also takes the JSON mapping)."""
-    return render_report_html(_as_report(report), Path(out_dir))
-
-
 def _write(path: Path, data: bytes) -> Path:
     """Atomic write (temp file + rename)."""
     with atomic_write(path, "wb") as fh:
@@ -423,5 +400,4 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
-__all__ = ["Block", "html_page", "make_figures", "render_report_html", "render_report_table", "render_terminal",
-           "section_blocks", "section_figures", "write_html_report"]
+__all__ = ["Block", "html_page", "render_report_html", "render_report_table", "section_blocks", "section_figures"]
