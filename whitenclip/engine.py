@@ -171,7 +171,7 @@ def piece_scores(piece: Piece, whitener, *, drop_nonfinite: bool = False, chunk_
             ids += [i for i, k in zip(chunk_ids, ok) if k]
             if X.shape[0]:
                 for c, v in score(whitener, X).items():
-                    cols[c].append(np.asarray(v))
+                    cols.setdefault(c, []).append(np.asarray(v))
     return ids, {c: (np.concatenate(v) if v else np.empty(0)) for c, v in cols.items()}
 
 
