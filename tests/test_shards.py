@@ -62,8 +62,9 @@ def test_directory_and_clip_retrieval_layout(tmp_path, emb_dir):
 
     (root / "metadata").mkdir()
     for i, X in enumerate(arrays):
-        pq.write_table(pa.table({"caption": [f"c{i}-{k}" for k in range(len(X))],
-                                 "key": [f"{i:03d}{k:04d}" for k in range(len(X))]}), root / "metadata" / f"metadata_{i}.parquet")
+        table = pa.table({"caption": [f"c{i}-{k}" for k in range(len(X))],
+                          "key": [f"{i:03d}{k:04d}" for k in range(len(X))]})
+        pq.write_table(table, root / "metadata" / f"metadata_{i}.parquet")
     pieces = plan_pieces(discover_shards([str(root)]), piece_rows=4)
     ids = [i for p in pieces for i in piece_ids(p)]
     assert ids[:3] == ["0010000", "0020000", "0020001"]  # "key" column; shard 0 is empty
@@ -87,11 +88,13 @@ def test_safetensors_and_store_shards(tmp_path, rng):
     (store / "meta.json").write_text(json.dumps({"format": "whitenclip-store", "dim": 4, "encoder": "e"}))
     for k in range(2):
         np.save(store / f"shard-{k:05d}.npy", X[k * 5:(k + 1) * 5].astype(np.float32))
-        (store / f"shard-{k:05d}.ids.json").write_text(json.dumps({"ids": [f"s{k}{j}" for j in range(len(X[k * 5:(k + 1) * 5]))]}))
+        ids = [f"s{k}{j}" for j in range(len(X[k * 5:(k + 1) * 5]))]
+        (store / f"shard-{k:05d}.ids.json").write_text(json.dumps({"ids": ids}))
     np.save(store / "shard-00002.npy", X[:1].astype(np.float32))  # no ids file: not committed, ignored
     shards = discover_shards([str(store)])
     assert len(shards) == 2 and shard_meta(shards)["encoder"] == "e"
-    assert [i for p in plan_pieces(shards, 3) for i in piece_ids(p)] == [f"s0{j}" for j in range(5)] + [f"s1{j}" for j in range(4)]
+    expect = [f"s0{j}" for j in range(5)] + [f"s1{j}" for j in range(4)]
+    assert [i for p in plan_pieces(shards, 3) for i in piece_ids(p)] == expect
 
 
 def test_plan_is_headers_only_and_refuses_bad_shards(tmp_path, rng):
