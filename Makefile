@@ -33,6 +33,7 @@ demo: $(STAMP)
 	@echo; echo "all scores: $(DEMO)/scores.tsv"
 
 test: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,dask]'
 	$(PY) -m pytest -q
 
 bench: $(STAMP)

@@ -250,7 +250,12 @@ def test_dask_local_cluster_from_cli(shards, tmp_path):
     """--engine dask --workers N starts (and closes) its own LocalCluster."""
     pytest.importorskip("distributed")
     d, X = shards
-    res = run("fit", d / "all.npy", "-o", tmp_path / "w.safetensors", "--engine", "dask", "--workers", "1")
+    res = run("moments", d / "all.npy", "-o", tmp_path / "m.safetensors", "--engine", "dask", "--workers", "1",
+              "--piece-rows", "150")
     assert res.exit_code == 0, res.output
+    assert "3 piece(s) of at most 150 rows on the dask engine" in res.output
+    assert run("fit", tmp_path / "m.safetensors", "-o", tmp_path / "w.safetensors").exit_code == 0
     same_whitener(Whitener.load(tmp_path / "w.safetensors"), Whitener().fit(X))
+    res = run("fit", d / "all.npy", "-o", tmp_path / "w1.safetensors", "--engine", "dask")  # one piece: no cluster
+    assert res.exit_code == 0 and "one piece: running it in this process" in res.output
     assert run("fit", d / "all.npy", "-o", tmp_path / "x", "--workers", "2").exit_code == 2  # needs --engine dask

@@ -214,7 +214,7 @@ def dask_client(opts: EngineOptions) -> Iterator:
         from distributed import Client, LocalCluster
     except ImportError:
         raise InputError("--engine dask needs Dask: pip install 'whitenclip[dask]'") from None
-    level = logging.INFO if opts.debug else logging.ERROR
+    level = logging.INFO if opts.debug else logging.CRITICAL
     for name in ("distributed", "bokeh", "tornado"):
         logging.getLogger(name).setLevel(level)
     if opts.scheduler:
@@ -234,6 +234,18 @@ def dask_client(opts: EngineOptions) -> Iterator:
             yield client
     finally:
         cluster.close()
+
+
+def runs_here(opts: EngineOptions, pieces) -> bool:
+    """True when the pieces run in this process: ``--engine local``, or ``--engine dask`` with a
+    single piece and no cluster given (starting a LocalCluster for one task is pure overhead; the
+    result is the same, as the merge tree is)."""
+    if opts.engine == "local":
+        return True
+    if len(pieces) <= 1 and opts.client is None and not opts.scheduler:
+        opts.say("one piece: running it in this process (no LocalCluster needed)")
+        return True
+    return False
 
 
 def tree_merge(items: list, merge: Callable) -> Any:
@@ -274,7 +286,7 @@ def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False
     kw = dict(meta=meta, drop_nonfinite=drop_nonfinite, gram=gram, moments_dir=mdir, chunk_rows=opts.chunk_rows)
     opts.say(f"{len(shards)} shard(s), {sum(s.n_rows for s in shards)} rows x {shards[0].dim}: "
              f"{len(pieces)} piece(s) of at most {opts.piece_rows} rows on the {opts.engine} engine")
-    if opts.engine == "local":
+    if runs_here(opts, pieces):
         part = tree_merge([piece_moments(p, **kw) for p in pieces], merge_two)
     else:
         with dask_client(opts) as client:
@@ -384,7 +396,7 @@ def iter_scores(inputs, opts: EngineOptions, whitener, *, drop_nonfinite: bool =
         if s.dim != whitener.n_features_:
             raise InputError(f"{s.path}: rows have dimension {s.dim}, the whitener expects {whitener.n_features_}")
     kw = dict(drop_nonfinite=drop_nonfinite, chunk_rows=opts.chunk_rows)
-    if opts.engine == "local":
+    if runs_here(opts, pieces):
         for p in pieces:
             yield (p.shard.path, *piece_scores(p, whitener, **kw))
         return
@@ -442,7 +454,7 @@ def gather_rows(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False) ->
     (for whole-sample statistics such as the Gaussianity report: equal to reading them locally)."""
     _, pieces = plan(inputs, opts)
     kw = dict(drop_nonfinite=drop_nonfinite, chunk_rows=opts.chunk_rows)
-    if opts.engine == "local":
+    if runs_here(opts, pieces):
         parts = [piece_rows(p, **kw) for p in pieces]
     else:
         with dask_client(opts) as client:
