@@ -446,6 +446,10 @@ def write_scores(inputs, opts: EngineOptions, whitener, *, output, format_rows: 
         stack.__exit__(*sys.exc_info())
         raise
     stack.close()
+    for shard in plan(inputs, opts)[0]:
+        if shard.n_rows == 0:  # an empty shard still gets its (header-only) file
+            with atomic_write(Path(output) / f"{Path(shard.path).stem}.{suffix}", "w") as fh:
+                fh.write(header)
     return rows
 
 
