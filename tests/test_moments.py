@@ -75,3 +75,96 @@ def test_float32_gram_is_close_on_well_conditioned_data(anisotropic):
     assert 0 < rel < 1e-5
     with pytest.raises(InputError, match="gram must be"):
         Moments(3).update(np.ones((2, 3)), gram="float16")
+
+
+# ---------------------------------------------------------------------------------------
+# MomentsPart: power sums, metadata, input hashes, exact merge
+# ---------------------------------------------------------------------------------------
+from whitenclip.moments import MomentsPart, shift_power_sums  # noqa: E402
+
+
+def _power_sums(X):
+    Y = X - X.mean(0)
+    a = np.sum(Y * Y, axis=1)
+    return a @ Y, float(a @ a)
+
+
+def test_shift_power_sums_closed_form(rng):
+    X = rng.standard_normal((50, 4)) * [1, 2, 3, 4] + 5
+    Y = X - X.mean(0)
+    t, q = _power_sums(X)
+    delta = rng.standard_normal(4)
+    t2, q2 = shift_power_sums(50, Y.T @ Y, t, q, delta)
+    Z = Y - delta
+    a = np.sum(Z * Z, axis=1)
+    np.testing.assert_allclose(t2, a @ Z, rtol=1e-12)
+    assert q2 == pytest.approx(float(a @ a), rel=1e-12)
+
+
+def _part(X, inputs, **meta):
+    p = MomentsPart(X.shape[1], meta).update(X)
+    p.inputs = list(inputs)
+    return p
+
+
+def test_part_merge_exact_and_order_independent(anisotropic, rng):
+    X = anisotropic
+    cuts = [0, 1, 1, 57, 300, 301, 600]  # includes an empty and a one-row part
+    parts = [_part(X[a:b], [f"h{i}"]) for i, (a, b) in enumerate(zip(cuts[:-1], cuts[1:]))]
+    t, q = _power_sums(X)
+    results = []
+    for order in (range(len(parts)), rng.permutation(len(parts)), rng.permutation(len(parts))):
+        m = parts[order[0]]
+        for i in order[1:]:
+            m = m.merge(parts[i])
+        results.append(m)
+        assert m.n == 600
+        np.testing.assert_allclose(m.mean, X.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(m.moments.covariance(), np.cov(X, rowvar=False), rtol=1e-12)
+        np.testing.assert_allclose(m.power3, t, rtol=1e-9, atol=1e-9 * np.abs(t).max())
+        assert m.power4 == pytest.approx(q, rel=1e-12)
+    for r in results[1:]:
+        rel = np.abs(r.scatter - results[0].scatter).max() / np.abs(results[0].scatter).max()
+        assert rel < 1e-12
+        assert r.power4 == pytest.approx(results[0].power4, rel=1e-12)
+        assert sorted(r.inputs) == sorted(results[0].inputs)
+
+
+def test_ledoit_wolf_from_merged_parts_matches_sklearn(anisotropic):
+    from sklearn.covariance import ledoit_wolf_shrinkage
+
+    from whitenclip.whitening import ledoit_wolf_shrinkage_from_sums
+
+    X = anisotropic
+    m = _part(X[:200], ["a"]).merge(_part(X[200:], ["b"]))
+    got = ledoit_wolf_shrinkage_from_sums(m.moments.covariance(ddof=0), m.n, m.sum_sqnorm4)
+    assert got == pytest.approx(ledoit_wolf_shrinkage(X), rel=1e-10)
+
+
+def test_part_refusals(anisotropic):
+    X = anisotropic
+    a = _part(X[:100], ["a"], encoder="minilm", modality="text", normalized=False)
+    for meta, what in [({"encoder": "clip", "modality": "text", "normalized": False}, "encoder"),
+                       ({"encoder": "minilm", "modality": "image", "normalized": False}, "modality"),
+                       ({"encoder": "minilm", "modality": "text", "normalized": True}, "normalized")]:
+        with pytest.raises(InputError, match=f"b.moments: {what}="):
+            a.merge(_part(X[100:], ["b"], **meta), name="b.moments")
+    with pytest.raises(InputError, match="dimension 11"):
+        a.merge(_part(X[100:, :11], ["c"], encoder="minilm", modality="text", normalized=False), name="c")
+    with pytest.raises(InputError, match="given twice"):
+        a.merge(_part(X[100:], ["a"], encoder="minilm", modality="text", normalized=False))
+
+
+def test_part_save_load_roundtrip(tmp_path, anisotropic):
+    p = _part(anisotropic, ["x", "y"], encoder="minilm", modality="text", normalized=True)
+    p.save(tmp_path / "p.moments.safetensors")
+    back = MomentsPart.load(tmp_path / "p.moments.safetensors")
+    assert (back.n, back.inputs, back.meta["encoder"], back.meta["normalized"]) == (600, ["x", "y"], "minilm", True)
+    np.testing.assert_array_equal(back.scatter, p.scatter)
+    np.testing.assert_array_equal(back.power3, p.power3)
+    assert back.power4 == p.power4 and back.input_hash == p.input_hash
+    # plain Moments reads the part file; a plain Moments file loads as a part without power sums
+    np.testing.assert_array_equal(Moments.load(tmp_path / "p.moments.safetensors").mean, p.mean)
+    Moments.from_array(anisotropic).save(tmp_path / "old.safetensors")
+    old = MomentsPart.load(tmp_path / "old.safetensors")
+    assert old.sum_sqnorm4 is None and old.inputs and old.n == 600

@@ -257,6 +257,20 @@ PrecisionOpt = typer.Option(Precision.auto, "--precision", help="Autocast on CUD
 BatchOpt = typer.Option(None, "--batch-size", help="Items per forward pass (default 64 images / 128 captions).")
 WorkersOpt = typer.Option(None, "--num-workers", help="Image decode worker processes (default: one per core, at most 8).")
 
+# Engine options shared by fit, moments, entropy, score and gaussianity-report (logic: whitenclip/engine.py).
+EngineOpt = typer.Option("local", "--engine", help="local (this process) or dask (a LocalCluster, or --scheduler).")
+DaskWorkersOpt = typer.Option(None, "--workers", help="Dask LocalCluster worker processes (default: cores, at most 8).")
+SchedulerOpt = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
+MomentsDirOpt = typer.Option(None, "--moments-dir", help="Keep piece moments here; a rerun skips pieces already there.")
+
+
+def _engine(engine: str, workers, scheduler, moments_dir, **kw):
+    """EngineOptions of the --engine/--workers/--scheduler/--moments-dir options."""
+    from whitenclip.engine import EngineOptions
+
+    return EngineOptions(engine=engine, workers=workers, scheduler=scheduler, moments_dir=moments_dir,
+                         debug=_state["debug"], log=_log, **kw)
+
 
 class RowFormat(str, Enum):
     tsv = "tsv"
@@ -285,8 +299,10 @@ def fit(
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
+    engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
+    moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
-    """Fit a whitening transform on reference embeddings or raw images/captions (streaming)."""
+    """Fit a whitening transform on reference embeddings, moments files or raw images/captions (streaming)."""
     from whitenclip.outputs import check_output_dir, check_output_file
     from whitenclip.sources import EncodedSource, embed_to_store, source_meta
     from whitenclip.whitening import fit_whitener_streaming
@@ -295,6 +311,16 @@ def fit(
     if save_embeddings is not None:
         check_output_dir(save_embeddings, inputs=inputs)
     shrink = _parse_shrinkage(shrinkage)
+    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows)
+    if eng.handles(inputs):  # moments files, shard directories/globs, --engine dask
+        from whitenclip.engine import fit_whitener
+
+        wh, _ = fit_whitener(inputs, eng, method=method.value, shrinkage=shrink, floor=floor, rank=rank,
+                             drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64")
+        wh.save(output)
+        _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_} "
+             f"-> {output}")
+        return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
                                num_workers, allow_partial)
     sources = _open_sources(inputs, encoding)
@@ -415,6 +441,8 @@ def score(
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
+    engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
+    moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling predictive)."""
     from whitenclip.likelihood import CalibrationWarning
@@ -425,6 +453,15 @@ def score(
     if output is not None and str(output) != "-":
         check_output_file(output, inputs=[*inputs, whitener])
     wh = _load_whitener(whitener)
+    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows)
+    if eng.handles(inputs):  # rows in input order; -o DIR (an existing directory): one file per shard
+        from whitenclip.engine import write_scores
+
+        n_rows = write_scores(inputs, eng, wh, output=output, header=_header(fmt.value), suffix=fmt.value,
+                              format_rows=lambda ids, cols: _format_rows(ids, cols, fmt.value),
+                              drop_nonfinite=drop_nonfinite)
+        _log(f"scored {n_rows} rows")
+        return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
                                num_workers, allow_partial)
     sources = _open_sources(inputs, encoding, recorded=_recorded(wh))
@@ -532,6 +569,8 @@ def gaussianity_report_cmd(
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
+    engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
+    moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
     """How close the embeddings are to a Gaussian: per-coordinate AD/DP tests, norms, projections, Mardia, verdict."""
     from whitenclip.diagnostics import gaussianity_report
@@ -541,9 +580,16 @@ def gaussianity_report_cmd(
     out = out if out is not None else out_alias  # --out: the option's name before 0.2
     if out is not None:
         check_output_dir(out, inputs=[*inputs, whitener])
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                               num_workers, allow_partial)
-    wh, X = _whitener_and_rows(inputs, whitener, encoding, drop_nonfinite=drop_nonfinite)
+    eng = _engine(engine, workers, scheduler, moments_dir)
+    if eng.handles(inputs):  # rows read piece by piece (shards, --engine dask): the same X, the same report
+        from whitenclip.engine import gather_rows
+
+        wh = _load_whitener(whitener) if whitener else None
+        X = gather_rows(inputs, eng, drop_nonfinite=drop_nonfinite)
+    else:
+        encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
+                                   num_workers, allow_partial)
+        wh, X = _whitener_and_rows(inputs, whitener, encoding, drop_nonfinite=drop_nonfinite)
     if wh is None:
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
     report = gaussianity_report(X, wh, trials=trials, subset=subset, projections=projections, seed=seed)
@@ -551,6 +597,47 @@ def gaussianity_report_cmd(
         written = write_html(report, out)
         _log(f"wrote {written['html']} and {written['json']}")
     _render(report, "json" if as_json else "table")
+
+
+# ---------------------------------------------------------------------------------------
+# moments / merge-moments (sharded and multi-machine fits; logic in whitenclip/engine.py)
+# ---------------------------------------------------------------------------------------
+@app.command()
+@_handles_errors
+def moments(
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings: .npy/.safetensors, shard dirs, quoted globs, stores."),
+    output: Path = typer.Option(..., "--output", "-o", help="Moments file to write (.moments.safetensors)."),
+    drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
+    fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32."),
+    piece_rows: int = typer.Option(1 << 20, "--piece-rows", help="Rows per piece (one task)."),
+    chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk inside a piece."),
+    engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
+    moments_dir: Optional[Path] = MomentsDirOpt,
+) -> None:
+    """Count, mean, centred scatter and power sums of embeddings, with metadata and input hash."""
+    from whitenclip.engine import compute_moments
+
+    eng = _engine(engine, workers, scheduler, moments_dir, piece_rows=piece_rows, chunk_rows=chunk_rows)
+    part = compute_moments(inputs, eng, drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64")
+    part.save(output)
+    _log(f"moments of {part.n} rows x {part.n_features} dims ({part.stats.get('pieces', 0)} piece(s)"
+         + (f", dropped {part.stats['dropped_nonfinite']} non-finite" if part.stats.get("dropped_nonfinite") else "")
+         + f") -> {output}")
+
+
+@app.command("merge-moments")
+@_handles_errors
+def merge_moments_cmd(
+    parts: List[Path] = typer.Argument(..., metavar="PART...", help="Moments files from `whitenclip moments`."),
+    output: Path = typer.Option(..., "--output", "-o", help="Merged moments file to write."),
+) -> None:
+    """Exact merge of moments files (refuses other dimension/encoder/modality/normalisation and parts given twice)."""
+    from whitenclip.engine import merge_moment_files
+
+    part = merge_moment_files(parts)
+    part.save(output)
+    _log(f"merged {len(parts)} part(s): {part.n} rows x {part.n_features} dims -> {output}")
+
 
 # --- diagnostics commands go here ---
 
@@ -585,15 +672,24 @@ def entropy(
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
+    engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
+    moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
     """Differential entropy of the Gaussian fitted to embeddings: bias-corrected, with CI and a k-NN check."""
     from whitenclip.information import GaussianEntropy
 
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                               num_workers, allow_partial)
-    wh, X = _whitener_and_rows(inputs, whitener, encoding)
-    est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
-    _render(est.fit(X).result(), "json" if as_json else "table")
+    eng = _engine(engine, workers, scheduler, moments_dir)
+    if eng.handles(inputs):  # moments files, shards, --engine dask: Gaussian entropy from moments alone
+        from whitenclip.engine import entropy_summary
+
+        result = entropy_summary(inputs, eng, base=base.value, whitener=_load_whitener(whitener) if whitener else None)
+    else:
+        encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
+                                   num_workers, allow_partial)
+        wh, X = _whitener_and_rows(inputs, whitener, encoding)
+        est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
+        result = est.fit(X).result()
+    _render(result, "json" if as_json else "table")
 
 
 @app.command()

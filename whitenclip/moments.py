@@ -165,3 +165,245 @@ def _chunk_moments(X: np.ndarray, *, overwrite: bool = False, gram: str = "float
         Xc = Xc.astype(np.float32)
         return X.shape[0], mean, (Xc.T @ Xc).astype(np.float64)
     return X.shape[0], mean, Xc.T @ Xc
+
+
+# ---------------------------------------------------------------------------------------
+# parts: moments + power sums + metadata, what `whitenclip moments` writes and merges
+# ---------------------------------------------------------------------------------------
+PART_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "gram")
+"""Metadata two parts must agree on (besides the dimension) to be merged."""
+
+EXTRA_MERGERS: dict = {}
+"""name -> ``merge(tensors_a, tensors_b) -> tensors``: how a named extra tensor group merges.
+
+Extra statistics (e.g. a seeded reservoir for conformal calibration) register here; a part
+holding an extra with no registered merger cannot be merged (refused, never dropped)."""
+
+
+def shift_power_sums(n: int, scatter: np.ndarray, power3: np.ndarray, power4: float,
+                     delta: np.ndarray) -> tuple[np.ndarray, float]:
+    """Third and fourth power sums of rows re-centred from their mean m to m + delta.
+
+    With y_i = x_i - m (so sum_i y_i = 0), S = sum y y^T, t = sum ||y||^2 y, q = sum ||y||^4 and
+    c = ||delta||^2, expanding ||y - delta||^2 = ||y||^2 - 2 y.delta + c gives, exactly,
+
+        t' = sum ||y - delta||^2 (y - delta) = t - tr(S) delta - 2 S delta - n c delta
+        q' = sum ||y - delta||^4             = q - 4 delta.t + 4 delta^T S delta + 2 c tr(S) + n c^2
+
+    Shapes: scatter (d, d), power3 and delta (d,); returns (t' (d,), q' float).
+
+    >>> y = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    >>> t, q = shift_power_sums(2, y.T @ y, np.zeros(2), 2.0, np.array([1.0, 0.0]))
+    >>> q == float(np.sum(np.sum((y - [1.0, 0.0]) ** 2, axis=1) ** 2))
+    True
+    """
+    c = float(delta @ delta)
+    Sd = scatter @ delta
+    tr = float(np.trace(scatter))
+    t = power3 - (tr + n * c) * delta - 2.0 * Sd
+    q = power4 - 4.0 * float(delta @ power3) + 4.0 * float(delta @ Sd) + 2.0 * c * tr + n * c * c
+    return t, q
+
+
+class MomentsPart:
+    """Mergeable summary of a set of rows: :class:`Moments` plus what ``fit`` needs beyond them.
+
+    For rows x_1..x_n in R^d with mean m and y_i = x_i - m:
+
+    * ``moments``  n, m (d,), scatter S = sum y y^T (d, d)  (Chan's merge);
+    * ``power3``   t = sum_i ||y_i||^2 y_i   shape (d,)
+    * ``power4``   q = sum_i ||y_i||^4       float: Ledoit-Wolf's ``sum ||x - mean||^4``.
+
+    t and q merge exactly around the moving mean (:func:`shift_power_sums`), so Ledoit-Wolf
+    shrinkage of merged parts equals the one-pass value without a second pass over the rows.
+
+    ``meta`` holds encoder / modality / normalized (None when unknown) and ``gram`` (the chunk
+    Gram precision); ``inputs`` the content hashes of the pieces read (in piece order); ``stats``
+    counts pieces, resumed pieces and dropped non-finite rows; ``extras`` maps a name to a dict
+    of named arrays merged by :data:`EXTRA_MERGERS`.
+
+    >>> a = MomentsPart(2).update(np.array([[0.0, 1.0], [2.0, 3.0]]))
+    >>> b = MomentsPart(2).update(np.array([[4.0, 5.0]]))
+    >>> m = a.merge(b)
+    >>> m.n, m.mean.tolist(), m.power4
+    (3, [2.0, 3.0], 128.0)
+    """
+
+    def __init__(self, n_features: int, meta: dict | None = None):
+        self.moments = Moments(n_features)
+        self.power3 = np.zeros(self.moments.n_features, dtype=np.float64)
+        self.power4 = 0.0
+        self.has_power_sums = True
+        self.meta = {"encoder": None, "modality": None, "normalized": None, "gram": "float64", **(meta or {})}
+        self.inputs: list[str] = []
+        self.stats = {"pieces": 0, "resumed": 0, "dropped_nonfinite": 0}
+        self.extras: dict[str, dict[str, np.ndarray]] = {}
+
+    # -- views ----------------------------------------------------------------------------
+    @property
+    def n_features(self) -> int:
+        return self.moments.n_features
+
+    @property
+    def n(self) -> int:
+        return self.moments.n
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self.moments.mean
+
+    @property
+    def scatter(self) -> np.ndarray:
+        return self.moments.scatter
+
+    @property
+    def input_hash(self) -> str:
+        """sha256 over the piece hashes (in order): names the rows behind this part."""
+        import hashlib
+
+        return hashlib.sha256("\n".join(self.inputs).encode()).hexdigest()
+
+    @property
+    def sum_sqnorm4(self) -> float | None:
+        """sum_i ||x_i - mean||^4 (Ledoit-Wolf), or None for a part saved without power sums."""
+        return float(self.power4) if self.has_power_sums else None
+
+    # -- building -------------------------------------------------------------------------
+    def update(self, X, *, gram: str | None = None) -> "MomentsPart":
+        """Fold rows X, shape (m, d), in (float64 accumulation); returns self."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise InputError(f"expected rows of dimension {self.n_features}, got shape {X.shape}")
+        if X.shape[0] == 0:
+            return self
+        gram = gram or self.meta.get("gram") or "float64"
+        if gram not in GRAM_DTYPES:
+            raise InputError(f"gram must be one of {', '.join(GRAM_DTYPES)}; got {gram!r}")
+        Y = np.array(X, dtype=np.float64)
+        mean = Y.mean(axis=0)
+        Y -= mean
+        a = np.einsum("ij,ij->i", Y, Y)
+        t, q = a @ Y, float(a @ a)
+        if gram == "float32":
+            Y32 = Y.astype(np.float32)
+            S = (Y32.T @ Y32).astype(np.float64)
+        else:
+            S = Y.T @ Y
+        other = MomentsPart(self.n_features, self.meta)
+        other.moments.n, other.moments.mean, other.moments.scatter = X.shape[0], mean, S
+        other.power3, other.power4 = t, q
+        merged = self._combine(other)
+        self.moments, self.power3, self.power4 = merged.moments, merged.power3, merged.power4
+        return self
+
+    def _combine(self, other: "MomentsPart") -> "MomentsPart":
+        """Moments and power sums of the union (no metadata checks)."""
+        out = MomentsPart(self.n_features, self.meta)
+        out.has_power_sums = self.has_power_sums and other.has_power_sums
+        if self.n == 0 or other.n == 0:
+            src = other if self.n == 0 else self
+            out.moments, out.power3, out.power4 = src.moments.copy(), src.power3.copy(), src.power4
+            return out
+        out.moments = self.moments.merge(other.moments)
+        if out.has_power_sums:
+            ta, qa = shift_power_sums(self.n, self.scatter, self.power3, self.power4, out.mean - self.mean)
+            tb, qb = shift_power_sums(other.n, other.scatter, other.power3, other.power4, out.mean - other.mean)
+            out.power3, out.power4 = ta + tb, qa + qb
+        return out
+
+    def check_mergeable(self, other: "MomentsPart", name: str = "part") -> None:
+        """Raise :class:`InputError` (naming ``name``) when ``other`` cannot join ``self``."""
+        if other.n_features != self.n_features:
+            raise InputError(f"{name}: moments of dimension {other.n_features}, earlier parts have {self.n_features}")
+        for key in PART_KEYS_THAT_MUST_MATCH:
+            if self.meta.get(key) != other.meta.get(key):
+                raise InputError(f"{name}: {key}={other.meta.get(key)!r}, earlier parts have {self.meta.get(key)!r}")
+        dup = set(self.inputs) & set(other.inputs)
+        if dup:
+            raise InputError(f"{name}: holds {len(dup)} piece(s) already merged (same input hash, e.g. "
+                             f"{sorted(dup)[0][:16]}): a part given twice?")
+        for key in set(self.extras) | set(other.extras):
+            if key not in EXTRA_MERGERS:
+                raise InputError(f"{name}: extra statistic {key!r} has no merge rule in this version")
+
+    def merge(self, other: "MomentsPart", name: str = "part") -> "MomentsPart":
+        """A new part for the union of the rows behind ``self`` and ``other`` (checked)."""
+        self.check_mergeable(other, name)
+        out = self._combine(other)
+        out.inputs = self.inputs + other.inputs
+        out.stats = {k: self.stats.get(k, 0) + other.stats.get(k, 0) for k in set(self.stats) | set(other.stats)}
+        for key in set(self.extras) | set(other.extras):
+            a, b = self.extras.get(key), other.extras.get(key)
+            out.extras[key] = EXTRA_MERGERS[key](a, b) if a is not None and b is not None else dict(a or b)
+        return out
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write a ``.safetensors`` file (atomically) readable by :meth:`load` and :meth:`Moments.load`.
+
+        Tensors: ``mean`` (d,), ``scatter`` (d, d), ``power3`` (d,), ``power4`` (1,), and
+        ``extra.<name>.<tensor>`` for extras; header: ``format``, ``version``, ``n`` and
+        ``whitenclip`` (JSON: d, meta, inputs, input_hash, stats, extras' names).
+        """
+        import json
+
+        from safetensors.numpy import save as st_save
+
+        from whitenclip.stores import atomic_write
+
+        info = {"d": self.n_features, "meta": self.meta, "inputs": self.inputs, "input_hash": self.input_hash,
+                "stats": self.stats, "power_sums": self.has_power_sums, "extras": sorted(self.extras)}
+        header = {"format": MOMENTS_FORMAT, "version": str(MOMENTS_VERSION), "n": str(self.n),
+                  "whitenclip": json.dumps(info)}
+        tensors = {"mean": self.mean, "scatter": self.scatter, "power3": self.power3,
+                   "power4": np.array([self.power4], dtype=np.float64)}
+        for key, group in self.extras.items():
+            tensors.update({f"extra.{key}.{k}": np.ascontiguousarray(v) for k, v in group.items()})
+        blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()}, metadata=header)
+        with atomic_write(path) as fh:
+            fh.write(blob)
+
+    @classmethod
+    def load(cls, path) -> "MomentsPart":
+        """Read a part (or a plain :class:`Moments` file: then without power sums or metadata)."""
+        import json
+
+        from whitenclip.stores import read_safetensors
+
+        m = Moments.load(path)
+        tensors, header = read_safetensors(path)
+        try:
+            info = json.loads(header.get("whitenclip", "{}"))
+        except ValueError:
+            raise InputError(f"{path}: moments header is not valid JSON") from None
+        out = cls(m.n_features, info.get("meta") or {})
+        out.moments = m
+        power3, power4 = tensors.get("power3"), tensors.get("power4")
+        if power3 is not None and power4 is not None and info.get("power_sums", True):
+            if power3.shape != (m.n_features,) or power4.shape != (1,):
+                raise InputError(f"{path}: power sums have shapes {power3.shape}, {power4.shape}")
+            if not (np.isfinite(power3).all() and np.isfinite(power4).all()):
+                raise InputError(f"{path}: moments file holds non-finite values")
+            out.power3, out.power4 = power3.astype(np.float64), float(power4[0])
+        else:
+            out.has_power_sums = False
+        out.inputs = [str(s) for s in info.get("inputs", [])]
+        out.stats.update(info.get("stats") or {})
+        for key in info.get("extras", []):
+            prefix = f"extra.{key}."
+            out.extras[key] = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        if not out.inputs:  # a plain Moments file: name its rows by their moments
+            out.inputs = ["moments:" + _content_hash(m)]
+        return out
+
+    def __repr__(self) -> str:
+        return f"MomentsPart(n={self.n}, n_features={self.n_features}, pieces={self.stats.get('pieces')})"
+
+
+def _content_hash(m: Moments) -> str:
+    import hashlib
+
+    h = hashlib.sha256(str(m.n).encode())
+    h.update(np.ascontiguousarray(m.mean).tobytes())
+    h.update(np.ascontiguousarray(m.scatter).tobytes())
+    return h.hexdigest()

@@ -1,0 +1,261 @@
+"""The sharded path: local and Dask engines, moments/merge-moments, resume, faults, bad shards.
+
+One ``LocalCluster(n_workers=2, threads_per_worker=1)`` serves the whole module; CLI runs reach
+it with ``--scheduler``. Equality with today's single-process fit is to 1e-12 relative.
+"""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from whitenclip import engine
+from whitenclip.cli import app
+from whitenclip.errors import InputError
+from whitenclip.moments import Moments, MomentsPart
+from whitenclip.whitening import Whitener
+
+runner = CliRunner()
+SIZES = [0, 1, 97, 13, 250, 40]  # a 0-row shard, a 1-row shard, uneven sizes
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def rel(a, b):
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def same_whitener(a: Whitener, b: Whitener, tol=1e-12):
+    """Mean, covariance and W equal to ``tol`` relative (W's columns up to sign: eigenvectors)."""
+    assert a.n_samples_ == b.n_samples_ and a.rank_ == b.rank_
+    assert rel(a.mean_, b.mean_) < tol
+    assert rel(a.covariance_, b.covariance_) < tol
+    signs = np.sign(np.sum(a.W_ * b.W_, axis=0))
+    assert rel(a.W_ * signs, b.W_) < tol  # eigenvectors are defined up to sign
+    assert rel(a.W_ @ a.W_.T, b.W_ @ b.W_.T) < tol
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    rng = np.random.default_rng(7)
+    d = tmp_path_factory.mktemp("emb")
+    (d / "img_emb").mkdir()
+    Q, _ = np.linalg.qr(rng.standard_normal((12, 12)))
+    parts = []
+    for i, n in enumerate(SIZES):
+        X = (3.0 + (rng.standard_normal((n, 12)) * np.geomspace(5, 0.1, 12)) @ Q.T).astype(np.float32)
+        np.save(d / "img_emb" / f"img_emb_{i}.npy", X)
+        parts.append(X)
+    X = np.concatenate(parts)
+    np.save(d / "all.npy", X)
+    return d, X.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    distributed = pytest.importorskip("distributed")
+    marker = tmp_path_factory.mktemp("fault") / "killed"
+    marker.write_text("")  # present: fault injection off until a test removes it
+    blas1 = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", engine.FAULT_ENV: str(marker)}
+    c = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                 silence_logs=50, env=blas1)
+    client = distributed.Client(c)
+    yield client, c.scheduler_address, marker
+    client.close()
+    c.close()
+
+
+def opts(**kw):
+    kw.setdefault("piece_rows", 32)
+    kw.setdefault("chunk_rows", 10)
+    return engine.EngineOptions(**kw)
+
+
+# ---------------------------------------------------------------------------------------
+# local engine
+# ---------------------------------------------------------------------------------------
+def test_local_engine_equals_one_shot(shards):
+    d, X = shards
+    part = engine.compute_moments([d / "img_emb"], opts())
+    ref = Moments.from_array(X)
+    assert part.n == X.shape[0] and part.stats["pieces"] == len(engine.plan([d / "img_emb"], opts())[1])
+    assert rel(part.mean, ref.mean) < 1e-12 and rel(part.scatter, ref.scatter) < 1e-12
+    wh, _ = engine.fit_whitener([d / "img_emb"], opts(), shrinkage="ledoit-wolf")
+    same_whitener(wh, Whitener(shrinkage="ledoit-wolf").fit(X))
+
+
+def test_moments_merge_fit_cli_equals_fit(shards, tmp_path):
+    d, X = shards
+    assert run("fit", d / "all.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    e = d / "img_emb"
+    a = run("moments", e / "img_emb_[0-2].npy", "-o", tmp_path / "a.moments.safetensors", "--piece-rows", 40)
+    b = run("moments", e / "img_emb_3.npy", e / "img_emb_4.npy", e / "img_emb_5.npy",
+            "-o", tmp_path / "b.moments.safetensors")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
+    for order in (("a", "b"), ("b", "a")):
+        res = run("merge-moments", *(tmp_path / f"{k}.moments.safetensors" for k in order),
+                  "-o", tmp_path / "all.moments.safetensors")
+        assert res.exit_code == 0, res.output
+        assert run("fit", tmp_path / "all.moments.safetensors", "-o", tmp_path / "wm.safetensors").exit_code == 0
+        same_whitener(Whitener.load(tmp_path / "wm.safetensors"), Whitener.load(tmp_path / "w.safetensors"))
+    meta = Whitener.load(tmp_path / "wm.safetensors").metadata_
+    assert meta["inputs_hash"] == MomentsPart.load(tmp_path / "all.moments.safetensors").input_hash
+    # entropy from moments: the same Gaussian estimate as from the rows
+    res = run("entropy", tmp_path / "all.moments.safetensors", "--json")
+    ref = run("entropy", d / "all.npy", "--json")
+    got, want = json.loads(res.stdout), json.loads(ref.stdout)
+    assert got["entropy"] == pytest.approx(want["entropy"], rel=1e-10) and got["rank"] == want["rank"]
+    assert got["ci_method"] == "gaussian" and got["knn"] is None
+
+
+def test_merge_refusals_exit_2_naming_the_file(shards, tmp_path, monkeypatch):
+    d, X = shards
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "other.npy", X[:, :5])
+    run("moments", d / "all.npy", "-o", "a.moments.safetensors")
+    run("moments", tmp_path / "other.npy", "-o", "o.moments.safetensors")
+    res = run("merge-moments", "a.moments.safetensors", "a.moments.safetensors", "-o", "x")
+    assert res.exit_code == 2 and "a.moments.safetensors" in res.output and "twice" in res.output
+    res = run("merge-moments", "a.moments.safetensors", "o.moments.safetensors", "-o", "x")
+    assert res.exit_code == 2 and "o.moments.safetensors: moments of dimension 5" in res.output
+    a = MomentsPart.load("a.moments.safetensors")
+    a.meta["modality"], a.inputs = "image", ["other"]
+    a.save("i.moments.safetensors")
+    res = run("merge-moments", "a.moments.safetensors", "i.moments.safetensors", "-o", "x")
+    assert res.exit_code == 2 and "i.moments.safetensors: modality='image'" in " ".join(res.output.split())
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("nan", r"bad\.npy: row 5 holds NaN or inf"),
+    ("dim", r"bad\.npy: rows have dimension 11"),
+    ("truncated", r"bad\.npy: truncated at row 2"),
+])
+def test_bad_shard_exit_2_and_no_output(shards, tmp_path, bad, message):
+    d, X = shards
+    src = tmp_path / "src"
+    src.mkdir()
+    np.save(src / "a.npy", X[:30].astype(np.float32))
+    Y = X[:9].astype(np.float32)
+    if bad == "nan":
+        Y[5, 3] = np.nan
+        np.save(src / "bad.npy", Y)
+    elif bad == "dim":
+        np.save(src / "bad.npy", Y[:, :11])
+    else:
+        np.save(src / "bad.npy", Y)
+        os.truncate(src / "bad.npy", 128 + 2 * 48 + 7)
+    for cmd in (("fit", src, "-o", tmp_path / "w.safetensors"), ("moments", src, "-o", tmp_path / "m.safetensors")):
+        res = run(*cmd)
+        assert res.exit_code == 2, res.output
+        assert re.search(message, " ".join(res.output.split())), res.output
+        assert not cmd[-1].exists()
+
+
+def test_moments_dir_resumes(shards, tmp_path):
+    d, X = shards
+    o = opts(moments_dir=tmp_path / "parts")
+    first = engine.compute_moments([d / "img_emb"], o)
+    saved = sorted(os.listdir(tmp_path / "parts"))
+    assert len(saved) == first.stats["pieces"] and first.stats["resumed"] == 0
+    os.remove(tmp_path / "parts" / saved[2])  # as if the run died before that piece
+    again = engine.compute_moments([d / "img_emb"], o)
+    assert again.stats["resumed"] == len(saved) - 1
+    np.testing.assert_array_equal(again.scatter, first.scatter)
+    assert again.inputs == first.inputs
+
+
+# ---------------------------------------------------------------------------------------
+# dask engine
+# ---------------------------------------------------------------------------------------
+def test_dask_fit_equals_local(cluster, shards, tmp_path):
+    client, address, _ = cluster
+    d, X = shards
+    local = engine.compute_moments([d / "img_emb"], opts())
+    remote = engine.compute_moments([d / "img_emb"], opts(engine="dask", client=client))
+    assert remote.n == local.n and remote.inputs == local.inputs
+    assert rel(remote.scatter, local.scatter) < 1e-12 and rel(remote.mean, local.mean) < 1e-12
+    assert remote.power4 == pytest.approx(local.power4, rel=1e-12)
+    # the CLI on the same cluster (--scheduler) equals today's single-process fit
+    assert run("fit", d / "all.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    res = run("fit", d / "img_emb", "-o", tmp_path / "wd.safetensors", "--engine", "dask", "--scheduler", address)
+    assert res.exit_code == 0, res.output
+    same_whitener(Whitener.load(tmp_path / "wd.safetensors"), Whitener.load(tmp_path / "w.safetensors"))
+    res = run("moments", d / "img_emb", "-o", tmp_path / "m.moments.safetensors", "--engine", "dask",
+              "--scheduler", address)
+    assert res.exit_code == 0, res.output
+    assert run("fit", tmp_path / "m.moments.safetensors", "-o", tmp_path / "wm.safetensors").exit_code == 0
+    same_whitener(Whitener.load(tmp_path / "wm.safetensors"), Whitener.load(tmp_path / "w.safetensors"))
+
+
+def test_dask_worker_killed_is_retried(cluster, shards):
+    client, _, marker = cluster
+    d, X = shards
+    expected = engine.compute_moments([d / "img_emb"], opts())
+    marker.unlink()  # the next piece task creates it and kills its own worker process
+    got = engine.compute_moments([d / "img_emb"], opts(engine="dask", client=client))
+    assert marker.exists(), "no worker was killed"
+    assert got.inputs == expected.inputs
+    assert rel(got.scatter, expected.scatter) < 1e-12 and got.n == expected.n
+
+
+def test_dask_bad_shard_raises_input_error(cluster, shards, tmp_path):
+    client, _, _ = cluster
+    d, X = shards
+    Y = X[:40].copy()
+    Y[33] = np.inf
+    np.save(tmp_path / "bad.npy", Y)
+    with pytest.raises(InputError, match=r"bad\.npy: row 33 holds NaN"):
+        engine.compute_moments([d / "all.npy", tmp_path / "bad.npy"], opts(engine="dask", client=client))
+
+
+def test_dask_score_in_input_order_and_per_shard(cluster, shards, tmp_path):
+    client, address, _ = cluster
+    d, X = shards
+    assert run("fit", d / "all.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    local = run("score", d / "img_emb", "-w", tmp_path / "w.safetensors")
+    remote = run("score", d / "img_emb", "-w", tmp_path / "w.safetensors", "--engine", "dask", "--scheduler", address)
+    plain = run("score", d / "all.npy", "-w", tmp_path / "w.safetensors")
+    assert local.exit_code == remote.exit_code == 0, remote.output
+    assert local.stdout == remote.stdout
+    values = [np.array(line.split("\t")[1:], dtype=float) for line in remote.stdout.splitlines()[1:]]
+    expect = [np.array(line.split("\t")[1:], dtype=float) for line in plain.stdout.splitlines()[1:]]
+    assert len(values) == len(expect) == X.shape[0]
+    np.testing.assert_allclose(np.array(values), np.array(expect), rtol=1e-12)  # same rows, same order
+    (tmp_path / "out").mkdir()
+    res = run("score", d / "img_emb", "-w", tmp_path / "w.safetensors", "-o", tmp_path / "out", "--engine", "dask",
+              "--scheduler", address)
+    assert res.exit_code == 0, res.output
+    counts = {p: len((tmp_path / "out" / p).read_text().splitlines()) - 1 for p in os.listdir(tmp_path / "out")}
+    assert counts == {f"img_emb_{i}.tsv": n for i, n in enumerate(SIZES)}
+
+
+def test_dask_gaussianity_report_equals_local(cluster, shards):
+    client, address, _ = cluster
+    d, X = shards
+    args = ("--json", "--trials", "2", "--subset", "50", "--projections", "20", "--seed", "3")
+    local = run("gaussianity-report", d / "all.npy", *args)
+    remote = run("gaussianity-report", d / "img_emb", *args, "--engine", "dask", "--scheduler", address)
+    assert local.exit_code == remote.exit_code == 0, remote.output
+    assert json.loads(local.stdout) == json.loads(remote.stdout)
+
+
+def test_dask_local_cluster_from_cli(shards, tmp_path):
+    """--engine dask --workers N starts (and closes) its own LocalCluster."""
+    pytest.importorskip("distributed")
+    d, X = shards
+    res = run("moments", d / "all.npy", "-o", tmp_path / "m.safetensors", "--engine", "dask", "--workers", "1",
+              "--piece-rows", "150")
+    assert res.exit_code == 0, res.output
+    assert "3 piece(s) of at most 150 rows on the dask engine" in res.output
+    assert run("fit", tmp_path / "m.safetensors", "-o", tmp_path / "w.safetensors").exit_code == 0
+    same_whitener(Whitener.load(tmp_path / "w.safetensors"), Whitener().fit(X))
+    res = run("fit", d / "all.npy", "-o", tmp_path / "w1.safetensors", "--engine", "dask")  # one piece: no cluster
+    assert res.exit_code == 0 and "one piece: running it in this process" in res.output
+    assert run("fit", d / "all.npy", "-o", tmp_path / "x", "--workers", "2").exit_code == 2  # needs --engine dask

@@ -1,0 +1,148 @@
+"""Shard discovery, piece planning from headers, byte-range reads, and bad shards."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+
+from whitenclip.errors import InputError
+from whitenclip.shards import (
+    Shard,
+    discover_shards,
+    finite_piece_rows,
+    iter_piece_rows,
+    natural_key,
+    piece_ids,
+    plan_pieces,
+    shard_meta,
+)
+
+
+def _rows(pieces, chunk_rows=7):
+    return np.concatenate([X for p in pieces for _, X in iter_piece_rows(p, chunk_rows)])
+
+
+@pytest.fixture
+def emb_dir(tmp_path, rng):
+    d = tmp_path / "img_emb"
+    d.mkdir()
+    arrays = []
+    for i, n in enumerate([0, 1, 23, 10, 41, 5, 2, 3, 4, 6, 12]):  # 11 shards: _10 sorts after _9
+        X = rng.standard_normal((n, 5)).astype(np.float32)
+        np.save(d / f"img_emb_{i}.npy", X)
+        arrays.append(X)
+    return d, arrays
+
+
+def test_natural_order_and_exact_bytes(emb_dir):
+    d, arrays = emb_dir
+    shards = discover_shards([str(d / "*.npy")])
+    assert [os.path.basename(s.path) for s in shards] == [f"img_emb_{i}.npy" for i in range(11)]
+    assert [s.n_rows for s in shards] == [a.shape[0] for a in arrays]
+    pieces = plan_pieces(shards, piece_rows=8)
+    assert all(p.n_rows <= 8 for p in pieces)
+    assert len({(p.shard.path, p.start) for p in pieces}) == len(pieces)  # a piece crosses no file
+    assert [p.index for p in pieces] == list(range(len(pieces)))
+    np.testing.assert_array_equal(_rows(pieces), np.concatenate(arrays).astype(np.float64))
+    # byte ranges: the .npy header is 128 bytes, rows are 5 float32
+    p = next(p for p in pieces if p.start == 8)
+    assert (p.byte_start, p.byte_stop) == (p.shard.offset + 8 * 20, p.shard.offset + min(16, p.shard.n_rows) * 20)
+
+
+def test_directory_and_clip_retrieval_layout(tmp_path, emb_dir):
+    d, arrays = emb_dir
+    assert [s.path for s in discover_shards([str(d)])] == [s.path for s in discover_shards([str(d / "*.npy")])]
+    root = d.parent  # <root>/img_emb/*.npy (+ metadata/metadata_N.parquet)
+    shards = discover_shards([str(root)])
+    assert len(shards) == 11 and shard_meta(shards)["modality"] == "image"
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    (root / "metadata").mkdir()
+    for i, X in enumerate(arrays):
+        table = pa.table({"caption": [f"c{i}-{k}" for k in range(len(X))],
+                          "key": [f"{i:03d}{k:04d}" for k in range(len(X))]})
+        pq.write_table(table, root / "metadata" / f"metadata_{i}.parquet")
+    pieces = plan_pieces(discover_shards([str(root)]), piece_rows=4)
+    ids = [i for p in pieces for i in piece_ids(p)]
+    assert ids[:3] == ["0010000", "0020000", "0020001"]  # "key" column; shard 0 is empty
+    assert len(ids) == sum(len(a) for a in arrays)
+    pq.write_table(pa.table({"key": ["x"]}), root / "metadata" / "metadata_3.parquet")
+    with pytest.raises(InputError, match="metadata_3.parquet: 1 metadata rows for 10"):
+        discover_shards([str(root)])
+
+
+def test_safetensors_and_store_shards(tmp_path, rng):
+    X = rng.standard_normal((9, 4))
+    save_file({"embeddings": X}, str(tmp_path / "a.safetensors"),
+              metadata={"ids": json.dumps([f"r{i}" for i in range(9)]), "modality": "text"})
+    [s] = discover_shards([str(tmp_path / "a.safetensors")])
+    assert (s.n_rows, s.dim, s.meta["modality"]) == (9, 4, "text")
+    pieces = plan_pieces([s], 4)
+    np.testing.assert_array_equal(_rows(pieces, 3), X)
+    assert piece_ids(pieces[1]) == ["r4", "r5", "r6", "r7"]
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "meta.json").write_text(json.dumps({"format": "whitenclip-store", "dim": 4, "encoder": "e"}))
+    for k in range(2):
+        np.save(store / f"shard-{k:05d}.npy", X[k * 5:(k + 1) * 5].astype(np.float32))
+        ids = [f"s{k}{j}" for j in range(len(X[k * 5:(k + 1) * 5]))]
+        (store / f"shard-{k:05d}.ids.json").write_text(json.dumps({"ids": ids}))
+    np.save(store / "shard-00002.npy", X[:1].astype(np.float32))  # no ids file: not committed, ignored
+    shards = discover_shards([str(store)])
+    assert len(shards) == 2 and shard_meta(shards)["encoder"] == "e"
+    expect = [f"s0{j}" for j in range(5)] + [f"s1{j}" for j in range(4)]
+    assert [i for p in plan_pieces(shards, 3) for i in piece_ids(p)] == expect
+
+
+def test_plan_is_headers_only_and_refuses_bad_shards(tmp_path, rng):
+    good = rng.standard_normal((6, 3)).astype(np.float32)
+    np.save(tmp_path / "a.npy", good)
+    np.save(tmp_path / "b.npy", rng.standard_normal((4, 2)).astype(np.float32))
+    with pytest.raises(InputError, match=r"b\.npy: rows have dimension 2, but earlier shards have 3"):
+        discover_shards([str(tmp_path / "a.npy"), str(tmp_path / "b.npy")])
+    # truncated: header says 6 rows, file holds 3.5 rows
+    raw = (tmp_path / "a.npy").read_bytes()
+    (tmp_path / "t.npy").write_bytes(raw[:128 + 3 * 12 + 6])
+    with pytest.raises(InputError, match=r"t\.npy: truncated at row 3"):
+        discover_shards([str(tmp_path / "t.npy")])
+    np.save(tmp_path / "f.npy", np.asfortranarray(good))
+    with pytest.raises(InputError, match="Fortran"):
+        discover_shards([str(tmp_path / "f.npy")])
+    np.save(tmp_path / "o.npy", np.array([[None, 1]], dtype=object), allow_pickle=True)
+    with pytest.raises(InputError, match="never unpickled"):
+        discover_shards([str(tmp_path / "o.npy")])
+    with pytest.raises(InputError, match="matches no file"):
+        discover_shards([str(tmp_path / "nothing*.npy")])
+
+
+def test_nonfinite_row_names_shard_and_row(tmp_path, rng):
+    X = rng.standard_normal((20, 3))
+    X[13, 1] = np.nan
+    np.save(tmp_path / "n.npy", X)
+    [p0, p1] = plan_pieces(discover_shards([str(tmp_path / "n.npy")]), 10)
+    assert sum(x.shape[0] for _, x, _ in finite_piece_rows(p0, 4)) == 10
+    with pytest.raises(InputError, match=r"n\.npy: row 13 holds NaN"):
+        list(finite_piece_rows(p1, 4))
+    dropped = [0]
+    kept = list(finite_piece_rows(p1, 4, drop_nonfinite=True, dropped=dropped))
+    assert dropped == [1] and sum(x.shape[0] for _, x, _ in kept) == 9
+
+
+def test_read_time_truncation_is_caught(tmp_path, rng):
+    np.save(tmp_path / "a.npy", rng.standard_normal((8, 2)))
+    [s] = discover_shards([str(tmp_path / "a.npy")])
+    os.truncate(tmp_path / "a.npy", s.offset + 5 * 16)  # shrunk after planning
+    with pytest.raises(InputError, match=r"a\.npy: truncated at row 5"):
+        list(iter_piece_rows(plan_pieces([s], 8)[0], 3))
+
+
+def test_plan_pieces_sizes():
+    s = Shard("x.npy", 10, 2, "<f8", 128)
+    assert [(p.start, p.stop) for p in plan_pieces([s, Shard("y.npy", 0, 2, "<f8", 128), s], 4)] == [
+        (0, 4), (4, 8), (8, 10), (0, 4), (4, 8), (8, 10)]
+    assert natural_key("a_10.npy") > natural_key("a_9.npy")
+    with pytest.raises(InputError):
+        plan_pieces([s], 0)

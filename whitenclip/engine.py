@@ -1,0 +1,469 @@
+"""Where the per-piece work runs: in this process (``local``) or on a Dask cluster (``dask``).
+
+The work is planned by :mod:`whitenclip.shards` into pieces (one byte range of one file each).
+Every task reads one piece and returns its :class:`~whitenclip.moments.MomentsPart` (count,
+float64 mean, centred scatter, power sums for Ledoit-Wolf); parts are merged as a binary tree
+in piece order: level by level, part 2k with part 2k+1 (an odd last part moves up unchanged).
+The tree is the same on both engines, so results do not depend on which worker ran what, and
+on Dask the merges run on the workers: the driver receives one (d, d) scatter, never one per
+piece.
+
+What travels: to a task, a :class:`~whitenclip.shards.Piece` (path, row range, a few hundred
+bytes); back from a task, to another task, its part (8 d^2 + O(d) bytes); to the driver, the
+final part. ``score`` sends the whitener to each worker once and gets back each piece's scores
+(5 numbers and an id per row); ``gaussianity-report`` needs every row on the driver (its
+statistics are whole-sample), so there each task returns its piece's rows.
+
+``--moments-dir DIR`` keeps each piece's part as ``DIR/piece-NNNNNN-<key>.moments.safetensors``
+(key: the file's path, size, mtime and row range, and the settings); a task whose part is
+already there loads it instead of reading the shard, so a rerun resumes after a crash.
+
+Dask is optional (``pip install whitenclip[dask]``); ``LocalCluster`` is started inside
+:func:`dask_client` (processes, one thread and one BLAS thread per worker, no dashboard, logs
+silenced unless ``debug``) and always closed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from whitenclip.config import CHUNK_ROWS
+from whitenclip.errors import InputError
+from whitenclip.moments import MOMENTS_FORMAT, MomentsPart
+from whitenclip.shards import (
+    PIECE_ROWS,
+    Piece,
+    discover_shards,
+    finite_piece_rows,
+    is_glob,
+    piece_ids,
+    plan_pieces,
+    shard_meta,
+)
+
+ENGINES = ("local", "dask")
+FAULT_ENV = "WHITENCLIP_FAULT_KILL_ONCE"
+"""Fault injection for tests: when set to a path that does not exist, the first piece task to
+see it creates the file and kills its own process (so Dask must retry it)."""
+
+
+@dataclass
+class EngineOptions:
+    """How to run: ``engine`` local|dask, ``workers`` (LocalCluster size), ``scheduler`` (address
+    of an existing cluster), ``moments_dir`` (keep/resume piece parts), ``piece_rows``,
+    ``client`` (an existing ``distributed.Client``, e.g. in tests), ``debug`` (cluster logs)."""
+
+    engine: str = "local"
+    workers: int | None = None
+    scheduler: str | None = None
+    moments_dir: Path | None = None
+    piece_rows: int = PIECE_ROWS
+    chunk_rows: int = CHUNK_ROWS
+    client: Any = None
+    debug: bool = False
+    log: Callable[[str], None] | None = None
+
+    def __post_init__(self):
+        self.engine = str(getattr(self.engine, "value", self.engine))
+        if self.engine not in ENGINES:
+            raise InputError(f"--engine must be one of {', '.join(ENGINES)}; got {self.engine!r}")
+        if self.engine == "local" and (self.workers is not None or self.scheduler is not None):
+            raise InputError("--workers and --scheduler need --engine dask")
+        if self.workers is not None and self.workers < 1:
+            raise InputError(f"--workers must be >= 1, got {self.workers}")
+
+    def handles(self, inputs) -> bool:
+        """True when the sharded path must run: --engine dask, --moments-dir, a moments file, a
+        glob pattern or a directory that is not a whitenclip store among the INPUTs."""
+        return (self.engine == "dask" or self.moments_dir is not None
+                or any(is_moments_file(p) or _needs_sharding(p) for p in map(str, inputs)))
+
+    def say(self, message: str) -> None:
+        if self.log is not None:
+            self.log(message)
+
+
+def _needs_sharding(p: str) -> bool:
+    if p == "-":
+        return False
+    if is_glob(p):
+        return True
+    return Path(p).is_dir() and not (Path(p) / "meta.json").is_file()
+
+
+def is_moments_file(path) -> bool:
+    """True for a ``.safetensors`` file whose header says it holds whitenclip moments."""
+    import json
+    import struct
+
+    p = Path(str(path))
+    if p.suffix.lower() != ".safetensors" or not p.is_file():
+        return False
+    try:
+        with open(p, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            if size > 100 << 20:
+                return False
+            return json.loads(fh.read(size)).get("__metadata__", {}).get("format") == MOMENTS_FORMAT
+    except (OSError, ValueError, struct.error, AttributeError):
+        return False
+
+
+# ---------------------------------------------------------------------------------------
+# per-piece work (runs on workers; module-level functions so they pickle by reference)
+# ---------------------------------------------------------------------------------------
+def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gram: str = "float64",
+                  moments_dir: str | None = None, chunk_rows: int = CHUNK_ROWS,
+                  one_thread: bool = False) -> MomentsPart:
+    """The :class:`MomentsPart` of one piece (loaded from ``moments_dir`` when already there)."""
+    _maybe_fault()
+    saved = None
+    if moments_dir is not None:
+        saved = Path(moments_dir) / f"piece-{piece.index:06d}-{piece.key(drop_nonfinite, gram)}.moments.safetensors"
+        if saved.is_file():
+            with contextlib.suppress(InputError):
+                part = MomentsPart.load(saved)
+                part.stats["resumed"] = 1
+                return part
+    part = MomentsPart(piece.shard.dim, {**meta, "gram": gram})
+    digest, dropped = hashlib.blake2b(digest_size=16), [0]
+    digest.update(f"{piece.shard.dtype} {piece.shard.dim} {piece.n_rows}".encode())
+    with _blas_threads(1 if one_thread else None):
+        for _, X, _ in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
+                                         dropped=dropped):
+            part.update(X, gram=gram)
+    part.inputs = [digest.hexdigest()]
+    part.stats = {"pieces": 1, "resumed": 0, "dropped_nonfinite": dropped[0]}
+    if saved is not None:
+        part.save(saved)
+    return part
+
+
+def merge_two(a: MomentsPart, b: MomentsPart) -> MomentsPart:
+    """Merge of two adjacent parts of the tree (a before b)."""
+    return a.merge(b, name="piece")
+
+
+def piece_scores(piece: Piece, whitener, *, drop_nonfinite: bool = False, chunk_rows: int = CHUNK_ROWS,
+                 one_thread: bool = False):
+    """``(ids, columns)`` of the piece's rows scored by ``whitener`` (see :func:`whitenclip.likelihood.score`)."""
+    import warnings
+
+    from whitenclip.likelihood import COLUMNS, score
+
+    _maybe_fault()
+    ids_all = piece_ids(piece)
+    ids, cols = [], {c: [] for c in COLUMNS}
+    with _blas_threads(1 if one_thread else None), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lo, X, ok in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite):
+            chunk_ids = ids_all[lo - piece.start:lo - piece.start + ok.size]
+            ids += [i for i, k in zip(chunk_ids, ok) if k]
+            if X.shape[0]:
+                for c, v in score(whitener, X).items():
+                    cols.setdefault(c, []).append(np.asarray(v))
+    return ids, {c: (np.concatenate(v) if v else np.empty(0)) for c, v in cols.items()}
+
+
+def piece_rows(piece: Piece, *, drop_nonfinite: bool = False, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """All finite rows of the piece, float64 (m, d)."""
+    parts = [X for _, X, _ in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite)]
+    return np.concatenate(parts) if parts else np.empty((0, piece.shard.dim))
+
+
+def _maybe_fault() -> None:
+    marker = os.environ.get(FAULT_ENV)
+    if marker:
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+        os._exit(17)
+
+
+def _blas_threads(n: int | None):
+    if n is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=n, user_api="blas")
+
+
+# ---------------------------------------------------------------------------------------
+# running: local or dask
+# ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def dask_client(opts: EngineOptions) -> Iterator:
+    """A ``distributed.Client``: the one in ``opts.client``, one connected to ``opts.scheduler``,
+    or a fresh ``LocalCluster`` (processes, 1 thread per worker) closed on exit."""
+    if opts.client is not None:
+        yield opts.client
+        return
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--engine dask needs Dask: pip install 'whitenclip[dask]'") from None
+    level = logging.INFO if opts.debug else logging.CRITICAL
+    for name in ("distributed", "bokeh", "tornado"):
+        logging.getLogger(name).setLevel(level)
+    if opts.scheduler:
+        try:
+            client = Client(opts.scheduler, timeout="30s")
+        except OSError as exc:
+            raise InputError(f"--scheduler {opts.scheduler}: cannot connect ({' '.join(str(exc).split())})") from None
+        with contextlib.closing(client):
+            yield client
+        return
+    workers = opts.workers or max(1, min(os.cpu_count() or 1, 8))
+    blas1 = {k: "1" for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+                           silence_logs=level, env=blas1)
+    try:
+        with Client(cluster) as client:
+            yield client
+    finally:
+        cluster.close()
+
+
+def runs_here(opts: EngineOptions, pieces) -> bool:
+    """True when the pieces run in this process: ``--engine local``, or ``--engine dask`` with a
+    single piece and no cluster given (starting a LocalCluster for one task is pure overhead; the
+    result is the same, as the merge tree is)."""
+    if opts.engine == "local":
+        return True
+    if len(pieces) <= 1 and opts.client is None and not opts.scheduler:
+        opts.say("one piece: running it in this process (no LocalCluster needed)")
+        return True
+    return False
+
+
+def tree_merge(items: list, merge: Callable) -> Any:
+    """Pairwise merge in order, level by level: ((0,1),(2,3)),... an odd last item moves up."""
+    while len(items) > 1:
+        nxt = [merge(items[i], items[i + 1]) for i in range(0, len(items) - 1, 2)]
+        if len(items) % 2:
+            nxt.append(items[-1])
+        items = nxt
+    return items[0]
+
+
+def plan(inputs, opts: EngineOptions):
+    """Shards and pieces of embedding INPUTs (headers only)."""
+    shards = discover_shards(inputs)
+    pieces = plan_pieces(shards, opts.piece_rows)
+    return shards, pieces
+
+
+def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False, gram: str = "float64") -> MomentsPart:
+    """Merged :class:`MomentsPart` of INPUTs: moments files are merged as they are, embeddings are
+    planned into pieces whose parts run on ``opts.engine`` and are tree-merged in piece order."""
+    inputs = [str(p) for p in inputs]
+    files = [p for p in inputs if is_moments_file(p)]
+    if files and len(files) != len(inputs):
+        raise InputError(f"inputs mix moments files ({files[0]}) and embeddings; run `whitenclip moments` on the "
+                         "embeddings first")
+    if files:
+        return merge_moment_files(files)
+    shards, pieces = plan(inputs, opts)
+    if not pieces:
+        raise InputError(f"{', '.join(inputs)}: no rows (every shard is empty)")
+    meta = shard_meta(shards)
+    mdir = None
+    if opts.moments_dir is not None:
+        Path(opts.moments_dir).mkdir(parents=True, exist_ok=True)
+        mdir = str(Path(opts.moments_dir).resolve())
+    kw = dict(meta=meta, drop_nonfinite=drop_nonfinite, gram=gram, moments_dir=mdir, chunk_rows=opts.chunk_rows)
+    opts.say(f"{len(shards)} shard(s), {sum(s.n_rows for s in shards)} rows x {shards[0].dim}: "
+             f"{len(pieces)} piece(s) of at most {opts.piece_rows} rows on the {opts.engine} engine")
+    if runs_here(opts, pieces):
+        part = tree_merge([piece_moments(p, **kw) for p in pieces], merge_two)
+    else:
+        with dask_client(opts) as client:
+            futures = client.map(piece_moments, pieces, pure=False, one_thread=True, **kw)
+            part = tree_merge(futures, lambda a, b: client.submit(merge_two, a, b, pure=False)).result()
+    if part.stats.get("resumed"):
+        opts.say(f"resumed {part.stats['resumed']} of {len(pieces)} piece(s) from {opts.moments_dir}")
+    return part
+
+
+def merge_moment_files(paths) -> MomentsPart:
+    """Exact merge of moments files in the order given; refuses (naming the file) parts of another
+    dimension, encoder, modality, normalisation or Gram precision, and a part given twice."""
+    paths = [str(p) for p in paths]
+    if not paths:
+        raise InputError("no moments files given")
+    out = None
+    for p in paths:
+        if not is_moments_file(p):
+            raise InputError(f"{p}: not a whitenclip moments file")
+        part = MomentsPart.load(p)
+        out = part if out is None else out.merge(part, name=p)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# commands
+# ---------------------------------------------------------------------------------------
+def fit_whitener(inputs, opts: EngineOptions, *, method: str = "pca", shrinkage=None, floor: float = 1e-10,
+                 rank: int | None = None, drop_nonfinite: bool = False, gram: str = "float64"):
+    """Fit a :class:`~whitenclip.whitening.Whitener` from the merged moments of INPUTs (embeddings or
+    moments files). Ledoit-Wolf uses the merged power sum q = sum ||x - mean||^4 (exact, one pass);
+    parts saved without power sums refuse it. Returns ``(whitener, part)``."""
+    from whitenclip.whitening import Whitener
+
+    Whitener(method=method, shrinkage=shrinkage, floor=floor, rank=rank)._validate_params()
+    part = compute_moments(inputs, opts, drop_nonfinite=drop_nonfinite, gram=gram)
+    if part.n < 2:
+        raise InputError(f"need at least 2 rows to fit a whitener, got {part.n}")
+    sum4 = part.sum_sqnorm4
+    if shrinkage == "ledoit-wolf" and sum4 is None:
+        raise InputError("ledoit-wolf shrinkage needs the moments' power sums; these moments files were written "
+                         "without them (recompute them with `whitenclip moments`)")
+    wh = Whitener(method=method, shrinkage=shrinkage, floor=floor, rank=rank).fit_moments(part.moments,
+                                                                                       sum_sqnorm4=sum4)
+    wh.metadata_.update({k: v for k, v in part.meta.items() if v is not None and k != "gram"})
+    wh.metadata_.update({"gram_dtype": part.meta.get("gram", "float64"), "inputs_hash": part.input_hash,
+                         "engine": opts.engine, "pieces": int(part.stats.get("pieces", 0))})
+    return wh, part
+
+
+def entropy_from_moments(part: MomentsPart, *, base: str = "e", whitener=None, floor: float = 1e-12,
+                         confidence: float = 0.95):
+    """Gaussian entropy from moments alone (what needs no rows): plug-in, bias-corrected, exact
+    Gaussian std and interval (the row-group jackknife and k-NN check need rows: absent here).
+
+    Over the kept rank r of the ddof=1 covariance Sigma (of ``whitener``-coordinates
+    C = W^T Sigma W when given, then + log|det W^-1| back to input units):
+    H_plugin = 0.5 (r log(2 pi e) + sum log lambda), H = H_plugin - 0.5 log_det_bias(r, n),
+    std = 0.5 sqrt(log_det_variance(r, n)), ci = H -/+ z std. Same keys as
+    ``GaussianEntropy.summary()`` plus ``ci_method`` and ``source``.
+    """
+    from scipy import special
+
+    from whitenclip.information import EntropyResult, log_det_bias, log_det_variance
+    from whitenclip.whitening import eigh_descending
+
+    unit = {"e": 1.0, "2": math.log(2.0)}.get(str(base))
+    if unit is None:
+        raise InputError(f"base must be e or 2, got {base!r}")
+    n = part.n
+    if n < 3:
+        raise InputError(f"entropy needs at least 3 rows, got {n}")
+    cov = part.moments.covariance(ddof=1)
+    offset = 0.0
+    if whitener is not None:
+        if whitener.n_features_ != part.n_features:
+            raise InputError(f"entropy: moments have {part.n_features} dims, the whitener {whitener.n_features_}")
+        W = np.asarray(whitener.W_, dtype=np.float64)
+        cov, offset = W.T @ cov @ W, float(whitener.log_det_)
+    lam, _ = eigh_descending(cov)
+    if not lam[0] > 0:
+        raise InputError("entropy: all directions have zero variance")
+    r = min(int((lam > floor * lam[0]).sum()), n - 1)
+    lam = lam[:r]
+    log_det = float(np.log(lam).sum()) - 2.0 * offset
+    plugin = 0.5 * (r * math.log(2.0 * math.pi * math.e) + log_det)
+    corrected = plugin - 0.5 * log_det_bias(r, n)
+    std = 0.5 * math.sqrt(log_det_variance(r, n)) / unit
+    z = float(special.ndtri(0.5 + 0.5 * confidence))
+    H = corrected / unit
+    return EntropyResult(entropy=H, entropy_plugin=plugin / unit, ci=(H - z * std, H + z * std), std=std,
+                         base=str(base), rank=r, n=n, knn=None, confidence=confidence, ci_method="gaussian",
+                         whitened=whitener is not None)
+
+
+def entropy_summary(inputs, opts: EngineOptions, *, base: str = "e", whitener=None):
+    """:func:`entropy_from_moments` of INPUTs' merged moments (moments files or embeddings)."""
+    part = compute_moments(inputs, opts)
+    return entropy_from_moments(part, base=base, whitener=whitener)
+
+
+def iter_scores(inputs, opts: EngineOptions, whitener, *, drop_nonfinite: bool = False):
+    """``(shard_path, ids, columns)`` per piece, in input order, scored on ``opts.engine``."""
+    shards, pieces = plan(inputs, opts)
+    for s in shards:
+        if s.dim != whitener.n_features_:
+            raise InputError(f"{s.path}: rows have dimension {s.dim}, the whitener expects {whitener.n_features_}")
+    kw = dict(drop_nonfinite=drop_nonfinite, chunk_rows=opts.chunk_rows)
+    if runs_here(opts, pieces):
+        for p in pieces:
+            yield (p.shard.path, *piece_scores(p, whitener, **kw))
+        return
+    with dask_client(opts) as client:
+        [wh] = client.scatter([whitener], broadcast=True)
+        futures = client.map(piece_scores, pieces, [wh] * len(pieces), pure=False, one_thread=True, **kw)
+        for p, f in zip(pieces, futures):
+            ids, cols = f.result()
+            f.release()
+            yield p.shard.path, ids, cols
+
+
+def write_scores(inputs, opts: EngineOptions, whitener, *, output, format_rows: Callable, header: str,
+                 suffix: str, drop_nonfinite: bool = False, stdout=None) -> int:
+    """Score INPUTs and write rows in input order: to ``stdout``, to one file (atomically), or, when
+    ``output`` is a directory (exists, or ends with ``/``), one file per shard ``DIR/<shard>.<suffix>``.
+    ``format_rows(ids, cols)`` renders a chunk. Returns the number of rows written."""
+
+    from whitenclip.stores import atomic_write
+
+    out_dir = output is not None and (str(output).endswith(os.sep) or Path(output).is_dir())
+    rows = 0
+    if not out_dir:
+        with contextlib.ExitStack() as stack:
+            if output is None or str(output) == "-":
+                sink = stdout or sys.stdout
+            else:
+                sink = stack.enter_context(atomic_write(output, "w"))
+            sink.write(header)
+            for _, ids, cols in iter_scores(inputs, opts, whitener, drop_nonfinite=drop_nonfinite):
+                sink.write(format_rows(ids, cols))
+                rows += len(ids)
+        return rows
+    Path(output).mkdir(parents=True, exist_ok=True)
+    current, stack = None, contextlib.ExitStack()
+    try:
+        for path, ids, cols in iter_scores(inputs, opts, whitener, drop_nonfinite=drop_nonfinite):
+            if path != current:
+                stack.close()
+                stack = contextlib.ExitStack()
+                sink = stack.enter_context(atomic_write(Path(output) / f"{Path(path).stem}.{suffix}", "w"))
+                sink.write(header)
+                current = path
+            sink.write(format_rows(ids, cols))
+            rows += len(ids)
+    except BaseException:
+        stack.__exit__(*sys.exc_info())
+        raise
+    stack.close()
+    for shard in plan(inputs, opts)[0]:
+        if shard.n_rows == 0:  # an empty shard still gets its (header-only) file
+            with atomic_write(Path(output) / f"{Path(shard.path).stem}.{suffix}", "w") as fh:
+                fh.write(header)
+    return rows
+
+
+def gather_rows(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False) -> np.ndarray:
+    """Every row of INPUTs in input order, (n, d) float64, read piece by piece on ``opts.engine``
+    (for whole-sample statistics such as the Gaussianity report: equal to reading them locally)."""
+    _, pieces = plan(inputs, opts)
+    kw = dict(drop_nonfinite=drop_nonfinite, chunk_rows=opts.chunk_rows)
+    if runs_here(opts, pieces):
+        parts = [piece_rows(p, **kw) for p in pieces]
+    else:
+        with dask_client(opts) as client:
+            parts = client.gather(client.map(piece_rows, pieces, pure=False, **kw))
+    parts = [X for X in parts if X.shape[0]]
+    if not parts:
+        raise InputError(f"{', '.join(map(str, inputs))}: no usable rows")
+    return np.concatenate(parts)

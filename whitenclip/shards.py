@@ -1,0 +1,421 @@
+"""Sharded embeddings: find the shards, plan pieces from headers, read a piece's byte range.
+
+A *shard* is one file of rows (``.npy``, ``.safetensors``, a store's ``shard-NNNNN.npy``, a
+clip-retrieval ``img_emb_N.npy``); a *piece* is a run of at most ``piece_rows`` consecutive rows
+of one shard, i.e. one byte range ``[byte_start, byte_stop)`` of one file (a piece never
+crosses a file boundary). Planning reads headers only; a piece's task reads just its range.
+
+Accepted INPUTs (see :func:`discover_shards`), in a stable order:
+
+* files: ``.npy`` (2-D, C order, float16/32/64) and ``.safetensors`` (tensor ``embeddings`` or
+  the only tensor; optional ``ids`` list in the header metadata); other embeddings files
+  (``.npz``, text vectors) become one whole-file piece read by :mod:`whitenclip.stores`;
+* glob patterns (``img_emb/*.npy``), expanded here in natural order (``_2`` before ``_10``);
+* directories: a whitenclip store (``meta.json`` + shards), a clip-retrieval embeddings folder
+  (``img_emb/`` or ``text_emb/``, with ``metadata/metadata_N.parquet`` giving row ids when
+  pyarrow is installed: ``pip install whitenclip[parquet]``), or a folder of ``.npy`` /
+  ``.safetensors`` shards.
+
+Every check that needs no data happens at planning: dimension agreement, dtype, truncated
+files (size smaller than the header promises, naming the first missing row).
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from whitenclip.config import CHUNK_ROWS
+from whitenclip.errors import InputError
+
+PIECE_ROWS = 1 << 20
+"""Rows per piece (one task of the engine), about 1M: 3 GB of float32 rows at d = 768."""
+
+_FLOATS = ("float16", "float32", "float64")
+_ST_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
+_STORE_SHARD = re.compile(r"^shard-(\d{5,})\.npy$")
+_CLIP_EMB = re.compile(r"^(img|text)_emb_(\d+)\.npy$")
+_ID_COLUMNS = ("key", "image_path", "url", "caption")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """One file of rows, described from its header.
+
+    ``offset`` is the byte where row 0 starts; rows are C-ordered ``dtype`` of ``dim`` values.
+    ``kind`` is ``raw`` (byte ranges readable here) or ``whole`` (read through
+    :func:`whitenclip.stores.open_embeddings`, one piece). ``ids`` says where row ids come
+    from: ``("json", path)``, ``("parquet", path, column)``, ``("header", path)`` or None
+    (row index in the file).
+    """
+
+    path: str
+    n_rows: int
+    dim: int
+    dtype: str
+    offset: int = 0
+    kind: str = "raw"
+    ids: tuple | None = None
+    meta: dict = field(default_factory=dict, compare=False, hash=False)
+
+    @property
+    def row_bytes(self) -> int:
+        return self.dim * np.dtype(self.dtype).itemsize
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Rows ``[start, stop)`` of one shard (bytes ``[byte_start, byte_stop)``); ``index`` is the
+    piece's place in the whole plan (the merge order)."""
+
+    shard: Shard
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.stop - self.start
+
+    @property
+    def byte_start(self) -> int:
+        return self.shard.offset + self.start * self.shard.row_bytes
+
+    @property
+    def byte_stop(self) -> int:
+        return self.shard.offset + self.stop * self.shard.row_bytes
+
+    def key(self, *extra) -> str:
+        """Identity of the piece's bytes (path, size, mtime, range) plus ``extra`` settings:
+        names its saved moments in ``--moments-dir``."""
+        st = os.stat(self.shard.path)
+        raw = json.dumps([os.path.abspath(self.shard.path), st.st_size, st.st_mtime_ns, self.start, self.stop,
+                          self.shard.dtype, self.shard.dim, *map(str, extra)])
+        return hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
+
+    def __str__(self) -> str:
+        return f"{self.shard.path}[{self.start}:{self.stop}]"
+
+
+# ---------------------------------------------------------------------------------------
+# discovery
+# ---------------------------------------------------------------------------------------
+def natural_key(path: str):
+    """Sort key putting ``img_emb_2.npy`` before ``img_emb_10.npy``."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", str(path))]
+
+
+def is_glob(text: str) -> bool:
+    return any(c in str(text) for c in "*?[") and not Path(text).exists()
+
+
+def discover_shards(inputs) -> list[Shard]:
+    """The shards behind a command's INPUTs, in order (see module doc); all share one dimension.
+
+    >>> discover_shards([])
+    Traceback (most recent call last):
+    ...
+    whitenclip.errors.InputError: no INPUT given
+    """
+    inputs = [str(p) for p in inputs]
+    if not inputs:
+        raise InputError("no INPUT given")
+    shards: list[Shard] = []
+    for text in inputs:
+        if text == "-":
+            raise InputError("-: standard input cannot be split into pieces; use --engine local")
+        if is_glob(text):
+            matches = sorted(glob.glob(text), key=natural_key)
+            if not matches:
+                raise InputError(f"{text}: pattern matches no file")
+            shards += [_file_shard(Path(m)) for m in matches if Path(m).is_file()]
+        elif Path(text).is_dir():
+            shards += _directory_shards(Path(text))
+        else:
+            shards.append(_file_shard(Path(text)))
+    dim = None
+    for s in shards:
+        if dim is not None and s.dim != dim:
+            raise InputError(f"{s.path}: rows have dimension {s.dim}, but earlier shards have {dim}")
+        dim = s.dim
+    if not shards:
+        raise InputError(f"{', '.join(inputs)}: no shards found")
+    return shards
+
+
+def _file_shard(p: Path, *, ids=None, meta=None) -> Shard:
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if not p.is_file():
+        raise InputError(f"{p}: not a regular file")
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        shard = _npy_shard(p, ids=ids, meta=meta)
+    elif suffix == ".safetensors":
+        shard = _safetensors_shard(p, meta=meta)
+    else:
+        from whitenclip.stores import open_embeddings
+
+        src = open_embeddings(p)  # .npz / text vectors: one whole-file piece
+        return Shard(str(p), src.n_rows, src.dim, src.dtype, 0, "whole", None, {**src.meta, **(meta or {})})
+    _check_size(shard)
+    return shard
+
+
+def _npy_shard(p: Path, *, ids=None, meta=None) -> Shard:
+    from numpy.lib import format as npf
+
+    try:
+        with open(p, "rb") as fh:
+            version = npf.read_magic(fh)
+            read = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(version)
+            if read is None:
+                raise ValueError(f"unsupported .npy version {version}")
+            shape, fortran, dtype = read(fh)
+            offset = fh.tell()
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable .npy file ({' '.join(str(exc).split())})") from None
+    if dtype.hasobject:
+        raise InputError(f"{p}: object arrays are never unpickled")
+    if len(shape) != 2:
+        raise InputError(f"{p}: expected a 2-D array (n_rows, dim), got shape {tuple(shape)}")
+    if fortran and shape[0] > 1 and shape[1] > 1:
+        raise InputError(f"{p}: Fortran-ordered arrays cannot be read by row ranges; save it C-ordered")
+    if dtype.name not in _FLOATS:
+        raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {dtype}")
+    if shape[1] == 0:
+        raise InputError(f"{p}: rows have zero dimensions")
+    return Shard(str(p), int(shape[0]), int(shape[1]), dtype.str, offset, "raw", ids, dict(meta or {}))
+
+
+def _safetensors_shard(p: Path, *, meta=None) -> Shard:
+    try:
+        with open(p, "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            if size > 100 << 20:
+                raise ValueError("header larger than 100 MB")
+            header = json.loads(fh.read(size))
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable .safetensors file ({' '.join(str(exc).split())})") from None
+    info = dict(header.pop("__metadata__", None) or {})
+    if info.get("format") in ("whitenclip-whitener", "whitenclip-moments"):
+        raise InputError(f"{p}: this is a {info['format'][11:]} artifact, not embeddings")
+    key = "embeddings" if "embeddings" in header else (next(iter(header)) if len(header) == 1 else None)
+    if key is None:
+        raise InputError(f"{p}: .safetensors must hold a tensor named 'embeddings' (found {sorted(header)})")
+    t = header[key]
+    dtype = _ST_DTYPES.get(t.get("dtype"))
+    if dtype is None:
+        raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {t.get('dtype')}")
+    shape = t.get("shape", [])
+    if len(shape) != 2 or shape[1] == 0:
+        raise InputError(f"{p}: expected a 2-D array (n_rows, dim), got shape {tuple(shape)}")
+    ids = ("header", str(p)) if "ids" in info else None
+    decoded = {}
+    for k in ("encoder", "modality", "normalized"):
+        if k in info:
+            try:
+                decoded[k] = json.loads(info[k])
+            except ValueError:
+                decoded[k] = info[k]
+    offset = 8 + size + int(t["data_offsets"][0])
+    return Shard(str(p), int(shape[0]), int(shape[1]), np.dtype(dtype).newbyteorder("<").str, offset, "raw", ids,
+                 {**decoded, **(meta or {})})
+
+
+def _check_size(s: Shard) -> None:
+    need = s.offset + s.n_rows * s.row_bytes
+    have = os.path.getsize(s.path)
+    if have < need:
+        row = max(0, (have - s.offset) // s.row_bytes)
+        raise InputError(f"{s.path}: truncated at row {row}: the header promises {s.n_rows} rows x {s.dim} "
+                         f"({need} bytes), the file holds {have} bytes")
+
+
+def _directory_shards(d: Path) -> list[Shard]:
+    if (d / "meta.json").is_file():
+        return _store_shards(d)
+    subdirs = [d / name for name in ("img_emb", "text_emb") if (d / name).is_dir()]
+    if len(subdirs) > 1:
+        raise InputError(f"{d}: holds both img_emb/ and text_emb/; name the one to read ({subdirs[0]})")
+    if subdirs:
+        return _clip_retrieval_shards(subdirs[0], d / "metadata")
+    if any(_CLIP_EMB.match(p.name) for p in d.iterdir()):
+        return _clip_retrieval_shards(d, d.parent / "metadata")
+    files = sorted((p for p in d.iterdir() if p.suffix.lower() in (".npy", ".safetensors") and p.is_file()),
+                   key=lambda p: natural_key(p.name))
+    if not files:
+        raise InputError(f"{d}: no .npy or .safetensors shards in this directory")
+    return [_file_shard(p) for p in files]
+
+
+def _store_shards(d: Path) -> list[Shard]:
+    try:
+        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise InputError(f"{d / 'meta.json'}: not valid JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != "whitenclip-store":
+        raise InputError(f"{d / 'meta.json'}: not a whitenclip store")
+    info = {k: meta[k] for k in ("encoder", "modality", "normalized") if k in meta}
+    out = []
+    for p in sorted(d.iterdir(), key=lambda p: natural_key(p.name)):
+        ids = p.with_name(p.name[:-4] + ".ids.json")
+        if _STORE_SHARD.match(p.name) and ids.is_file():  # the .npy commits a shard
+            out.append(_file_shard(p, ids=("json", str(ids)), meta=info))
+    return out
+
+
+def _clip_retrieval_shards(emb_dir: Path, meta_dir: Path) -> list[Shard]:
+    found = sorted(((int(m.group(2)), m.group(1), p) for p in emb_dir.iterdir() if (m := _CLIP_EMB.match(p.name))))
+    if not found:
+        raise InputError(f"{emb_dir}: no img_emb_N.npy / text_emb_N.npy files")
+    out = []
+    for index, kind, p in found:
+        ids = None
+        parquet = meta_dir / f"metadata_{index}.parquet"
+        if parquet.is_file():
+            ids = _parquet_ids(parquet)
+        meta = {"modality": "image" if kind == "img" else "text"}
+        shard = _file_shard(p, ids=ids, meta=meta)
+        if ids is not None and _parquet_rows(parquet) != shard.n_rows:
+            raise InputError(f"{parquet}: {_parquet_rows(parquet)} metadata rows for {shard.n_rows} embeddings in {p}")
+        out.append(shard)
+    return out
+
+
+def _parquet_ids(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:  # ids are optional: fall back to row indices
+        return None
+    names = pq.ParquetFile(path).schema_arrow.names
+    col = next((c for c in _ID_COLUMNS if c in names), None)
+    return ("parquet", str(path), col) if col else None
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+# ---------------------------------------------------------------------------------------
+# planning
+# ---------------------------------------------------------------------------------------
+def plan_pieces(shards, piece_rows: int = PIECE_ROWS) -> list[Piece]:
+    """Cut each shard into pieces of at most ``piece_rows`` rows (0-row shards give none).
+
+    >>> s = Shard("a.npy", 5, 2, "<f4", 128)
+    >>> [(p.start, p.stop, p.byte_start) for p in plan_pieces([s], 2)]
+    [(0, 2, 128), (2, 4, 144), (4, 5, 160)]
+    """
+    if int(piece_rows) < 1:
+        raise InputError(f"piece rows must be >= 1, got {piece_rows}")
+    pieces = []
+    for s in shards:
+        step = s.n_rows if s.kind == "whole" else int(piece_rows)
+        for lo in range(0, s.n_rows, max(step, 1)):
+            pieces.append(Piece(s, len(pieces), lo, min(lo + step, s.n_rows)))
+    return pieces
+
+
+# ---------------------------------------------------------------------------------------
+# reading a piece
+# ---------------------------------------------------------------------------------------
+def iter_piece_rows(piece: Piece, chunk_rows: int = CHUNK_ROWS, *, digest=None) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(first_row, X)`` chunks of the piece, X float64 of shape (m <= chunk_rows, d).
+
+    Reads only the piece's byte range, ``chunk_rows`` rows at a time (plain reads, no memory
+    map); ``digest`` (a hashlib object) is updated with the raw bytes. A short read raises
+    :class:`InputError` naming the shard and row.
+    """
+    s = piece.shard
+    if s.kind == "whole":
+        from whitenclip.stores import open_embeddings
+
+        row = 0
+        for _, X in open_embeddings(s.path).iter_chunks(chunk_rows):
+            if digest is not None:
+                digest.update(np.ascontiguousarray(X).tobytes())
+            yield row, X
+            row += X.shape[0]
+        return
+    dtype = np.dtype(s.dtype)
+    with open(s.path, "rb") as fh:
+        fh.seek(piece.byte_start)
+        for lo in range(piece.start, piece.stop, chunk_rows):
+            hi = min(lo + chunk_rows, piece.stop)
+            buf = np.empty((hi - lo) * s.dim, dtype=dtype)
+            got = fh.readinto(memoryview(buf).cast("B"))
+            if got != buf.nbytes:
+                raise InputError(f"{s.path}: truncated at row {lo + got // s.row_bytes} "
+                                 f"(expected {s.n_rows} rows)")
+            if digest is not None:
+                digest.update(memoryview(buf).cast("B"))
+            yield lo, buf.reshape(hi - lo, s.dim).astype(np.float64)
+
+
+def finite_piece_rows(piece: Piece, chunk_rows: int = CHUNK_ROWS, *, drop_nonfinite: bool = False,
+                      digest=None, dropped: list | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Like :func:`iter_piece_rows` but yields ``(first_row, X, kept)`` with every row of X finite.
+
+    A NaN/inf row raises :class:`InputError` naming the shard and the row (its index in the
+    file), unless ``drop_nonfinite``: then it is skipped and counted in ``dropped[0]``; ``kept``
+    is the boolean mask of the chunk's rows kept.
+    """
+    for lo, X in iter_piece_rows(piece, chunk_rows, digest=digest):
+        ok = np.isfinite(X).all(axis=1)
+        if not ok.all():
+            if not drop_nonfinite:
+                raise InputError(f"{piece.shard.path}: row {lo + int(np.flatnonzero(~ok)[0])} holds NaN or inf "
+                                 "(use --drop-nonfinite to skip such rows)")
+            if dropped is not None:
+                dropped[0] += int((~ok).sum())
+            X = X[ok]
+        yield lo, X, ok
+
+
+def piece_ids(piece: Piece) -> list[str]:
+    """Row ids of the piece: from the store's ids file, the safetensors header, the clip-retrieval
+    parquet column, or the row index in the file."""
+    src = piece.shard.ids
+    if src is None:
+        if piece.shard.kind == "whole":
+            from whitenclip.stores import open_embeddings
+
+            return [i for ids, _ in open_embeddings(piece.shard.path).iter_chunks() for i in ids]
+        return [str(i) for i in range(piece.start, piece.stop)]
+    if src[0] == "json":
+        ids = json.loads(Path(src[1]).read_text(encoding="utf-8"))["ids"]
+    elif src[0] == "header":
+        with open(src[1], "rb") as fh:
+            (size,) = struct.unpack("<Q", fh.read(8))
+            ids = json.loads(json.loads(fh.read(size))["__metadata__"]["ids"])
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(src[1], columns=[src[2]])
+        return [str(v) for v in table.column(0).slice(piece.start, piece.n_rows).to_pylist()]
+    if len(ids) != piece.shard.n_rows:
+        raise InputError(f"{src[1]}: {len(ids)} ids for {piece.shard.n_rows} rows of {piece.shard.path}")
+    return [str(v) for v in ids[piece.start:piece.stop]]
+
+
+def shard_meta(shards) -> dict:
+    """Encoder / modality / normalisation that all shards agree on (None where unknown)."""
+    meta = {}
+    for key in ("encoder", "modality", "normalized"):
+        values = {json.dumps(s.meta.get(key)) for s in shards if s.meta.get(key) is not None}
+        if len(values) > 1:
+            raise InputError(f"shards disagree on {key}: {', '.join(sorted(values))}")
+        meta[key] = json.loads(values.pop()) if values else None
+    return meta
