@@ -447,14 +447,18 @@ def score(
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling predictive)."""
     from whitenclip.likelihood import CalibrationWarning
     from whitenclip.likelihood import score as score_rows
-    from whitenclip.outputs import check_output_file
+    from whitenclip.outputs import check_output_dir, check_output_file
     from whitenclip.stores import RowStats, iter_rows
 
-    if output is not None and str(output) != "-":
-        check_output_file(output, inputs=[*inputs, whitener])
-    wh = _load_whitener(whitener)
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows)
-    if eng.handles(inputs):  # rows in input order; -o DIR (an existing directory): one file per shard
+    sharded = eng.handles(inputs)
+    if output is not None and str(output) != "-":
+        if sharded and output.is_dir():  # one output file per shard
+            check_output_dir(output, inputs=[*inputs, whitener])
+        else:
+            check_output_file(output, inputs=[*inputs, whitener])
+    wh = _load_whitener(whitener)
+    if sharded:  # rows in input order; -o DIR (an existing directory): one file per shard
         from whitenclip.engine import write_scores
 
         n_rows = write_scores(inputs, eng, wh, output=output, header=_header(fmt.value), suffix=fmt.value,
