@@ -6,6 +6,9 @@ open_clip runs with a tiny random-init architecture (``wc-tiny``: ViT width 64, 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -290,3 +293,171 @@ def test_minilm_equals_model_card_pooling(minilm):
     np.testing.assert_allclose(minilm.encode(CAPTIONS, modality="text", batch_size=3), ref, atol=1e-5)
     raw = load_encoder("minilm", normalize=False).encode(CAPTIONS, modality="text")
     np.testing.assert_allclose(raw, pooled.numpy(), atol=1e-5 * float(np.abs(pooled.numpy()).max()))
+
+
+# --------------------------------------------------------------------------- exact chunks
+
+
+def test_chunk_sizes_are_exact(tiny, image_dir, monkeypatch):
+    """``--shard-items 5`` gives chunks of 5 items, not 5 rounded up to whole batches."""
+    caps = CAPTIONS + CAPTIONS[:4]  # 11 texts
+    chunks = list(embed_items(tiny, caps, modality="text", batch_size=2, chunk_size=5))
+    assert [(len(c[0]), c[2]) for c in chunks] == [(5, 5), (5, 10), (1, 11)]
+    np.testing.assert_allclose(np.concatenate([c[1] for c in chunks]), tiny.encode(caps, modality="text"),
+                               rtol=1e-5, atol=1e-5)
+    paths = _images(image_dir)
+    ref = tiny.encode(paths, modality="image")
+    for workers in (0, 2):
+        chunks = list(embed_items(tiny, paths, modality="image", batch_size=2, chunk_size=5, num_workers=workers))
+        assert [(c[0], c[2]) for c in chunks] == [(paths[0:5], 5), (paths[5:10], 10), (paths[10:], 11)]
+        np.testing.assert_allclose(np.concatenate([c[1] for c in chunks]), ref, rtol=1e-4, atol=1e-5)
+    # resume mid-chunk: chunks are counted from start_item
+    assert [c[2] for c in embed_items(tiny, paths, modality="image", batch_size=3, chunk_size=4, start_item=2)] == [
+        6, 10, 11]
+    # the default comes from whitenclip.config.SHARD_ITEMS
+    from whitenclip import config
+
+    monkeypatch.setitem(config.SHARD_ITEMS, "text", 3)
+    monkeypatch.setitem(config.SHARD_ITEMS, "image", 4)
+    assert [c[2] for c in embed_items(tiny, CAPTIONS, modality="text", batch_size=2)] == [3, 6, 7]
+    assert [c[2] for c in embed_items(tiny, paths, modality="image", batch_size=3)] == [4, 8, 11]
+    with pytest.raises(ValueError, match="chunk_size"):
+        list(embed_items(tiny, paths, modality="image", chunk_size=-1))
+
+
+def test_image_plan_never_straddles():
+    from whitenclip.encoders import _image_plan
+
+    plan = _image_plan(3, 40, chunk=10, batch_size=4, piece=3)
+    flat = [i for idx, _, _ in plan for i in idx]
+    assert flat == list(range(37))
+    assert [3 + idx[-1] + 1 for idx, _, end_chunk in plan if end_chunk] == [13, 23, 33, 40]
+    sizes, cur = [], 0
+    for idx, end_batch, _ in plan:
+        assert len(idx) <= 3
+        cur += len(idx)
+        if end_batch:
+            sizes.append(cur)
+            cur = 0
+    assert sizes == [4, 4, 2] * 3 + [4, 3]
+
+
+# --------------------------------------------------------------------------- registry and plugins
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture
+def toy_plugin(monkeypatch):
+    """The toy encoder 'installed': tests/plugins holds its package and a dist-info with the entry point."""
+    from whitenclip import encoders
+
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.delitem(encoders._REGISTRY, "toy", raising=False)
+    yield
+    encoders._REGISTRY.pop("toy", None)
+    sys.modules.pop("whitenclip_toy", None)
+
+
+def test_entry_point_plugin_loads_through_registry(toy_plugin, image_dir):
+    from importlib.metadata import entry_points
+
+    from whitenclip.encoders import available_encoders
+
+    assert [ep.value for ep in entry_points(group="whitenclip.encoders") if ep.name == "toy"] == [
+        "whitenclip_toy:ToyEncoder"]
+    assert {"openclip", "minilm", "toy"} <= set(available_encoders())
+    assert "whitenclip_toy" not in sys.modules  # listed, not imported
+    assert str(parse_spec("toy:2")) == "toy:2.0" and parse_spec("toy").arch is None
+    with pytest.raises(InputError, match="toy:SCALE needs a number"):
+        parse_spec("toy:big")
+
+    enc = load_encoder("toy:2", normalize=False)
+    import whitenclip_toy
+
+    assert type(enc).__name__ == "ToyEncoder" and type(enc).name == "toy" and whitenclip_toy.LOADS[-1] == "toy:2.0"
+    texts = ["A cat.", "two dogs bark", "Banana", "a a a.", "x"]
+    ids, X = embed(enc, texts, modality="text", chunk_size=3)
+    expect = 2 * np.array([whitenclip_toy.text_features(s) for s in texts])
+    assert ids == texts and X.dtype == np.float32
+    np.testing.assert_array_equal(X, expect)
+    assert enc.meta("text") == {"encoder": "toy:2.0", "modality": "text", "normalized": False, "dim": 4}
+
+    unit = encoder_from_meta({"encoder": "toy:2.0", "normalized": True})
+    np.testing.assert_allclose(unit.encode(texts, modality="text"),
+                               expect / np.linalg.norm(expect, axis=1, keepdims=True), rtol=1e-6)
+    # images: decode workers (uint8 hand-over through its Compose), assembled batches
+    paths = _images(image_dir)
+    ids, Y = embed(enc, paths, modality="image", batch_size=3, num_workers=2, chunk_size=4)
+    px = torch.stack([enc.image_transform(Image.open(p).convert("RGB")) for p in paths]).double()
+    rgb = px.mean(dim=(2, 3)).numpy()
+    assert ids == paths
+    np.testing.assert_allclose(Y, 2 * np.c_[rgb, rgb.mean(1)], rtol=1e-5, atol=1e-6)
+
+
+def test_register_encoder_in_process_and_errors(monkeypatch, tmp_path):
+    from whitenclip import encoders
+    from whitenclip.encoders import Encoder, register_encoder
+
+    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
+    monkeypatch.setattr(encoders, "_ALIASES", dict(encoders._ALIASES))
+
+    @register_encoder("ones", aliases=("all-ones",))
+    class Ones(Encoder):
+        modalities = ("text",)
+
+        def __init__(self, spec, *, normalize, device, precision):
+            super().__init__(spec, normalize=normalize, device=device, precision=precision)
+            self.dim = 3
+
+        def embed_batch(self, batch, modality):
+            return torch.ones(len(batch), 3, dtype=torch.float16)
+
+    enc = load_encoder("ALL-ONES", normalize=True)
+    assert enc.spec == "ones" and isinstance(enc, Ones)
+    np.testing.assert_allclose(enc.encode(["a", "b"], modality="text"), np.full((2, 3), 3 ** -0.5), rtol=1e-6)
+    with pytest.raises(InputError, match="ones embeds text only, not image"):
+        enc.check_modality("image")
+    with pytest.raises(TypeError):
+        register_encoder("bad")(object)
+    with pytest.raises(ValueError):
+        register_encoder("a:b")
+
+    class Wrong(Ones):
+        def embed_batch(self, batch, modality):
+            return np.ones((len(batch), 5))
+
+    register_encoder("wrong")(Wrong)
+    with pytest.raises(WhitenclipError, match=r"returned features of shape \(2, 5\), expected \(m, 3\)"):
+        load_encoder("wrong").encode(["a", "b"], modality="text")
+
+    with pytest.raises(TypeError):  # embed_batch is abstract
+        type("NoEmbed", (Encoder,), {"modalities": ("text",)})(parse_spec("minilm"), normalize=False,
+                                                                 device=torch.device("cpu"), precision="fp32")
+    with pytest.raises(InputError, match=r"unknown encoder spec 'nosuch:x'.*minilm.*openclip"):
+        load_encoder("nosuch:x")
+
+    # installed plugins that are broken: one line naming the entry point
+    dist = tmp_path / "broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[whitenclip.encoders]\nbroken = wc_broken_mod:X\nnotenc = json:dumps\n")
+    (tmp_path / "wc_broken_mod.py").write_text("raise ImportError('needs a GPU library')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(WhitenclipError, match=r"encoder plugin 'broken' \(wc_broken_mod:X\) failed to import: "
+                                              r"needs a GPU library$"):
+        load_encoder("broken")
+    with pytest.raises(WhitenclipError, match="plugin 'notenc' .* is not a whitenclip.encoders.Encoder subclass"):
+        load_encoder("notenc")
+
+
+def test_no_private_encoder_methods_used_outside():
+    """Other modules use only the public encoder API (embed_batch etc. are called by encoders.py alone)."""
+    import re
+
+    pkg = Path(__file__).resolve().parents[1] / "whitenclip"
+    for path in pkg.rglob("*.py"):
+        if path.name == "encoders.py":
+            continue
+        text = path.read_text()
+        assert not re.search(r"\.(_encode_\w+|_text_chunk|_finish|embed_batch)\(", text), path
