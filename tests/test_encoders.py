@@ -6,6 +6,7 @@ open_clip runs with a tiny random-init architecture (``wc-tiny``: ViT width 64, 
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -461,3 +462,212 @@ def test_no_private_encoder_methods_used_outside():
             continue
         text = path.read_text()
         assert not re.search(r"\.(_encode_\w+|_text_chunk|_finish|embed_batch)\(", text), path
+
+
+# --------------------------------------------------------------------------- pretrained tags: cache, network, activation
+
+B32_REPO = "timm/vit_base_patch32_clip_224.openai"  # the hub repo open_clip names for ViT-B-32/openai
+REPO_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
+
+
+def _use_hub(monkeypatch, home: Path, *, offline: bool) -> None:
+    """Point huggingface_hub at ``home`` (as HF_HOME / HF_HUB_OFFLINE would at start-up)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+
+
+def _no_network(monkeypatch):
+    from whitenclip import encoders
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was consulted")
+
+    monkeypatch.setattr(encoders, "probe_network", refuse)
+    import open_clip.pretrained
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", refuse)
+
+
+@pytest.fixture(scope="module")
+def seeded_hf_home(tmp_path_factory):
+    """An HF_HOME whose hub cache holds random ViT-B-32 weights where open_clip looks for ``openai``:
+    ``hub/models--timm--vit_base_patch32_clip_224.openai/{refs/main, snapshots/<rev>/open_clip_model.safetensors}``."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in open_clip.create_model("ViT-B-32", device="meta").state_dict().items()}
+    g = torch.Generator().manual_seed(0)
+    state = {k: (torch.ones(s) if ".ln" in k and k.endswith(".weight") or k.startswith("ln_") and k.endswith("weight")
+                 else 0.05 * torch.randn(s, generator=g)).to(torch.float16) for k, s in shapes.items()}
+    home = tmp_path_factory.mktemp("hf_home")
+    repo = home / "hub" / ("models--" + B32_REPO.replace("/", "--"))
+    rev = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "snapshots" / rev).mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(rev)
+    save_file(state, str(repo / "snapshots" / rev / "open_clip_model.safetensors"))
+    return home
+
+
+def test_default_image_model_through_the_real_tag_path(seeded_hf_home, monkeypatch):
+    """``openclip:ViT-B-32/openai`` (the default image model) offline from a seeded HF_HOME: loads the
+    cached file with the tag's preprocessing and QuickGELU, equal to open_clip's tag path forced to
+    QuickGELU; open_clip's plain tag path (GELU) would give different embeddings."""
+    import open_clip
+    from open_clip.transformer import QuickGELU
+
+    _use_hub(monkeypatch, seeded_hf_home, offline=True)
+    _no_network(monkeypatch)
+    enc = load_encoder("openclip:ViT-B-32/openai", device="cpu")
+    assert enc.spec == "openclip:ViT-B-32/openai" and enc.dim == 512
+    assert enc.meta("image") == {"encoder": "openclip:ViT-B-32/openai", "modality": "image", "normalized": False,
+                                 "dim": 512, "activation": "quick_gelu"}
+    assert sum(isinstance(m, QuickGELU) for m in enc.model.modules()) == 24  # 12 vision + 12 text blocks
+    paths = sorted(str(p) for p in REPO_IMAGES.iterdir())[:4]
+    ids, X = embed(enc, paths, modality="image", num_workers=0)
+    assert ids == paths and X.shape == (4, 512) and np.isfinite(X).all()
+
+    monkeypatch.undo()  # open_clip's own tag path (it checks the hub for updates unless offline)
+    _use_hub(monkeypatch, seeded_hf_home, offline=True)
+    ref_model, _, pre = open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai", force_quick_gelu=True)
+    assert repr(pre) == repr(enc.image_transform)
+    px = torch.stack([pre(Image.open(p).convert("RGB")) for p in paths])
+    with torch.inference_mode():
+        ref = ref_model.eval().encode_image(px).numpy()
+        np.testing.assert_allclose(X, ref, rtol=1e-4, atol=1e-5)
+        for mod in list(ref_model.modules()):
+            for name, child in mod.named_children():
+                if isinstance(child, QuickGELU):
+                    setattr(mod, name, torch.nn.GELU())
+        gelu = ref_model.encode_image(px).numpy()
+    assert np.abs(gelu - X).max() > 100 * np.abs(ref - X).max() + 1e-4
+
+
+def test_cached_weights_skip_the_network_even_online(seeded_hf_home, monkeypatch):
+    import open_clip
+
+    from whitenclip.encoders import _pretrained_checkpoint
+
+    _use_hub(monkeypatch, seeded_hf_home, offline=False)
+    _no_network(monkeypatch)
+    path = _pretrained_checkpoint("openclip:ViT-B-32/openai", open_clip.get_pretrained_cfg("ViT-B-32", "openai"))
+    assert path.startswith(str(seeded_hf_home)) and path.endswith("open_clip_model.safetensors")
+
+
+def test_uncached_weights_without_network_fail_fast_in_one_line(tmp_path, monkeypatch, capfd, caplog):
+    """No network, nothing cached: one complete line naming the model, the cause and the offline
+    choices, after a single probe; no hub log lines (issue 8 section 3)."""
+    import open_clip.pretrained
+
+    from whitenclip import encoders
+
+    _use_hub(monkeypatch, tmp_path / "empty_home", offline=False)
+    probes = []
+
+    def no_dns(url, timeout=encoders.NET_PROBE_TIMEOUT):
+        probes.append((url, timeout))
+        return "Name or service not known"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("download attempted without network")
+
+    monkeypatch.setattr(encoders, "probe_network", no_dns)
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", refuse)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(WhitenclipError) as info:
+        load_encoder("openclip:ViT-B-32/openai", device="cpu")
+    msg = str(info.value)
+    assert msg == (f"cannot load openclip:ViT-B-32/openai: hub repo {B32_REPO} is not cached ({tmp_path}/empty_home/hub)"
+                   " and huggingface.co cannot be reached (Name or service not known); offline choices: a local "
+                   "checkpoint openclip:ARCH@/path/to/weights.safetensors (ARCH-quickgelu for OpenAI weights) or the "
+                   "text model 'minilm'")
+    assert probes == [("https://huggingface.co", encoders.NET_PROBE_TIMEOUT)]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub") or r.name == "root"]
+
+    # HF_HUB_OFFLINE: no probe at all, and the message says why
+    _use_hub(monkeypatch, tmp_path / "empty_home", offline=True)
+    with pytest.raises(WhitenclipError, match=r"^cannot load openclip:ViT-L-14/openai: hub repo .* is not in the "
+                                              r"Hugging Face cache .* and HF_HUB_OFFLINE is set; offline choices.*minilm'$"):
+        load_encoder("openclip:ViT-L-14/openai", device="cpu")
+    assert len(probes) == 1
+    with pytest.raises(WhitenclipError, match=r"^cannot load openclip:hf-hub:org/repo: hub repo org/repo .*HF_HUB_OFFLINE"):
+        load_encoder("openclip:hf-hub:org/repo", device="cpu")
+
+    # network up but the download fails: still one line, the cause not cut mid-word
+    _use_hub(monkeypatch, tmp_path / "empty_home", offline=False)
+    monkeypatch.setattr(encoders, "probe_network", lambda url, timeout=0: None)
+
+    full = "401 Client Error. " + "Repository access is gated; " * 20
+
+    def broken(*args, **kwargs):
+        raise OSError(full + "\nsecond line")
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", broken)
+    with pytest.raises(WhitenclipError) as info:
+        load_encoder("openclip:ViT-B-32/openai", device="cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("cannot load openclip:ViT-B-32/openai: could not fetch pretrained "
+                                              "weights (401 Client Error. Repository access is gated;")
+    shown = msg.split("weights (", 1)[1].split(" ...); offline choices")[0]  # shortened at a word boundary
+    assert "second line" not in msg and len(shown) <= 240 and full.startswith(shown) and full[len(shown)] == " "
+
+
+def test_probe_network_is_quick_and_honest():
+    import http.server
+    import threading
+
+    from whitenclip.encoders import probe_network
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert probe_network(url + "/no-such-file", timeout=5) is None  # a 404 is an answer
+    finally:
+        server.shutdown()
+        server.server_close()
+    reason = probe_network(url, timeout=5)  # the port is closed now
+    assert isinstance(reason, str) and "refused" in reason.lower()
+
+
+def test_local_openai_style_checkpoint_warns_about_quickgelu(tmp_path, monkeypatch):
+    import open_clip
+
+    from whitenclip import encoders
+    from whitenclip.encoders import ActivationWarning, _quickgelu_variant
+
+    assert _quickgelu_variant("ViT-L-14") == "ViT-L-14-quickgelu"
+    assert _quickgelu_variant("ViT-L-14-quickgelu") is None and _quickgelu_variant("wc-tiny") is None
+    ckpt = tmp_path / "openai-L14.safetensors"
+    ckpt.write_bytes(b"x")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("not loading in this test")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", stop)
+    monkeypatch.setattr(encoders, "_ACTIVATION_WARNED", set())
+    expect = rf"openclip:ViT-L-14@{ckpt} runs GELU; OpenAI-trained \(QuickGELU\) weights need openclip:ViT-L-14-quickgelu@PATH"
+    with pytest.warns(ActivationWarning, match=expect), pytest.raises(WhitenclipError, match="bad checkpoint"):
+        load_encoder(f"openclip:ViT-L-14@{ckpt}")
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error", ActivationWarning)  # once per architecture, never for -quickgelu
+        for spec in (f"openclip:ViT-L-14@{ckpt}", f"openclip:ViT-L-14-quickgelu@{ckpt}"):
+            with pytest.raises(WhitenclipError, match="bad checkpoint"):
+                load_encoder(spec)
+
+
+def test_encoder_from_meta_checks_the_recorded_activation(tiny):
+    meta = tiny.meta("text")
+    assert encoder_from_meta(meta).activation == "gelu"
+    with pytest.raises(InputError, match="embedded by openclip:wc-tiny/none with quick_gelu activation.*gelu here"):
+        encoder_from_meta({**meta, "activation": "quick_gelu"})

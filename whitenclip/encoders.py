@@ -599,7 +599,8 @@ def _quickgelu_variant(arch: str) -> str | None:
 
 _ACTIVATION_WARNED: set[str] = set()
 
-_PREPROCESS_KEYS = ("size", "mode", "mean", "std", "interpolation", "resize_mode", "fill_color")
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+"""Preprocessing a pretrained tag may set (open_clip's ``image_*`` arguments)."""
 
 
 @register_encoder("openclip")
@@ -676,7 +677,7 @@ class OpenClipEncoder(Encoder):
                 )
             pretrained = _pretrained_checkpoint(self.spec, cfg)
             extra = {"force_quick_gelu": bool(cfg.get("quick_gelu")),
-                     "force_preprocess_cfg": {k: cfg[k] for k in _PREPROCESS_KEYS if cfg.get(k) is not None}}
+                     **{f"image_{k}": cfg[k] for k in _PREPROCESS_KEYS if cfg.get(k) is not None}}
         try:
             with _quiet_loading(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_RANDOM_INIT_SEED)
