@@ -217,7 +217,8 @@ def bench_offline_failure(with_peer: bool = True) -> None:
     from whitenclip.encoders import probe_network
 
     reason = probe_network(constants.ENDPOINT)
-    print(f"\n== offline failure: openclip:ViT-B-32/openai, empty HF_HOME, {constants.ENDPOINT} -> {reason or 'reachable'}")
+    print(f"\n== offline failure: openclip:ViT-B-32/openai, empty HF_HOME, {constants.ENDPOINT} -> "
+          f"{reason or 'reachable'}")
     if reason is None:
         print("skipped: the hub is reachable here (this would download the weights)")
         return

@@ -464,7 +464,7 @@ def test_no_private_encoder_methods_used_outside():
         assert not re.search(r"\.(_encode_\w+|_text_chunk|_finish|embed_batch)\(", text), path
 
 
-# --------------------------------------------------------------------------- pretrained tags: cache, network, activation
+# ------------------------------------------------------------------- pretrained tags: cache, network, activation
 
 B32_REPO = "timm/vit_base_patch32_clip_224.openai"  # the hub repo open_clip names for ViT-B-32/openai
 REPO_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
@@ -494,23 +494,11 @@ def _no_network(monkeypatch):
 
 @pytest.fixture(scope="module")
 def seeded_hf_home(tmp_path_factory):
-    """An HF_HOME whose hub cache holds random ViT-B-32 weights where open_clip looks for ``openai``:
-    ``hub/models--timm--vit_base_patch32_clip_224.openai/{refs/main, snapshots/<rev>/open_clip_model.safetensors}``."""
-    import open_clip
-    from safetensors.torch import save_file
+    """An HF_HOME whose hub cache holds random ViT-B-32 weights where open_clip looks for ``openai``."""
+    from hub_seed import seed_openclip_hub
 
-    with torch.device("meta"):
-        shapes = {k: v.shape for k, v in open_clip.create_model("ViT-B-32", device="meta").state_dict().items()}
-    g = torch.Generator().manual_seed(0)
-    state = {k: (torch.ones(s) if ".ln" in k and k.endswith(".weight") or k.startswith("ln_") and k.endswith("weight")
-                 else 0.05 * torch.randn(s, generator=g)).to(torch.float16) for k, s in shapes.items()}
     home = tmp_path_factory.mktemp("hf_home")
-    repo = home / "hub" / ("models--" + B32_REPO.replace("/", "--"))
-    rev = "0123456789abcdef0123456789abcdef01234567"
-    (repo / "snapshots" / rev).mkdir(parents=True)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(rev)
-    save_file(state, str(repo / "snapshots" / rev / "open_clip_model.safetensors"))
+    seed_openclip_hub(home, "ViT-B-32", B32_REPO)
     return home
 
 
@@ -582,10 +570,10 @@ def test_uncached_weights_without_network_fail_fast_in_one_line(tmp_path, monkey
     with pytest.raises(WhitenclipError) as info:
         load_encoder("openclip:ViT-B-32/openai", device="cpu")
     msg = str(info.value)
-    assert msg == (f"cannot load openclip:ViT-B-32/openai: hub repo {B32_REPO} is not cached ({tmp_path}/empty_home/hub)"
-                   " and huggingface.co cannot be reached (Name or service not known); offline choices: a local "
-                   "checkpoint openclip:ARCH@/path/to/weights.safetensors (ARCH-quickgelu for OpenAI weights) or the "
-                   "text model 'minilm'")
+    assert msg == (f"cannot load openclip:ViT-B-32/openai: hub repo {B32_REPO} is not cached "
+                   f"({tmp_path}/empty_home/hub) and huggingface.co cannot be reached (Name or service not known); "
+                   "offline choices: a local checkpoint openclip:ARCH@/path/to/weights.safetensors "
+                   "(ARCH-quickgelu for OpenAI weights) or the text model 'minilm'")
     assert probes == [("https://huggingface.co", encoders.NET_PROBE_TIMEOUT)]
     out, err = capfd.readouterr()
     assert out == "" and err == ""
@@ -594,10 +582,10 @@ def test_uncached_weights_without_network_fail_fast_in_one_line(tmp_path, monkey
     # HF_HUB_OFFLINE: no probe at all, and the message says why
     _use_hub(monkeypatch, tmp_path / "empty_home", offline=True)
     with pytest.raises(WhitenclipError, match=r"^cannot load openclip:ViT-L-14/openai: hub repo .* is not in the "
-                                              r"Hugging Face cache .* and HF_HUB_OFFLINE is set; offline choices.*minilm'$"):
+                                              r"Hugging Face cache .* and HF_HUB_OFFLINE is set; offline choices.*'$"):
         load_encoder("openclip:ViT-L-14/openai", device="cpu")
     assert len(probes) == 1
-    with pytest.raises(WhitenclipError, match=r"^cannot load openclip:hf-hub:org/repo: hub repo org/repo .*HF_HUB_OFFLINE"):
+    with pytest.raises(WhitenclipError, match=r"^cannot load openclip:hf-hub:org/repo: hub repo org/repo .*OFFLINE"):
         load_encoder("openclip:hf-hub:org/repo", device="cpu")
 
     # network up but the download fails: still one line, the cause not cut mid-word
@@ -654,7 +642,8 @@ def test_local_openai_style_checkpoint_warns_about_quickgelu(tmp_path, monkeypat
 
     monkeypatch.setattr(open_clip, "create_model_and_transforms", stop)
     monkeypatch.setattr(encoders, "_ACTIVATION_WARNED", set())
-    expect = rf"openclip:ViT-L-14@{ckpt} runs GELU; OpenAI-trained \(QuickGELU\) weights need openclip:ViT-L-14-quickgelu@PATH"
+    expect = (rf"openclip:ViT-L-14@{ckpt} runs GELU; OpenAI-trained \(QuickGELU\) weights need "
+              r"openclip:ViT-L-14-quickgelu@PATH")
     with pytest.warns(ActivationWarning, match=expect), pytest.raises(WhitenclipError, match="bad checkpoint"):
         load_encoder(f"openclip:ViT-L-14@{ckpt}")
     import warnings as _w

@@ -412,7 +412,8 @@ class Encoder(abc.ABC):
                 norms = np.linalg.norm(out.astype(np.float64), axis=-1, keepdims=True)
                 out = (out / np.maximum(norms, 1e-12)).astype(np.float32)
         if out.ndim != 2 or out.shape[1] != self.dim:
-            raise WhitenclipError(f"encoder {self.spec} returned features of shape {out.shape}, expected (m, {self.dim})")
+            raise WhitenclipError(f"encoder {self.spec} returned features of shape {out.shape}, "
+                                  f"expected (m, {self.dim})")
         return out
 
     def encode(self, items: Sequence[str], *, modality: str, batch_size: int | None = None) -> np.ndarray:
