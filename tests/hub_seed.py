@@ -12,9 +12,14 @@ The repo id of a tag is ``open_clip.get_pretrained_cfg(arch, tag)["hf_hub"]`` (w
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 REVISION = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _no_random_init_notice(record) -> bool:
+    return "No pretrained weights loaded" not in record.getMessage()
 
 
 def seed_openclip_hub(home, arch: str, repo_id: str, *, seed: int = 0) -> Path:
@@ -27,8 +32,12 @@ def seed_openclip_hub(home, arch: str, repo_id: str, *, seed: int = 0) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    with torch.device("meta"):  # shapes only: no slow random init
-        shapes = {k: v.shape for k, v in open_clip.create_model(arch, device="meta").state_dict().items()}
+    logging.getLogger().addFilter(_no_random_init_notice)
+    try:
+        with torch.device("meta"):  # shapes only: no slow random init
+            shapes = {k: v.shape for k, v in open_clip.create_model(arch, device="meta").state_dict().items()}
+    finally:
+        logging.getLogger().removeFilter(_no_random_init_notice)
     g = torch.Generator().manual_seed(seed)
 
     def tensor(key, shape):

@@ -503,11 +503,10 @@ def seeded_hf_home(tmp_path_factory):
 
 
 def test_default_image_model_through_the_real_tag_path(seeded_hf_home, monkeypatch):
-    """``openclip:ViT-B-32/openai`` (the default image model) offline from a seeded HF_HOME: loads the
-    cached file with the tag's preprocessing and QuickGELU, equal to open_clip's tag path forced to
-    QuickGELU; open_clip's plain tag path (GELU) would give different embeddings."""
-    import open_clip
+    """``openclip:ViT-B-32/openai`` (the default image model) offline from a seeded HF_HOME: the
+    cached file's weights, run with QuickGELU; GELU (open_clip's plain tag path) embeds differently."""
     from open_clip.transformer import QuickGELU
+    from safetensors.torch import load_file
 
     _use_hub(monkeypatch, seeded_hf_home, offline=True)
     _no_network(monkeypatch)
@@ -516,24 +515,45 @@ def test_default_image_model_through_the_real_tag_path(seeded_hf_home, monkeypat
     assert enc.meta("image") == {"encoder": "openclip:ViT-B-32/openai", "modality": "image", "normalized": False,
                                  "dim": 512, "activation": "quick_gelu"}
     assert sum(isinstance(m, QuickGELU) for m in enc.model.modules()) == 24  # 12 vision + 12 text blocks
-    paths = sorted(str(p) for p in REPO_IMAGES.iterdir())[:4]
+    weights = load_file(next(seeded_hf_home.glob("hub/*/snapshots/*/open_clip_model.safetensors")))
+    state = enc.model.state_dict()
+    assert all(torch.equal(state[k], v.float()) for k, v in weights.items())
+    paths = sorted(str(p) for p in REPO_IMAGES.iterdir())[:3]
     ids, X = embed(enc, paths, modality="image", num_workers=0)
-    assert ids == paths and X.shape == (4, 512) and np.isfinite(X).all()
-
-    monkeypatch.undo()  # open_clip's own tag path (it checks the hub for updates unless offline)
-    _use_hub(monkeypatch, seeded_hf_home, offline=True)
-    ref_model, _, pre = open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai", force_quick_gelu=True)
-    assert repr(pre) == repr(enc.image_transform)
-    px = torch.stack([pre(Image.open(p).convert("RGB")) for p in paths])
+    assert ids == paths and X.shape == (3, 512) and np.isfinite(X).all()
+    px = torch.stack([enc.image_transform(Image.open(p).convert("RGB")) for p in paths])
     with torch.inference_mode():
-        ref = ref_model.eval().encode_image(px).numpy()
-        np.testing.assert_allclose(X, ref, rtol=1e-4, atol=1e-5)
-        for mod in list(ref_model.modules()):
+        np.testing.assert_allclose(X, enc.model.encode_image(px).numpy(), rtol=1e-5, atol=1e-6)
+        for mod in list(enc.model.modules()):
             for name, child in mod.named_children():
                 if isinstance(child, QuickGELU):
                     setattr(mod, name, torch.nn.GELU())
-        gelu = ref_model.encode_image(px).numpy()
-    assert np.abs(gelu - X).max() > 100 * np.abs(ref - X).max() + 1e-4
+        gelu = enc.model.encode_image(px).numpy()
+    assert np.abs(gelu - X).max() > 1e-3 * np.abs(X).max()
+
+
+def test_tag_preprocessing_and_activation_reach_open_clip(monkeypatch):
+    """A tag's preprocessing (here SigLIP's: mean/std 0.5, squash) and QuickGELU flag are passed on."""
+    import open_clip
+
+    from whitenclip import encoders
+
+    calls = []
+
+    def capture(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(encoders, "_pretrained_checkpoint", lambda spec, cfg: "/cached/weights.safetensors")
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", capture)
+    for spec in ("openclip:ViT-B-16-SigLIP/webli", "openclip:ViT-B-32/openai"):
+        with pytest.raises(WhitenclipError, match="bad checkpoint /cached/weights.safetensors"):
+            load_encoder(spec, device="cpu")
+    (args1, kw1), (_, kw2) = calls
+    assert args1 == ("ViT-B-16-SigLIP",) and kw1["pretrained"] == "/cached/weights.safetensors"
+    assert kw1["image_mean"] == kw1["image_std"] == (0.5, 0.5, 0.5) and kw1["image_resize_mode"] == "squash"
+    assert kw1["force_quick_gelu"] is False and kw2["force_quick_gelu"] is True
+    assert kw2["image_mean"] == open_clip.OPENAI_DATASET_MEAN and kw2["image_interpolation"] == "bicubic"
 
 
 def test_cached_weights_skip_the_network_even_online(seeded_hf_home, monkeypatch):
@@ -660,3 +680,8 @@ def test_encoder_from_meta_checks_the_recorded_activation(tiny):
     assert encoder_from_meta(meta).activation == "gelu"
     with pytest.raises(InputError, match="embedded by openclip:wc-tiny/none with quick_gelu activation.*gelu here"):
         encoder_from_meta({**meta, "activation": "quick_gelu"})
+    from whitenclip.encoders import check_activation
+
+    with pytest.raises(InputError, match="^W.safetensors was embedded by openclip:wc-tiny/none with quick_gelu"):
+        check_activation(tiny, {"activation": "quick_gelu"}, "W.safetensors")
+    check_activation(tiny, {"encoder": TINY})  # older artifacts record none: accepted

@@ -840,11 +840,19 @@ def encoder_from_meta(meta: dict, *, device: str = "auto", precision: str = "aut
         raise InputError("the artifact records no encoder; embed the inputs yourself and pass embedding files")
     enc = load_encoder(meta["encoder"], normalize=bool(meta.get("normalized", False)),
                        device=device, precision=precision)
-    recorded = meta.get("activation")
-    if recorded and enc.activation and recorded != enc.activation:
-        raise InputError(f"the artifact was embedded by {enc.spec} with {recorded} activation, but it loads with "
-                         f"{enc.activation} here; refit with this installation")
+    check_activation(enc, meta)
     return enc
+
+
+def check_activation(encoder: Encoder, recorded: dict, label: str = "the artifact") -> None:
+    """Raise :class:`InputError` when ``recorded["activation"]`` differs from ``encoder.activation``.
+
+    Metadata without an activation (older artifacts, plugins that record none) passes.
+    """
+    want = recorded.get("activation")
+    if want and encoder.activation and want != encoder.activation:
+        raise InputError(f"{label} was embedded by {encoder.spec} with {want} activation, but it loads with "
+                         f"{encoder.activation} here; refit with this installation")
 
 
 # --------------------------------------------------------------------------- image loading
