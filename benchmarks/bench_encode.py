@@ -13,7 +13,12 @@ else data/captions*.txt; images from ../shared/datasets/flickr8k/images when pre
 data/images (repeated). Each pair is timed ``--rounds`` times, alternating who goes first; the
 ratio reported is the median of the per-round ratios (robust on a shared machine).
 
-    .venv/bin/python benchmarks/bench_encode.py [--n-captions 4000] [--n-images 900] [--rounds 3]
+Offline failure (``--offline``): seconds until ``load_encoder("openclip:ViT-B-32/openai")`` gives up
+with an empty HF_HOME and no network, vs open_clip's own ``create_model_and_transforms`` (which
+retries the hub), each in a fresh process (imports included). Runs only when the hub is unreachable.
+
+    .venv/bin/python benchmarks/bench_encode.py [--n-captions 4000] [--n-images 900] [--rounds 3] [--offline]
+    .venv/bin/python benchmarks/bench_encode.py --quick    # smoke run, a few seconds, no timing claims
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ import glob
 import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -80,8 +88,14 @@ def _rounds(ours, peer, rounds: int):
     return t_ours, t_peer, X, Y
 
 
+QUICK = False
+
+
 def _report(label: str, n: int, unit: str, t_ours, t_peer, peer_name: str, diff: float, target: float) -> float:
     ratio = statistics.median(p / o for o, p in zip(t_ours, t_peer))
+    if QUICK:
+        print(f"{label}: ran ({n} {unit}, --quick: no timing claims); max |diff| {diff:.1e}")
+        return ratio
     print(f"{label}: whitenclip {n / min(t_ours):,.0f} {unit}/s (best of {len(t_ours)}), "
           f"{peer_name} {n / min(t_peer):,.0f} {unit}/s; median ratio {ratio:.2f}x "
           f"(target >= {target}x: {'met' if ratio >= target else 'NOT met'}); max |diff| {diff:.1e}")
@@ -171,6 +185,62 @@ def bench_reduced_decode(rounds: int) -> None:
           "(opt-in: pixels differ slightly from the reference preprocessing)")
 
 
+_OURS = """
+import time, sys
+t = time.perf_counter()
+from whitenclip.encoders import load_encoder
+from whitenclip.errors import WhitenclipError
+try:
+    load_encoder("openclip:ViT-B-32/openai", device="cpu")
+    print("LOADED", file=sys.stderr)
+except WhitenclipError as exc:
+    print("ERROR", exc, file=sys.stderr)
+print(f"{time.perf_counter() - t:.2f}")
+"""
+_PEER = """
+import time, sys
+t = time.perf_counter()
+import open_clip
+try:
+    open_clip.create_model_and_transforms("ViT-B-32", pretrained="openai")
+    print("LOADED", file=sys.stderr)
+except Exception as exc:
+    print("ERROR", str(exc)[:200], file=sys.stderr)
+print(f"{time.perf_counter() - t:.2f}")
+"""
+
+
+def bench_offline_failure(with_peer: bool = True) -> None:
+    """Seconds to a clean failure for an uncached pretrained tag with no network (fresh processes)."""
+    from huggingface_hub import constants
+
+    from whitenclip.encoders import probe_network
+
+    reason = probe_network(constants.ENDPOINT)
+    print(f"\n== offline failure: openclip:ViT-B-32/openai, empty HF_HOME, {constants.ENDPOINT} -> "
+          f"{reason or 'reachable'}")
+    if reason is None:
+        print("skipped: the hub is reachable here (this would download the weights)")
+        return
+    with tempfile.TemporaryDirectory() as home:
+        env = {**os.environ, "HF_HOME": home, "PYTHONPATH": str(ROOT)}
+        env.pop("HF_HUB_OFFLINE", None)
+        runs = [("whitenclip load_encoder", _OURS)] + ([("open_clip create_model_and_transforms", _PEER)]
+                                                      if with_peer else [])
+        times = {}
+        for name, code in runs:
+            t = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", code], check=False, env=env, capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+            times[name] = wall
+            shown = "--quick" if QUICK else f"{wall:.1f} s wall (in-process {proc.stdout.strip() or '?'} s)"
+            print(f"{name}: {shown}, {len(lines)} stderr line(s); last: {lines[-1][:160] if lines else ''}")
+        if with_peer and not QUICK:
+            ours, peer = times["whitenclip load_encoder"], times["open_clip create_model_and_transforms"]
+            print(f"ratio peer/ours {peer / ours:.1f}x (load average {os.getloadavg()[0]:.1f})")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-captions", type=int, default=4000)
@@ -179,7 +249,13 @@ def main() -> None:
     ap.add_argument("--archs", default="wc-tiny,wc-small,ViT-S-32", help="open_clip architectures for images")
     ap.add_argument("--skip-text", action="store_true")
     ap.add_argument("--skip-images", action="store_true")
+    ap.add_argument("--offline", action="store_true", help="time the offline failure of an uncached tag")
+    ap.add_argument("--quick", action="store_true", help="tiny smoke run (a few seconds), no timing claims")
     args = ap.parse_args()
+    if args.quick:
+        global QUICK
+        QUICK = True
+        args.n_captions, args.n_images, args.rounds, args.archs = 64, 8, 1, "wc-tiny"
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs "
           f"({len(os.sched_getaffinity(0))} usable), torch {torch.__version__} with {torch.get_num_threads()} "
           f"threads, load average at start {os.getloadavg()[0]:.1f}")
@@ -189,8 +265,10 @@ def main() -> None:
         for arch in args.archs.split(","):
             n = args.n_images if arch.startswith("wc-") else min(args.n_images, 128)
             bench_images(arch, n, args.rounds)
-    if not args.skip_images:
+    if not args.skip_images and not args.quick:
         bench_reduced_decode(args.rounds)
+    if args.offline:
+        bench_offline_failure(with_peer=True)
     print(f"\nload average at end {os.getloadavg()[0]:.1f}")
 
 

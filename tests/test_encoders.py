@@ -6,6 +6,10 @@ open_clip runs with a tiny random-init architecture (``wc-tiny``: ViT width 64, 
 
 from __future__ import annotations
 
+import logging
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -98,7 +102,8 @@ def test_tiny_text_shapes_meta_and_determinism(tiny):
     X = tiny.encode(CAPTIONS, modality="text")
     assert X.shape == (len(CAPTIONS), 32) and X.dtype == np.float32 and np.isfinite(X).all()
     assert tiny.dim == 32 and tiny.modalities == ("image", "text")
-    assert tiny.meta("text") == {"encoder": TINY, "modality": "text", "normalized": False, "dim": 32}
+    assert tiny.meta("text") == {"encoder": TINY, "modality": "text", "normalized": False, "dim": 32,
+                                 "activation": "gelu"}
     with pytest.raises(ValueError):
         tiny.meta()
     # random init is seeded: another load gives the same model (so fit and score agree)
@@ -214,14 +219,6 @@ def test_load_failures_are_one_line_with_advice(tmp_path, monkeypatch):
         msg = str(info.value)
         assert "\n" not in msg and what in msg and "minilm" in msg and spec.split("@")[0].split("/")[0] in msg, msg
 
-    import open_clip.factory
-
-    def offline(*args, **kwargs):
-        raise OSError("We couldn't connect to 'https://huggingface.co'")
-
-    monkeypatch.setattr(open_clip.factory, "download_pretrained", offline)
-    with pytest.raises(WhitenclipError, match=r"cannot load openclip:ViT-B-32/openai: could not fetch .*no network.*minilm"):
-        load_encoder("openclip:ViT-B-32/openai")
 
 
 # --------------------------------------------------------------------------- bad images
@@ -297,3 +294,394 @@ def test_minilm_equals_model_card_pooling(minilm):
     np.testing.assert_allclose(minilm.encode(CAPTIONS, modality="text", batch_size=3), ref, atol=1e-5)
     raw = load_encoder("minilm", normalize=False).encode(CAPTIONS, modality="text")
     np.testing.assert_allclose(raw, pooled.numpy(), atol=1e-5 * float(np.abs(pooled.numpy()).max()))
+
+
+# --------------------------------------------------------------------------- exact chunks
+
+
+def test_chunk_sizes_are_exact(tiny, image_dir, monkeypatch):
+    """``--shard-items 5`` gives chunks of 5 items, not 5 rounded up to whole batches."""
+    caps = CAPTIONS + CAPTIONS[:4]  # 11 texts
+    chunks = list(embed_items(tiny, caps, modality="text", batch_size=2, chunk_size=5))
+    assert [(len(c[0]), c[2]) for c in chunks] == [(5, 5), (5, 10), (1, 11)]
+    np.testing.assert_allclose(np.concatenate([c[1] for c in chunks]), tiny.encode(caps, modality="text"),
+                               rtol=1e-5, atol=1e-5)
+    paths = _images(image_dir)
+    ref = tiny.encode(paths, modality="image")
+    for workers in (0, 2):
+        chunks = list(embed_items(tiny, paths, modality="image", batch_size=2, chunk_size=5, num_workers=workers))
+        assert [(c[0], c[2]) for c in chunks] == [(paths[0:5], 5), (paths[5:10], 10), (paths[10:], 11)]
+        np.testing.assert_allclose(np.concatenate([c[1] for c in chunks]), ref, rtol=1e-4, atol=1e-5)
+    # resume mid-chunk: chunks are counted from start_item
+    assert [c[2] for c in embed_items(tiny, paths, modality="image", batch_size=3, chunk_size=4, start_item=2)] == [
+        6, 10, 11]
+    # the default comes from whitenclip.config.SHARD_ITEMS
+    from whitenclip import config
+
+    monkeypatch.setitem(config.SHARD_ITEMS, "text", 3)
+    monkeypatch.setitem(config.SHARD_ITEMS, "image", 4)
+    assert [c[2] for c in embed_items(tiny, CAPTIONS, modality="text", batch_size=2)] == [3, 6, 7]
+    assert [c[2] for c in embed_items(tiny, paths, modality="image", batch_size=3)] == [4, 8, 11]
+    with pytest.raises(ValueError, match="chunk_size"):
+        list(embed_items(tiny, paths, modality="image", chunk_size=-1))
+
+
+def test_image_plan_never_straddles():
+    from whitenclip.encoders import _image_plan
+
+    plan = _image_plan(3, 40, chunk=10, batch_size=4, piece=3)
+    flat = [i for idx, _, _ in plan for i in idx]
+    assert flat == list(range(37))
+    assert [3 + idx[-1] + 1 for idx, _, end_chunk in plan if end_chunk] == [13, 23, 33, 40]
+    sizes, cur = [], 0
+    for idx, end_batch, _ in plan:
+        assert len(idx) <= 3
+        cur += len(idx)
+        if end_batch:
+            sizes.append(cur)
+            cur = 0
+    assert sizes == [4, 4, 2] * 3 + [4, 3]
+
+
+# --------------------------------------------------------------------------- registry and plugins
+
+PLUGINS = Path(__file__).resolve().parent / "plugins"
+
+
+@pytest.fixture
+def toy_plugin(monkeypatch):
+    """The toy encoder 'installed': tests/plugins holds its package and a dist-info with the entry point."""
+    from whitenclip import encoders
+
+    monkeypatch.syspath_prepend(str(PLUGINS))
+    monkeypatch.delitem(encoders._REGISTRY, "toy", raising=False)
+    yield
+    encoders._REGISTRY.pop("toy", None)
+    sys.modules.pop("whitenclip_toy", None)
+
+
+def test_entry_point_plugin_loads_through_registry(toy_plugin, image_dir):
+    from importlib.metadata import entry_points
+
+    from whitenclip.encoders import available_encoders
+
+    assert [ep.value for ep in entry_points(group="whitenclip.encoders") if ep.name == "toy"] == [
+        "whitenclip_toy:ToyEncoder"]
+    assert {"openclip", "minilm", "toy"} <= set(available_encoders())
+    assert "whitenclip_toy" not in sys.modules  # listed, not imported
+    assert str(parse_spec("toy:2")) == "toy:2.0" and parse_spec("toy").arch is None
+    with pytest.raises(InputError, match="toy:SCALE needs a number"):
+        parse_spec("toy:big")
+
+    enc = load_encoder("toy:2", normalize=False)
+    import whitenclip_toy
+
+    assert type(enc).__name__ == "ToyEncoder" and type(enc).name == "toy" and whitenclip_toy.LOADS[-1] == "toy:2.0"
+    texts = ["A cat.", "two dogs bark", "Banana", "a a a.", "x"]
+    ids, X = embed(enc, texts, modality="text", chunk_size=3)
+    expect = 2 * np.array([whitenclip_toy.text_features(s) for s in texts])
+    assert ids == texts and X.dtype == np.float32
+    np.testing.assert_array_equal(X, expect)
+    assert enc.meta("text") == {"encoder": "toy:2.0", "modality": "text", "normalized": False, "dim": 4}
+
+    unit = encoder_from_meta({"encoder": "toy:2.0", "normalized": True})
+    np.testing.assert_allclose(unit.encode(texts, modality="text"),
+                               expect / np.linalg.norm(expect, axis=1, keepdims=True), rtol=1e-6)
+    # images: decode workers (uint8 hand-over through its Compose), assembled batches
+    paths = _images(image_dir)
+    ids, Y = embed(enc, paths, modality="image", batch_size=3, num_workers=2, chunk_size=4)
+    px = torch.stack([enc.image_transform(Image.open(p).convert("RGB")) for p in paths]).double()
+    rgb = px.mean(dim=(2, 3)).numpy()
+    assert ids == paths
+    np.testing.assert_allclose(Y, 2 * np.c_[rgb, rgb.mean(1)], rtol=1e-5, atol=1e-6)
+
+
+def test_register_encoder_in_process_and_errors(monkeypatch, tmp_path):
+    from whitenclip import encoders
+    from whitenclip.encoders import Encoder, register_encoder
+
+    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
+    monkeypatch.setattr(encoders, "_ALIASES", dict(encoders._ALIASES))
+
+    @register_encoder("ones", aliases=("all-ones",))
+    class Ones(Encoder):
+        modalities = ("text",)
+
+        def __init__(self, spec, *, normalize, device, precision):
+            super().__init__(spec, normalize=normalize, device=device, precision=precision)
+            self.dim = 3
+
+        def embed_batch(self, batch, modality):
+            return torch.ones(len(batch), 3, dtype=torch.float16)
+
+    enc = load_encoder("ALL-ONES", normalize=True)
+    assert enc.spec == "ones" and isinstance(enc, Ones)
+    np.testing.assert_allclose(enc.encode(["a", "b"], modality="text"), np.full((2, 3), 3 ** -0.5), rtol=1e-6)
+    with pytest.raises(InputError, match="ones embeds text only, not image"):
+        enc.check_modality("image")
+    with pytest.raises(TypeError):
+        register_encoder("bad")(object)
+    with pytest.raises(ValueError):
+        register_encoder("a:b")
+
+    class Wrong(Ones):
+        def embed_batch(self, batch, modality):
+            return np.ones((len(batch), 5))
+
+    register_encoder("wrong")(Wrong)
+    with pytest.raises(WhitenclipError, match=r"returned features of shape \(2, 5\), expected \(m, 3\)"):
+        load_encoder("wrong").encode(["a", "b"], modality="text")
+
+    with pytest.raises(TypeError):  # embed_batch is abstract
+        type("NoEmbed", (Encoder,), {"modalities": ("text",)})(parse_spec("minilm"), normalize=False,
+                                                                 device=torch.device("cpu"), precision="fp32")
+    with pytest.raises(InputError, match=r"unknown encoder spec 'nosuch:x'.*minilm.*openclip"):
+        load_encoder("nosuch:x")
+
+    # installed plugins that are broken: one line naming the entry point
+    dist = tmp_path / "broken-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[whitenclip.encoders]\nbroken = wc_broken_mod:X\nnotenc = json:dumps\n")
+    (tmp_path / "wc_broken_mod.py").write_text("raise ImportError('needs a GPU library')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(WhitenclipError, match=r"encoder plugin 'broken' \(wc_broken_mod:X\) failed to import: "
+                                              r"needs a GPU library$"):
+        load_encoder("broken")
+    with pytest.raises(WhitenclipError, match="plugin 'notenc' .* is not a whitenclip.encoders.Encoder subclass"):
+        load_encoder("notenc")
+
+
+def test_no_private_encoder_methods_used_outside():
+    """Other modules use only the public encoder API (embed_batch etc. are called by encoders.py alone)."""
+    import re
+
+    pkg = Path(__file__).resolve().parents[1] / "whitenclip"
+    for path in pkg.rglob("*.py"):
+        if path.name == "encoders.py":
+            continue
+        text = path.read_text()
+        assert not re.search(r"\.(_encode_\w+|_text_chunk|_finish|embed_batch)\(", text), path
+
+
+# ------------------------------------------------------------------- pretrained tags: cache, network, activation
+
+B32_REPO = "timm/vit_base_patch32_clip_224.openai"  # the hub repo open_clip names for ViT-B-32/openai
+REPO_IMAGES = Path(__file__).resolve().parents[1] / "data" / "images"
+
+
+def _use_hub(monkeypatch, home: Path, *, offline: bool) -> None:
+    """Point huggingface_hub at ``home`` (as HF_HOME / HF_HUB_OFFLINE would at start-up)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1" if offline else "0")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+
+
+def _no_network(monkeypatch):
+    from whitenclip import encoders
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was consulted")
+
+    monkeypatch.setattr(encoders, "probe_network", refuse)
+    import open_clip.pretrained
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", refuse)
+
+
+@pytest.fixture(scope="module")
+def seeded_hf_home(tmp_path_factory):
+    """An HF_HOME whose hub cache holds random ViT-B-32 weights where open_clip looks for ``openai``."""
+    from hub_seed import seed_openclip_hub
+
+    home = tmp_path_factory.mktemp("hf_home")
+    seed_openclip_hub(home, "ViT-B-32", B32_REPO)
+    return home
+
+
+def test_default_image_model_through_the_real_tag_path(seeded_hf_home, monkeypatch):
+    """``openclip:ViT-B-32/openai`` (the default image model) offline from a seeded HF_HOME: the
+    cached file's weights, run with QuickGELU; GELU (open_clip's plain tag path) embeds differently."""
+    from open_clip.transformer import QuickGELU
+    from safetensors.torch import load_file
+
+    _use_hub(monkeypatch, seeded_hf_home, offline=True)
+    _no_network(monkeypatch)
+    enc = load_encoder("openclip:ViT-B-32/openai", device="cpu")
+    assert enc.spec == "openclip:ViT-B-32/openai" and enc.dim == 512
+    assert enc.meta("image") == {"encoder": "openclip:ViT-B-32/openai", "modality": "image", "normalized": False,
+                                 "dim": 512, "activation": "quick_gelu"}
+    assert sum(isinstance(m, QuickGELU) for m in enc.model.modules()) == 24  # 12 vision + 12 text blocks
+    weights = load_file(next(seeded_hf_home.glob("hub/*/snapshots/*/open_clip_model.safetensors")))
+    state = enc.model.state_dict()
+    assert all(torch.equal(state[k], v.float()) for k, v in weights.items())
+    paths = sorted(str(p) for p in REPO_IMAGES.iterdir())[:3]
+    ids, X = embed(enc, paths, modality="image", num_workers=0)
+    assert ids == paths and X.shape == (3, 512) and np.isfinite(X).all()
+    px = torch.stack([enc.image_transform(Image.open(p).convert("RGB")) for p in paths])
+    with torch.inference_mode():
+        np.testing.assert_allclose(X, enc.model.encode_image(px).numpy(), rtol=1e-5, atol=1e-6)
+        for mod in list(enc.model.modules()):
+            for name, child in mod.named_children():
+                if isinstance(child, QuickGELU):
+                    setattr(mod, name, torch.nn.GELU())
+        gelu = enc.model.encode_image(px).numpy()
+    assert np.abs(gelu - X).max() > 1e-3 * np.abs(X).max()
+
+
+def test_tag_preprocessing_and_activation_reach_open_clip(monkeypatch):
+    """A tag's preprocessing (here SigLIP's: mean/std 0.5, squash) and QuickGELU flag are passed on."""
+    import open_clip
+
+    from whitenclip import encoders
+
+    calls = []
+
+    def capture(*args, **kwargs):
+        calls.append((args, kwargs))
+        raise RuntimeError("captured")
+
+    monkeypatch.setattr(encoders, "_pretrained_checkpoint", lambda spec, cfg: "/cached/weights.safetensors")
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", capture)
+    for spec in ("openclip:ViT-B-16-SigLIP/webli", "openclip:ViT-B-32/openai"):
+        with pytest.raises(WhitenclipError, match="bad checkpoint /cached/weights.safetensors"):
+            load_encoder(spec, device="cpu")
+    (args1, kw1), (_, kw2) = calls
+    assert args1 == ("ViT-B-16-SigLIP",) and kw1["pretrained"] == "/cached/weights.safetensors"
+    assert kw1["image_mean"] == kw1["image_std"] == (0.5, 0.5, 0.5) and kw1["image_resize_mode"] == "squash"
+    assert kw1["force_quick_gelu"] is False and kw2["force_quick_gelu"] is True
+    assert kw2["image_mean"] == open_clip.OPENAI_DATASET_MEAN and kw2["image_interpolation"] == "bicubic"
+
+
+def test_cached_weights_skip_the_network_even_online(seeded_hf_home, monkeypatch):
+    import open_clip
+
+    from whitenclip.encoders import _pretrained_checkpoint
+
+    _use_hub(monkeypatch, seeded_hf_home, offline=False)
+    _no_network(monkeypatch)
+    path = _pretrained_checkpoint("openclip:ViT-B-32/openai", open_clip.get_pretrained_cfg("ViT-B-32", "openai"))
+    assert path.startswith(str(seeded_hf_home)) and path.endswith("open_clip_model.safetensors")
+
+
+def test_uncached_weights_without_network_fail_fast_in_one_line(tmp_path, monkeypatch, capfd, caplog):
+    """No network, nothing cached: one complete line naming the model, the cause and the offline
+    choices, after a single probe; no hub log lines (issue 8 section 3)."""
+    import open_clip.pretrained
+
+    from whitenclip import encoders
+
+    _use_hub(monkeypatch, tmp_path / "empty_home", offline=False)
+    probes = []
+
+    def no_dns(url, timeout=encoders.NET_PROBE_TIMEOUT):
+        probes.append((url, timeout))
+        return "Name or service not known"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("download attempted without network")
+
+    monkeypatch.setattr(encoders, "probe_network", no_dns)
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", refuse)
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(WhitenclipError) as info:
+        load_encoder("openclip:ViT-B-32/openai", device="cpu")
+    msg = str(info.value)
+    assert msg == (f"cannot load openclip:ViT-B-32/openai: hub repo {B32_REPO} is not cached "
+                   f"({tmp_path}/empty_home/hub) and huggingface.co cannot be reached (Name or service not known); "
+                   "offline choices: a local checkpoint openclip:ARCH@/path/to/weights.safetensors "
+                   "(ARCH-quickgelu for OpenAI weights) or the text model 'minilm'")
+    assert probes == [("https://huggingface.co", encoders.NET_PROBE_TIMEOUT)]
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    assert not [r for r in caplog.records if r.name.startswith("huggingface_hub") or r.name == "root"]
+
+    # HF_HUB_OFFLINE: no probe at all, and the message says why
+    _use_hub(monkeypatch, tmp_path / "empty_home", offline=True)
+    with pytest.raises(WhitenclipError, match=r"^cannot load openclip:ViT-L-14/openai: hub repo .* is not in the "
+                                              r"Hugging Face cache .* and HF_HUB_OFFLINE is set; offline choices.*'$"):
+        load_encoder("openclip:ViT-L-14/openai", device="cpu")
+    assert len(probes) == 1
+    with pytest.raises(WhitenclipError, match=r"^cannot load openclip:hf-hub:org/repo: hub repo org/repo .*OFFLINE"):
+        load_encoder("openclip:hf-hub:org/repo", device="cpu")
+
+    # network up but the download fails: still one line, the cause not cut mid-word
+    _use_hub(monkeypatch, tmp_path / "empty_home", offline=False)
+    monkeypatch.setattr(encoders, "probe_network", lambda url, timeout=0: None)
+
+    full = "401 Client Error. " + "Repository access is gated; " * 20
+
+    def broken(*args, **kwargs):
+        raise OSError(full + "\nsecond line")
+
+    monkeypatch.setattr(open_clip.pretrained, "download_pretrained", broken)
+    with pytest.raises(WhitenclipError) as info:
+        load_encoder("openclip:ViT-B-32/openai", device="cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith("cannot load openclip:ViT-B-32/openai: could not fetch pretrained "
+                                              "weights (401 Client Error. Repository access is gated;")
+    shown = msg.split("weights (", 1)[1].split(" ...); offline choices")[0]  # shortened at a word boundary
+    assert "second line" not in msg and len(shown) <= 240 and full.startswith(shown) and full[len(shown)] == " "
+
+
+def test_probe_network_is_quick_and_honest():
+    import http.server
+    import threading
+
+    from whitenclip.encoders import probe_network
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    server.RequestHandlerClass.log_message = lambda *a: None
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        assert probe_network(url + "/no-such-file", timeout=5) is None  # a 404 is an answer
+    finally:
+        server.shutdown()
+        server.server_close()
+    reason = probe_network(url, timeout=5)  # the port is closed now
+    assert isinstance(reason, str) and "refused" in reason.lower()
+
+
+def test_local_openai_style_checkpoint_warns_about_quickgelu(tmp_path, monkeypatch):
+    import open_clip
+
+    from whitenclip import encoders
+    from whitenclip.encoders import ActivationWarning, _quickgelu_variant
+
+    assert _quickgelu_variant("ViT-L-14") == "ViT-L-14-quickgelu"
+    assert _quickgelu_variant("ViT-L-14-quickgelu") is None and _quickgelu_variant("wc-tiny") is None
+    ckpt = tmp_path / "openai-L14.safetensors"
+    ckpt.write_bytes(b"x")
+
+    def stop(*args, **kwargs):
+        raise RuntimeError("not loading in this test")
+
+    monkeypatch.setattr(open_clip, "create_model_and_transforms", stop)
+    monkeypatch.setattr(encoders, "_ACTIVATION_WARNED", set())
+    expect = (rf"openclip:ViT-L-14@{ckpt} runs GELU; OpenAI-trained \(QuickGELU\) weights need "
+              r"openclip:ViT-L-14-quickgelu@PATH")
+    with pytest.warns(ActivationWarning, match=expect), pytest.raises(WhitenclipError, match="bad checkpoint"):
+        load_encoder(f"openclip:ViT-L-14@{ckpt}")
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error", ActivationWarning)  # once per architecture, never for -quickgelu
+        for spec in (f"openclip:ViT-L-14@{ckpt}", f"openclip:ViT-L-14-quickgelu@{ckpt}"):
+            with pytest.raises(WhitenclipError, match="bad checkpoint"):
+                load_encoder(spec)
+
+
+def test_encoder_from_meta_checks_the_recorded_activation(tiny):
+    meta = tiny.meta("text")
+    assert encoder_from_meta(meta).activation == "gelu"
+    with pytest.raises(InputError, match="embedded by openclip:wc-tiny/none with quick_gelu activation.*gelu here"):
+        encoder_from_meta({**meta, "activation": "quick_gelu"})
+    from whitenclip.encoders import check_activation
+
+    with pytest.raises(InputError, match="^W.safetensors was embedded by openclip:wc-tiny/none with quick_gelu"):
+        check_activation(tiny, {"activation": "quick_gelu"}, "W.safetensors")
+    check_activation(tiny, {"encoder": TINY})  # older artifacts record none: accepted

