@@ -502,6 +502,46 @@ def seeded_hf_home(tmp_path_factory):
     return home
 
 
+def test_cli_fit_images_with_the_default_model_offline(seeded_hf_home, tmp_path):
+    """`whitenclip fit images/` (no --model: openclip:ViT-B-32/openai) from a seeded HF_HOME with
+    HF_HUB_OFFLINE=1, as a user would run it; the artifact records encoder and activation."""
+    import os
+    import subprocess
+    import sys
+
+    from whitenclip.whitening import Whitener
+
+    env = {**os.environ, "HF_HOME": str(seeded_hf_home), "HF_HUB_OFFLINE": "1"}
+    out = tmp_path / "w.safetensors"
+    res = subprocess.run([sys.executable, "-m", "whitenclip.cli", "fit", str(REPO_IMAGES), "-o", str(out),
+                          "--num-workers", "0", "--rank", "8"], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    wh = Whitener.load(out)
+    assert wh.n_samples_ == len(list(REPO_IMAGES.iterdir())) and wh.n_features_ == 512
+    assert wh.metadata_["encoder"] == "openclip:ViT-B-32/openai" and wh.metadata_["activation"] == "quick_gelu"
+    assert "hub" not in res.stderr.lower().replace("github", "")  # no hub log lines
+
+
+def test_cli_embed_with_a_plugin_encoder(tmp_path):
+    """A third-party encoder registered through the `whitenclip.encoders` entry-point group works
+    from the command line (tests/plugins holds a toy package with a real dist-info)."""
+    import os
+    import subprocess
+    import sys
+
+    from whitenclip.stores import read_embeddings
+
+    plugins = Path(__file__).parent / "plugins"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")])}
+    (tmp_path / "caps.txt").write_text("a dog\na cat sleeping\n")
+    res = subprocess.run([sys.executable, "-m", "whitenclip.cli", "embed", str(tmp_path / "caps.txt"), "--model",
+                          "toy:2", "-o", str(tmp_path / "store")], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    ids, X = read_embeddings(tmp_path / "store")
+    assert ids == ["a dog", "a cat sleeping"]
+    np.testing.assert_array_equal(X, [[10, 4, 2, 0], [28, 6, 4, 0]])  # 2 x [len, words, a's, final dot]
+
+
 def test_default_image_model_through_the_real_tag_path(seeded_hf_home, monkeypatch):
     """``openclip:ViT-B-32/openai`` (the default image model) offline from a seeded HF_HOME: the
     cached file's weights, run with QuickGELU; GELU (open_clip's plain tag path) embeds differently."""

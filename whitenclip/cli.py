@@ -126,7 +126,8 @@ def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or log lines on stderr."),
 ) -> None:
-    _state["debug"] = debug or _state["debug"]
+    if debug:
+        _enable_debug()
     _state["quiet"] = quiet
 
 
@@ -138,8 +139,18 @@ def _set_quiet(value: bool) -> bool:
 
 def _set_debug(value: bool) -> bool:
     if value:
-        _state["debug"] = True
+        _enable_debug()
     return value
+
+
+def _enable_debug() -> None:
+    """--debug: tracebacks on errors, and the hub / open_clip log lines that are hidden otherwise."""
+    import logging
+
+    _state["debug"] = True
+    os.environ["WHITENCLIP_DEBUG"] = "1"
+    logging.basicConfig(level=logging.INFO)
+    logging.getLogger("whitenclip").setLevel(logging.DEBUG)
 
 
 # -q/--quiet and --debug are accepted after the subcommand too (`whitenclip fit X -o W -q`)
@@ -244,10 +255,11 @@ class Precision(str, Enum):
 
 # Options for raw inputs, shared by every command that reads INPUTs (typer reads the defaults).
 ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_envvar=True,
-                        help="Encoder for raw images/captions: minilm (text default), openclip:ARCH/TAG (image default "
-                             "openclip:ViT-B-32/openai, downloaded once; HF_HUB_OFFLINE=1 uses the cache only), "
-                             "openclip:ARCH@PATH (local weights; OpenAI weights need the -quickgelu ARCH, "
-                             "e.g. ViT-L-14-quickgelu@PATH).")
+                        help="Encoder for raw images/captions: openclip:ARCH/TAG (images default to "
+                             "openclip:ViT-B-32/openai; weights from the Hugging Face cache, else downloaded once; "
+                             "HF_HUB_OFFLINE=1: cache only), openclip:ARCH@PATH (local checkpoint; OpenAI weights need "
+                             "ARCH-quickgelu, e.g. openclip:ViT-L-14-quickgelu@PATH), minilm (text, offline), or a "
+                             "plugin's KIND[:ARG].")
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
 ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input.")
@@ -355,7 +367,7 @@ def embed(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image directories/files, captions files (.txt, or CSV with --column), or - for stdin."),
     output: Path = typer.Option(..., "--output", "-o", help="Store directory to write (resumed when it exists)."),
     dtype: StoreDtype = typer.Option(StoreDtype.float32, "--dtype", help="Stored precision of the shards."),
-    shard_items: Optional[int] = typer.Option(None, "--shard-items", help="Input items per shard (default 4096 captions / 1024 images)."),
+    shard_items: Optional[int] = typer.Option(None, "--shard-items", help="Input items per shard (exactly; default 4096 captions / 1024 images)."),
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
@@ -484,8 +496,8 @@ def score(
 
 
 def _recorded(wh) -> dict:
-    """What a whitener records about its inputs: encoder, modality, normalized (None if unknown)."""
-    return {k: wh.metadata_.get(k) for k in ("encoder", "modality", "normalized")}
+    """What a whitener records about its inputs: encoder, modality, normalized, activation (None if unknown)."""
+    return {k: wh.metadata_.get(k) for k in ("encoder", "modality", "normalized", "activation")}
 
 
 # ---------------------------------------------------------------------------------------

@@ -94,11 +94,17 @@ class EngineOptions:
 
 
 def _needs_sharding(p: str) -> bool:
+    """A glob, or a directory of embedding shards (not a store, not a folder of images)."""
     if p == "-":
         return False
     if is_glob(p):
         return True
-    return Path(p).is_dir() and not (Path(p) / "meta.json").is_file()
+    d = Path(p)
+    if not d.is_dir() or (d / "meta.json").is_file():
+        return False
+    if (d / "img_emb").is_dir() or (d / "text_emb").is_dir():
+        return True
+    return any(c.suffix.lower() in (".npy", ".safetensors") and c.is_file() for c in d.iterdir())
 
 
 def is_moments_file(path) -> bool:

@@ -178,7 +178,7 @@ def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False)
 
 
 def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: bytes | None) -> EncodedSource:
-    from whitenclip.encoders import load_encoder
+    from whitenclip.encoders import check_activation, load_encoder
     from whitenclip.inputs import collect_inputs
 
     inputs = collect_inputs(paths, modality=options.modality, column=options.column, strict=options.strict,
@@ -191,6 +191,7 @@ def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: b
     model = _choose_model(options.model, recorded, modality, label)
     normalize = _choose_normalize(options.normalize, recorded, label)
     encoder = load_encoder(model, normalize=normalize, device=options.device, precision=options.precision)
+    check_activation(encoder, recorded, f"{label}: the whitener")
     meta = {k: v for k, v in encoder.meta(modality).items() if k != "dim"}
     return EncodedSource(label, inputs, encoder, options, meta)
 
@@ -363,5 +364,5 @@ def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_
         raise InputError(f"{path}: none of the table's images could be embedded ({skips.summary()})")
     _, Y = embed(encoder, Inputs([c for _, _, c in kept], "text", skips), **kw)
     X = img_X[[by_image[img] for _, img, _ in kept]]
-    meta = {"encoder": encoder.spec, "normalized": encoder.normalize}
+    meta = {"encoder": encoder.spec, "normalized": encoder.normalize, "activation": encoder.activation}
     return PairedEmbeddings([i for i, _, _ in kept], X.astype(np.float64), Y.astype(np.float64), skips, meta)

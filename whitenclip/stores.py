@@ -507,7 +507,7 @@ def read_embeddings(paths, *, drop_nonfinite: bool = False,
 # ---------------------------------------------------------------------------------------
 # store directories
 # ---------------------------------------------------------------------------------------
-_META_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "dim", "dtype", "items_hash")
+_META_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "activation", "dim", "dtype", "items_hash")
 
 
 def _shard_paths(directory: Path) -> list[tuple[int, Path, Path]]:
