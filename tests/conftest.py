@@ -31,3 +31,7 @@ def shared_path(*parts) -> Path:
     if not p.exists():
         pytest.skip(f"real data not available: {p} is absent (it sits beside the project on dev machines and CI)")
     return p
+
+# tests/plugins holds a toy encoder package that tests install through sys.path / PYTHONPATH
+# themselves; collecting it (e.g. for --doctest-modules) would import it too early.
+collect_ignore = ["plugins"]
