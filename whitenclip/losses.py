@@ -14,8 +14,6 @@ loss treats all 2N rows as anchors (NT-Xent, I-Con); the positive of row a is ro
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 
