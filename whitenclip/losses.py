@@ -80,18 +80,18 @@ def an_info_nce(u: torch.Tensor, v: torch.Tensor, raw_lambda: torch.Tensor) -> t
 # ---------------------------------------------------------------------------------------
 # I-Con: KL between a target neighbourhood p(.|a) and a learned kernel q(.|a)
 # ---------------------------------------------------------------------------------------
-def augmentation_graph(n: int, device=None) -> torch.Tensor:
+def augmentation_graph(n: int, device=None, dtype=torch.float32) -> torch.Tensor:
     """p(b|a) of shape (2N, 2N): all mass on a's other view (the SimCLR target)."""
-    p = torch.zeros(2 * n, 2 * n, device=device)
+    p = torch.zeros(2 * n, 2 * n, device=device, dtype=dtype)
     p[torch.arange(2 * n, device=device), _positive_index(n, device)] = 1.0
     return p
 
 
-def label_graph(labels: torch.Tensor) -> torch.Tensor:
+def label_graph(labels: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     """p(b|a) of shape (2N, 2N): uniform over the b != a sharing a's label (SupCon's target)."""
     y = torch.cat([labels, labels])
     same = (y[:, None] == y[None, :]) & ~torch.eye(y.shape[0], dtype=torch.bool, device=y.device)
-    same = same.float()
+    same = same.to(dtype)
     return same / same.sum(1, keepdim=True)  # every row has its own other view, so no row is empty
 
 
