@@ -677,7 +677,7 @@ def simulate(
     latent_dim: int = typer.Option(32, "--latent-dim", help="Dimension k of the generated latent z."),
     dim: int = typer.Option(64, "--dim", help="Embedding dimension of the encoders."),
     losses: str = typer.Option(",".join(("infonce", "aninfonce", "icon-tdist", "icon-label", "supervised", "untrained")),
-                               "--losses", help="Comma-separated: infonce, aninfonce, icon-tdist, icon-label, supervised, untrained."),
+                               "--losses", help="Comma-separated: infonce, aninfonce, icon-tdist, icon-label, supervised, untrained (aninfonce-sphere: opt-in)."),
     steps: int = typer.Option(500, "--steps", help="Training steps per run."),
     batch_size: int = typer.Option(256, "--batch-size", help="Pairs per training step."),
     tau: float = typer.Option(0.1, "--tau", help="Temperature of InfoNCE and of I-Con's Gaussian kernel."),

@@ -49,6 +49,9 @@ from whitenclip.errors import InputError
 from whitenclip.results import Result, json_safe
 
 LOSSES = ("infonce", "aninfonce", "icon-tdist", "icon-label", "supervised", "untrained")
+"""The default losses (all six of the issue)."""
+EXTRA_LOSSES = ("aninfonce-sphere",)
+"""Opt-in variants: ``aninfonce-sphere`` is AnInfoNCE on ``f(x)/(||f(x)|| sqrt(tau))`` (scale fixed)."""
 DATASETS = ("gmm", "laplace", "binary", "digits")
 LABELS = ("latent", "random")
 METRICS = ("norm_mean", "norm_cv", "ad_mean", "ad_pass", "dp_mean", "dp_pass", "w_norm_cv", "w_ad_mean", "w_ad_pass",
@@ -173,8 +176,8 @@ def parse_losses(spec) -> tuple[str, ...]:
     if not names:
         raise InputError(f"--losses: give at least one of {', '.join(LOSSES)}")
     for n in names:
-        if n not in LOSSES:
-            raise InputError(f"--losses: unknown loss {n!r}; expected some of {', '.join(LOSSES)}")
+        if n not in LOSSES + EXTRA_LOSSES:
+            raise InputError(f"--losses: unknown loss {n!r}; expected some of {', '.join(LOSSES + EXTRA_LOSSES)}")
     return tuple(dict.fromkeys(names))
 
 
@@ -435,7 +438,7 @@ class _Run:
         if loss == "supervised":
             self.head = torch.nn.Linear(config.dim, task.n_classes).to(self.device)
             params += list(self.head.parameters())
-        if loss == "aninfonce":
+        if loss.startswith("aninfonce"):
             self.raw_lambda = torch.nn.Parameter(torch.zeros(config.dim, device=self.device))
             params.append(self.raw_lambda)
         self.opt = torch.optim.Adam(params, lr=config.lr)
@@ -458,6 +461,8 @@ class _Run:
         return x.to(self.device), x_pos.to(self.device), y.to(self.device)
 
     def step(self) -> float:
+        import torch.nn.functional as F
+
         from whitenclip import losses as L
 
         x, x_pos, y = self.batch()
@@ -470,6 +475,9 @@ class _Run:
                 value = L.info_nce(u, v, c.tau)
             elif self.loss == "aninfonce":
                 value = L.an_info_nce(u, v, self.raw_lambda)
+            elif self.loss == "aninfonce-sphere":  # the scale of f fixed: Lambda / tau acts on unit vectors
+                scale = 1.0 / math.sqrt(c.tau)
+                value = L.an_info_nce(F.normalize(u, dim=1) * scale, F.normalize(v, dim=1) * scale, self.raw_lambda)
             elif self.loss == "icon-tdist":
                 value = L.icon(u, v, L.augmentation_graph(u.shape[0], u.device), "student-t")
             elif self.loss == "icon-label":
