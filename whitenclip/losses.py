@@ -63,7 +63,7 @@ def an_info_nce(u: torch.Tensor, v: torch.Tensor, raw_lambda: torch.Tensor) -> t
 
     ``u, v`` are the raw (unnormalised) encoder outputs; there is no temperature (Lambda is it).
 
-    >>> import torch
+    >>> import math, torch
     >>> u = torch.tensor([[0.0], [1.0]]); raw = torch.tensor([math.log(math.e - 1)])  # Lambda = 1
     >>> round(float(an_info_nce(u, u, raw)), 4)  # log(1 + exp(-1/2)) for both anchors
     0.4741
