@@ -153,3 +153,13 @@ def test_cli_json_html_and_stores_readable_by_other_commands(tmp_path):
     r = runner.invoke(app, ["simulate", "--losses", "infonce", "--steps", "1", "--seeds", "1", "--n-eval", "600",
                             "--save-embeddings", str(emb)])
     assert r.exit_code == 2 and "not empty" in r.output
+
+
+def test_aninfonce_scale_runaway_and_its_fix():
+    """README's diagnosis: unnormalised AnInfoNCE grows ||f|| and stalls; the sphere variant does not."""
+    cfg = make_config(losses="aninfonce,aninfonce-sphere", steps=60, seeds=1, n_eval=600, evals=1, device="cpu")
+    res = simulate(cfg)
+    plain, sphere = res.runs
+    assert plain.final("norm_mean") > 10 * plain.initial("norm_mean")
+    assert max(plain.extra["lambda"]) - min(plain.extra["lambda"]) < 0.1  # Lambda hardly learns
+    assert sphere.final("ad_pass") > plain.final("ad_pass") + 0.3
