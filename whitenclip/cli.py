@@ -673,11 +673,13 @@ def mi(
 @app.command()
 @_handles_errors
 def simulate(
-    data: str = typer.Option("gmm", "--data", help="gmm, laplace, binary (generated latents) or digits (scikit-learn 8x8 images)."),
+    data: str = typer.Option("gmm", "--data",
+                             help="gmm, laplace, binary (generated latents) or digits (scikit-learn 8x8 images)."),
     latent_dim: int = typer.Option(32, "--latent-dim", help="Dimension k of the generated latent z."),
     dim: int = typer.Option(64, "--dim", help="Embedding dimension of the encoders."),
-    losses: str = typer.Option(",".join(("infonce", "aninfonce", "icon-tdist", "icon-label", "supervised", "untrained")),
-                               "--losses", help="Comma-separated: infonce, aninfonce, icon-tdist, icon-label, supervised, untrained (aninfonce-sphere: opt-in)."),
+    losses: str = typer.Option("infonce,aninfonce,icon-tdist,icon-label,supervised,untrained", "--losses",
+                               help="Comma-separated: infonce, aninfonce, icon-tdist, icon-label, supervised, "
+                                    "untrained (aninfonce-sphere: opt-in)."),
     steps: int = typer.Option(500, "--steps", help="Training steps per run."),
     batch_size: int = typer.Option(256, "--batch-size", help="Pairs per training step."),
     tau: float = typer.Option(0.1, "--tau", help="Temperature of InfoNCE and of I-Con's Gaussian kernel."),
@@ -685,14 +687,22 @@ def simulate(
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate."),
     evals: int = typer.Option(10, "--evals", help="Metric evaluations after step 0 (evenly spaced)."),
     n_eval: int = typer.Option(5000, "--n-eval", help="Held-out rows the metrics are computed on (synthetic data)."),
-    labels: str = typer.Option("latent", "--labels", help="latent (component / argmax of z) or random (unlearnable)."),
+    labels: str = typer.Option("latent", "--labels",
+                               help="latent (component / argmax of z) or random (unlearnable)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    threads: int = typer.Option(1, "--threads", min=1, help="CPU threads for torch and BLAS (1 is fastest for these small models on a busy machine)."),
-    save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Write DIR/<loss>/seed<S>/ stores of the final held-out embeddings."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write simulate.html (curves) and simulate.json into this directory."),
+    threads: int = typer.Option(1, "--threads", min=1,
+                                help="CPU threads for torch and BLAS (1 is fastest for these small models)."),
+    save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings",
+                                                   help="Write DIR/<loss>/seed<S>/ stores of the final held-out "
+                                                        "embeddings."),
+    out: Optional[Path] = typer.Option(None, "--out",
+                                       help="Write simulate.html (curves) and simulate.json into this directory."),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result as one JSON object on stdout."),
 ) -> None:
-    """Train small encoders with InfoNCE, AnInfoNCE, I-Con and cross-entropy on generated data; report Gaussianity along training."""
+    """Train small encoders with InfoNCE, AnInfoNCE, I-Con and cross-entropy on generated data.
+
+    Reports the Gaussianity metrics of their embeddings along training (the paper's table).
+    """
     from whitenclip.render import render, write_html
     from whitenclip.simulate import make_config
     from whitenclip.simulate import simulate as run_simulation
