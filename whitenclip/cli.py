@@ -789,22 +789,27 @@ def simulate(
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings",
                                                    help="Write DIR/<loss>/seed<S>/ stores of the final held-out "
                                                         "embeddings."),
-    out: Optional[Path] = typer.Option(None, "--out",
+    out: Optional[Path] = typer.Option(None, "--output", "-o",
                                        help="Write simulate.html (curves) and simulate.json into this directory."),
+    out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="Print the whole result as one JSON object on stdout."),
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Train small encoders with InfoNCE, AnInfoNCE, I-Con and cross-entropy on generated data.
 
     Reports the Gaussianity metrics of their embeddings along training (the paper's table).
     """
-    from whitenclip.render import render, write_html
+    from whitenclip.outputs import check_output_dir
+    from whitenclip.render import write_html
     from whitenclip.simulate import make_config
     from whitenclip.simulate import simulate as run_simulation
 
+    out = out if out is not None else out_alias
+    for directory in (out, save_embeddings):
+        if directory is not None:
+            check_output_dir(directory)
     config = make_config(data=data, latent_dim=latent_dim, dim=dim, losses=losses, steps=steps, batch_size=batch_size,
                          tau=tau, seeds=seeds, lr=lr, evals=evals, n_eval=n_eval, labels=labels, device=device)
-    if out is not None and out.exists() and not out.is_dir():
-        raise InputError(f"{out}: --out must be a directory, and this is a file")
     progress = not _state["quiet"] and sys.stderr.isatty()
     _log(f"simulate: {len(config.losses)} loss(es) x {config.seeds} seed(s), {config.steps} steps on {config.data}, "
          f"device {config.device}")
@@ -816,7 +821,7 @@ def simulate(
     if save_embeddings is not None:
         _log(f"wrote {len(result.stores)} embedding stores under {save_embeddings} "
              f"(try: whitenclip gaussianity-report {save_embeddings}/{config.losses[0]}/seed0)")
-    render(result, "json" if as_json else "table")
+    _render(result, "json" if as_json else "table")
 
 
 def main() -> None:

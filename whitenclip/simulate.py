@@ -648,6 +648,7 @@ def _save_store(directory: Path, E: np.ndarray, ids: list[str], config: Simulati
 
     meta = {"encoder": f"simulate:{loss}", "modality": "image" if config.data == "digits" else "synthetic",
             "normalized": True, "source": f"whitenclip simulate --data {config.data}"}
-    writer = StoreWriter(directory, dim=E.shape[1], dtype="float32", meta=meta)
+    directory.parent.mkdir(parents=True, exist_ok=True)  # DIR/<loss>/ (the parent of DIR was checked by the caller)
+    writer = StoreWriter(directory, dim=E.shape[1], dtype="float32", meta={**meta, "n_items": len(ids)})
     writer.write_shard(ids, E.astype(np.float32), items_end=len(ids))
     return directory

@@ -167,7 +167,7 @@ def page(result: SimulationResult, figures: dict[str, bytes]) -> str:
 @render_html.register
 def _(result: SimulationResult, out_dir: Path) -> dict[str, Path]:
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(exist_ok=True)  # its parent must exist (outputs.check_output_dir)
     figures = make_curves(result)
     written = {}
     for path, role, data in ((out / "simulate.json", "json", (to_json(result) + "\n").encode("utf-8")),
