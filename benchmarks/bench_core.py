@@ -32,6 +32,13 @@ Each data file is read once before any measurement to warm the page cache, so ev
 reads from RAM, not disk. Usage:
 
     python benchmarks/bench_core.py [--sizes 200000,1000000] [--dim 768] [--workdir DIR] [--keep]
+                                    [--repeat N] [--captions N] [--calibration-only] [--quick]
+
+Calibration (conformal p-values): ``ours-library`` is the default fit, which keeps a calibration
+sample; ``ours-nocal`` is the same fit with ``calibration=False``. On raw captions (``--captions N``,
+MiniLM on the CPU, rows embedded as they stream) ``captions-cal`` vs ``captions-nocal`` time
+``fit_whitener_streaming`` including the embedding (the model is loaded once before the clock
+starts). Target: with calibration at most 1.1x without, on both.
 """
 
 from __future__ import annotations
@@ -113,6 +120,41 @@ def run_ours_library(data: Path, out: Path, tag: str) -> None:
     _emit({"work_s": work})
 
 
+def run_ours_library_nocal(data: Path, out: Path, tag: str) -> None:
+    """`fit --no-calibration`: the same streaming fit without the calibration sample."""
+    from whitenclip.stores import open_embeddings
+    from whitenclip.whitening import fit_whitener_streaming
+
+    t0 = time.perf_counter()
+    wh, _ = fit_whitener_streaming([open_embeddings(data)], calibration=False)
+    work = time.perf_counter() - t0
+    assert wh.calibration_ is None
+    _emit({"work_s": work})
+
+
+def _fit_captions(data: Path, calibration: bool) -> None:
+    """Fit on raw captions (one per line) embedded with MiniLM on the CPU as they stream."""
+    from whitenclip.encoders import load_encoder
+    from whitenclip.sources import EncodeOptions, open_sources
+    from whitenclip.whitening import fit_whitener_streaming
+
+    t0 = time.perf_counter()
+    load_encoder("minilm", device="cpu")  # warm the model files' page cache; not timed below
+    t1 = time.perf_counter()
+    sources = open_sources([str(data)], EncodeOptions(model="minilm", device="cpu", progress=False))
+    wh, _ = fit_whitener_streaming(sources, calibration=calibration)
+    t2 = time.perf_counter()
+    _emit({"work_s": t2 - t1, "warm_load_s": t1 - t0, "n_cal": wh.n_cal_, "n": wh.n_samples_})
+
+
+def run_captions_cal(data: Path, out: Path, tag: str) -> None:
+    _fit_captions(data, True)
+
+
+def run_captions_nocal(data: Path, out: Path, tag: str) -> None:
+    _fit_captions(data, False)
+
+
 def run_ours_library_f32gram(data: Path, out: Path, tag: str) -> None:
     """Opt-in `--fast-gram`: chunk Gram products in float32, everything else float64."""
     from whitenclip.stores import open_embeddings
@@ -186,17 +228,18 @@ def run_bare_f32(data: Path, out: Path, tag: str) -> None:
 
 def run_profile_fit(data: Path, out: Path, tag: str) -> None:
     """The streaming fit's steps (as in fit_whitener_streaming / Moments.update), timed one by one."""
-    from whitenclip.moments import Moments
+    from whitenclip.moments import Moments, Reservoir
     from whitenclip.stores import DEFAULT_CHUNK_ROWS, open_embeddings
-    from whitenclip.whitening import Whitener, _eigh_descending
+    from whitenclip.whitening import DEFAULT_CALIBRATION_ROWS, Whitener, calibration_distances, eigh_descending
 
-    T = dict.fromkeys(("open", "read_to_f64", "isfinite", "chunk_mean_center", "gemm_f64", "absorb", "eigh",
-                       "fit_moments_total", "save"), 0.0)
+    T = dict.fromkeys(("open", "read_to_f64", "isfinite", "reservoir_update", "chunk_mean_center", "gemm_f64", "absorb",
+                       "eigh", "fit_moments_total", "calibration_distances", "save"), 0.0)
     t = time.perf_counter()
     src = open_embeddings(data)
     mm = src._blocks[0][0]
     T["open"] = time.perf_counter() - t
     mom = Moments(src.dim)
+    res = Reservoir(DEFAULT_CALIBRATION_ROWS, src.dim)
     for lo in range(0, src.n_rows, DEFAULT_CHUNK_ROWS):
         hi = min(lo + DEFAULT_CHUNK_ROWS, src.n_rows)
         t = time.perf_counter()
@@ -205,6 +248,8 @@ def run_profile_fit(data: Path, out: Path, tag: str) -> None:
         ok = np.isfinite(X).all(axis=1)
         assert ok.all()
         t2 = time.perf_counter()
+        res.update(X)
+        t2r = time.perf_counter()
         mean = X.mean(axis=0)
         Xc = X - mean
         t3 = time.perf_counter()
@@ -214,15 +259,20 @@ def run_profile_fit(data: Path, out: Path, tag: str) -> None:
         t5 = time.perf_counter()
         T["read_to_f64"] += t1 - t
         T["isfinite"] += t2 - t1
-        T["chunk_mean_center"] += t3 - t2
+        T["reservoir_update"] += t2r - t2
+        T["chunk_mean_center"] += t3 - t2r
         T["gemm_f64"] += t4 - t3
         T["absorb"] += t5 - t4
     t = time.perf_counter()
-    _eigh_descending(mom.covariance())
+    eigh_descending(mom.covariance())
     T["eigh"] = time.perf_counter() - t
     t = time.perf_counter()
     wh = Whitener().fit_moments(mom)
     T["fit_moments_total"] = time.perf_counter() - t
+    t = time.perf_counter()
+    rows = res.rows
+    wh.calibration_ = np.sort(calibration_distances(wh, rows))
+    T["calibration_distances"] = time.perf_counter() - t
     t = time.perf_counter()
     wh.save(out / f"profile_{tag}.safetensors")
     T["save"] = time.perf_counter() - t
@@ -237,13 +287,15 @@ def run_profile_fit(data: Path, out: Path, tag: str) -> None:
 
 def run_profile_score(data: Path, out: Path, tag: str) -> None:
     """`whitenclip score`'s steps (as in cli.score / likelihood.score), timed one by one."""
-    from whitenclip import cli
-    from whitenclip.likelihood import (loglik_from_sqnorm, pvalue_chi2, pvalue_hotelling, squared_norms)
+    from whitenclip.likelihood import (ScoreTable, loglik_from_sqnorm, pvalue_chi2, pvalue_conformal, pvalue_hotelling,
+                                       squared_norms)
+    from whitenclip.render import _load_renderers, render_rows
     from whitenclip.stores import DEFAULT_CHUNK_ROWS, open_embeddings
     from whitenclip.whitening import Whitener
 
+    _load_renderers()
     T = dict.fromkeys(("load_whitener", "read_to_f64", "isfinite", "transform_gemm_f64", "sqnorm", "loglik",
-                       "pvalue_chi2", "pvalue_hotelling_F", "format_tsv", "write"), 0.0)
+                       "pvalue_chi2", "pvalue_hotelling_F", "pvalue_conformal", "format_tsv", "write"), 0.0)
     t = time.perf_counter()
     wh = Whitener.load(out / f"w_{tag}.safetensors")
     T["load_whitener"] = time.perf_counter() - t
@@ -269,8 +321,10 @@ def run_profile_score(data: Path, out: Path, tag: str) -> None:
             c.append(time.perf_counter())
             p = pvalue_hotelling(sq, wh.n_samples_, r)
             c.append(time.perf_counter())
-            text = cli._format_rows(ids, {"sqnorm": sq, "loglik": ll, "logpdf": ll + wh.log_det_, "pvalue": p,
-                                          "pvalue_chi2": pc}, "tsv")
+            pconf = pvalue_conformal(sq, wh.calibration_) if wh.calibration_ is not None else None
+            c.append(time.perf_counter())
+            text = render_rows(ScoreTable(loglik=ll, logpdf=ll + wh.log_det_, sqnorm=sq, pvalue=p, pvalue_chi2=pc,
+                                          pvalue_conformal=pconf, ids=ids), "tsv", header=False)
             c.append(time.perf_counter())
             sink.write(text)
             c.append(time.perf_counter())
@@ -330,7 +384,8 @@ def run_machine(data: Path, out: Path, tag: str) -> None:
 
 RUNNERS = {
     "gen": run_gen, "machine": run_machine,
-    "ours-library": run_ours_library, "ours-f32gram": run_ours_library_f32gram, "sklearn": run_sklearn, "wclip": run_wclip,
+    "ours-library": run_ours_library, "ours-nocal": run_ours_library_nocal, "ours-f32gram": run_ours_library_f32gram,
+    "captions-cal": run_captions_cal, "captions-nocal": run_captions_nocal, "sklearn": run_sklearn, "wclip": run_wclip,
     "bare-f64": run_bare_f64, "bare-f32": run_bare_f32,
     "profile-fit": run_profile_fit, "profile-score": run_profile_score, "check": run_check,
 }
@@ -413,6 +468,58 @@ def whitenclip_exe() -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------
+# calibration benchmark on raw captions
+# ---------------------------------------------------------------------------------------
+def captions_file(path: Path, n: int) -> str:
+    """Write n captions, one per line, to ``path``: Flickr8k's (../shared) when present, else the
+    project's demo captions repeated with a counter (so no two lines are equal)."""
+    import csv
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "flickr8k" / "all_captions.txt"
+    if shared.exists():
+        with open(shared, newline="", encoding="utf-8") as fh:
+            caps = [r["caption"].replace("\n", " ") for _, r in zip(range(n), csv.DictReader(fh))]
+        origin = f"first {len(caps)} captions of {shared.name} (Flickr8k)"
+    else:
+        demo = (Path(__file__).resolve().parents[1] / "data" / "captions.txt").read_text().splitlines()
+        caps = [f"{demo[i % len(demo)]} ({i // len(demo)})" for i in range(n)]
+        origin = f"data/captions.txt repeated to {n} lines"
+    path.write_text("\n".join(caps) + "\n", encoding="utf-8")
+    return origin
+
+
+def captions_runs(work: Path, n: int, repeat: int) -> dict:
+    data = work / "captions.txt"
+    origin = captions_file(data, n)
+    print(f"# raw captions: {origin}; MiniLM on CPU, embedded as they stream (model load not timed)", flush=True)
+    R = {}
+    for _ in range(repeat):  # interleaved; keep each contender's fastest
+        for k in ("captions-nocal", "captions-cal"):
+            r = child(k, data, work, "captions")
+            if k not in R or r["work_s"] < R[k]["work_s"]:
+                R[k] = r
+    for k, v in R.items():
+        print(f"#   {k:14s} " + json.dumps({a: (round(b, 3) if isinstance(b, float) else b) for a, b in v.items()}),
+              flush=True)
+    return R
+
+
+def calibration_targets(sizes, extra) -> list:
+    out = []
+    for n in sizes:
+        lib, nc = extra[n]["ours-library"], extra[n]["ours-nocal"]
+        q, qc = lib["work_s"] / nc["work_s"], lib["cpu_s"] / nc["cpu_s"]
+        out.append((f"fit with calibration vs without, embeddings file, n={n}",
+                    f"{q:.3f}x wall ({lib['work_s']:.2f} / {nc['work_s']:.2f} s; cpu {qc:.3f}x)", q <= 1.1))
+    if "captions" in extra:
+        cal, nc = extra["captions"]["captions-cal"], extra["captions"]["captions-nocal"]
+        q, qc = cal["work_s"] / nc["work_s"], cal["cpu_s"] / nc["cpu_s"]
+        out.append((f"fit with calibration vs without, raw captions, n={cal['n']} (n_cal {cal['n_cal']})",
+                    f"{q:.3f}x wall ({cal['work_s']:.2f} / {nc['work_s']:.2f} s; cpu {qc:.3f}x)", q <= 1.1))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # the run
 # ---------------------------------------------------------------------------------------
 def fmt(v, spec=".2f") -> str:
@@ -454,6 +561,12 @@ def main(argv=None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the workdir")
     ap.add_argument("--repeat", type=int, default=1, help="runs per contender, best wall time kept (default 1)")
     ap.add_argument("--no-profile", action="store_true", help="skip the per-phase profiles (run at the smallest size)")
+    ap.add_argument("--captions", type=int, default=4000,
+                    help="raw captions for the calibration benchmark on raw inputs (default 4000; 0 skips it)")
+    ap.add_argument("--calibration-only", action="store_true",
+                    help="only the calibration benchmark: fit with vs without calibration (embeddings file, raw captions)")
+    ap.add_argument("--quick", action="store_true",
+                    help="a short smoke run: --sizes 50000 --no-profile --captions 600 (figures not for the README)")
     ap.add_argument("--run", choices=sorted(RUNNERS), help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -464,6 +577,8 @@ def main(argv=None) -> int:
         RUNNERS[args.run](Path(args.data), Path(args.out), args.tag)
         return 0
 
+    if args.quick:
+        args.sizes, args.no_profile, args.captions = "50000", True, min(args.captions, 600)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     d = args.dim
     created = args.workdir is None or not Path(args.workdir).exists()
@@ -488,6 +603,7 @@ def main(argv=None) -> int:
             art = work / f"w_{tag}.safetensors"
             jobs = {
                 "ours-library": lambda: child("ours-library", data, work, tag),
+                "ours-nocal": lambda: child("ours-nocal", data, work, tag),
                 "ours-f32gram": lambda: child("ours-f32gram", data, work, tag),
                 "ours-cli": lambda: measure(cli + ["fit", str(data), "-o", str(art)]),
                 "sklearn": lambda: child("sklearn", data, work, tag),
@@ -496,6 +612,8 @@ def main(argv=None) -> int:
                 "bare-f64": lambda: child("bare-f64", data, work, tag),
                 "bare-f32": lambda: child("bare-f32", data, work, tag),
             }
+            if args.calibration_only:
+                jobs = {k: v for k, v in jobs.items() if k in ("ours-library", "ours-nocal")}
             R = {}
             for _ in range(max(1, args.repeat)):  # interleaved repeats; keep each contender's fastest
                 for k, job in jobs.items():
@@ -509,24 +627,33 @@ def main(argv=None) -> int:
                       flush=True)
             extra[n] = R
             ours = np.load(work / f"eig_ours_{tag}.npy")
-            for peer in ("sklearn", "wclip", "ours-f32gram"):
+            for peer in () if args.calibration_only else ("sklearn", "wclip", "ours-f32gram"):
                 ev = np.load(work / f"eig_{peer}_{tag}.npy")
                 eig_checks.append((n, peer, float(np.max(np.abs(ev - ours) / ours)),
                                    float(np.median(np.abs(ev - ours) / ours))))
-            if n == min(sizes) and not args.no_profile:
+            if n == min(sizes) and not args.no_profile and not args.calibration_only:
                 extra["profile-fit"] = child("profile-fit", data, work, tag)["phases"]
                 extra["profile-score"] = child("profile-score", data, work, tag)["phases"]
-            if n == min(sizes):
+            if n == min(sizes) and not args.calibration_only:
                 extra["check"] = (n, child("check", data, work, tag))
             print(f"#   load average now: {os.getloadavg()[0]:.2f}", flush=True)
             data.unlink()
+        if args.captions > 0:
+            extra["captions"] = captions_runs(work, args.captions, max(1, args.repeat))
     finally:
         if created and not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
     # ---- table ---------------------------------------------------------------------------
     big, small = max(sizes), min(sizes)
-    targets = []
+    targets = calibration_targets(sizes, extra)
+    if args.calibration_only:
+        print()
+        print("targets")
+        for name, val, met in targets:
+            print(f"  {name:66s} {val:40s} {'met' if met else 'MISSED'}")
+        print(f"\n# total bench time {time.perf_counter() - t_all:.0f}s; load average at end: {os.getloadavg()[0]:.2f}")
+        return 0
     print()
     hdr = f"{'contender':14s} {'n':>9s} {'wall s':>8s} {'proc s':>8s} {'cpu s':>8s} {'RSS MiB':>9s} {'anon MiB':>9s}  " \
           f"{'ratio vs peer':36s} {'target':26s} met?"
@@ -555,6 +682,9 @@ def main(argv=None) -> int:
         q = f32["work_s"] / sk["work_s"]
         row("fit f32gram", n, f32, f"wall {q:.2f}x sklearn (opt-in --fast-gram)", "wall <= 1.3x sklearn", q <= 1.3)
         targets.append((f"fit wall, library --fast-gram, n={n}", f"{q:.2f}x sklearn", q <= 1.3))
+        nc = R["ours-nocal"]
+        row("fit no-calib", n, nc, f"lib with calibration {lib['work_s'] / nc['work_s']:.2f}x this", "lib <= 1.1x this",
+            lib["work_s"] / nc["work_s"] <= 1.1)
         row("fit sklearn", n, sk, f"(peer; load {sk['load_s']:.2f}s)")
         row("fit wclip", n, wc, f"wall {wc['work_s'] / sk['work_s']:.2f}x sklearn (cpu {wc['cpu_s'] / sk['cpu_s']:.2f}x)")
         if n == big:

@@ -168,3 +168,69 @@ def test_part_save_load_roundtrip(tmp_path, anisotropic):
     Moments.from_array(anisotropic).save(tmp_path / "old.safetensors")
     old = MomentsPart.load(tmp_path / "old.safetensors")
     assert old.sum_sqnorm4 is None and old.inputs and old.n == 600
+
+
+# Reservoir: seeded, mergeable bottom-m sample
+# ---------------------------------------------------------------------------------------
+from whitenclip.moments import Reservoir, row_keys  # noqa: E402
+
+
+def _bottom_m(n, m, seed):
+    """Brute force: positions of the m smallest keys, in key order."""
+    return np.argsort(row_keys(np.arange(n), seed))[:m]
+
+
+@pytest.mark.parametrize("m", [1, 7, 250, 600, 1000])
+def test_reservoir_keeps_the_m_smallest_keys_whatever_the_chunking(anisotropic, rng, m):
+    expected = anisotropic[_bottom_m(600, m, 3)]
+    one = Reservoir(m, 12, seed=3).update(anisotropic)
+    np.testing.assert_array_equal(one.rows, expected)
+    chunked, lo = Reservoir(m, 12, seed=3), 0
+    while lo < 600:
+        step = int(rng.integers(1, 90))
+        chunked.update(anisotropic[lo:lo + step])
+        lo += step
+    np.testing.assert_array_equal(chunked.rows, expected)
+    assert len(one) == min(m, 600) and one.n_seen == chunked.n_seen == 600
+
+
+def test_reservoir_merge_of_two_halves_equals_one_pass_exactly(anisotropic):
+    whole = Reservoir(100, 12, seed=5).update(anisotropic)
+    a = Reservoir(100, 12, seed=5).update(anisotropic[:217])
+    b = Reservoir(100, 12, seed=5).update(anisotropic[217:], start=217)
+    for merged in (a.merge(b), b.merge(a)):  # order-independent
+        np.testing.assert_array_equal(merged.rows, whole.rows)
+        np.testing.assert_array_equal(merged.keys, whole.keys)
+        assert merged.n_seen == 600
+    # many shards, merged as a tree in shuffled order
+    cuts = [0, 50, 51, 300, 420, 600]
+    parts = [Reservoir(100, 12, seed=5).update(anisotropic[lo:hi], start=lo) for lo, hi in zip(cuts, cuts[1:])]
+    tree = parts[3].merge(parts[0]).merge(parts[4].merge(parts[2]).merge(parts[1]))
+    np.testing.assert_array_equal(tree.rows, whole.rows)
+
+
+def test_reservoir_is_a_uniform_sample(rng):
+    """Each position is kept with probability m/n (over seeds), and different seeds differ."""
+    n, m, seeds = 200, 20, 2000
+    X = np.arange(n, dtype=np.float64)[:, None]
+    counts = np.zeros(n)
+    for seed in range(seeds):
+        counts[Reservoir(m, 1, seed=seed).update(X).rows[:, 0].astype(int)] += 1
+    freq = counts / seeds
+    se = np.sqrt(0.1 * 0.9 / seeds)
+    assert np.abs(freq - m / n).max() < 5 * se
+    assert abs(np.corrcoef(np.arange(n), freq)[0, 1]) < 0.2  # no drift along the stream
+    assert not np.array_equal(Reservoir(m, 1, seed=1).update(X).rows, Reservoir(m, 1, seed=2).update(X).rows)
+
+
+def test_reservoir_copies_rows_and_checks_inputs():
+    X = np.ones((5, 2))
+    r = Reservoir(3, 2).update(X)
+    X[:] = 7.0  # the caller reuses its chunk (the streaming fit centres it in place)
+    assert (r.rows == 1.0).all()
+    with pytest.raises(InputError, match="dimension 2"):
+        r.update(np.ones((2, 3)))
+    with pytest.raises(InputError, match="cannot merge"):
+        r.merge(Reservoir(3, 2, seed=1))
+    with pytest.raises(InputError, match="size must be"):
+        Reservoir(0, 2)

@@ -64,16 +64,16 @@ def test_import_rejects_non_tensor_files(tmp_path):
     torch.save({"a": 1, "b": "x"}, tmp_path / "dict.pt")
     torch.save(torch.zeros(4), tmp_path / "mean.pt")
     with pytest.raises(InputError, match="expected a tensor"):
-        import_wclip(tmp_path / "mean.pt", tmp_path / "dict.pt")
+        import_wclip(tmp_path / "mean.pt", tmp_path / "dict.pt", modality="image")
     torch.save(torch.zeros(3, 3), tmp_path / "w.pt")
     with pytest.raises(InputError, match="shape"):
-        import_wclip(tmp_path / "mean.pt", tmp_path / "w.pt")
+        import_wclip(tmp_path / "mean.pt", tmp_path / "w.pt", modality="image")
     torch.save(torch.zeros(4, 4), tmp_path / "w0.pt")
     with pytest.raises(InputError, match="singular"):
-        import_wclip(tmp_path / "mean.pt", tmp_path / "w0.pt")
+        import_wclip(tmp_path / "mean.pt", tmp_path / "w0.pt", modality="image")
     (tmp_path / "evil.pt").write_bytes(b"not a torch file")
     with pytest.raises(InputError, match="evil.pt"):
-        import_wclip(tmp_path / "mean.pt", tmp_path / "evil.pt")
+        import_wclip(tmp_path / "mean.pt", tmp_path / "evil.pt", modality="image")
 
 
 def test_ill_conditioned_import_warns(tmp_path):
@@ -81,4 +81,29 @@ def test_ill_conditioned_import_warns(tmp_path):
     with pytest.warns(RankDeficiencyWarning, match="numerically singular"):
         torch.save(torch.from_numpy(W), tmp_path / "w.pt")
         torch.save(torch.zeros(6, dtype=torch.float64), tmp_path / "m.pt")
+        import_wclip(tmp_path / "m.pt", tmp_path / "w.pt", modality="text")
+
+
+def test_modality_is_inferred_from_file_names_or_asked_for(tmp_path):
+    from whitenclip.whitening import infer_modality
+
+    assert infer_modality("x/mean_image_L14.pt", "x/w_mat_image_L14.pt") == "image"
+    assert infer_modality("mean_TEXT.pt", "w.pt") == "text"
+    assert infer_modality("images/mean.pt", "images/w.pt") is None  # folders do not count
+    assert infer_modality("mean_image.pt", "w_text.pt") is None  # both: cannot tell
+    d = 4
+    for name in ("image", "text"):
+        torch.save(torch.zeros(d, dtype=torch.float64), tmp_path / f"mean_{name}.pt")
+        torch.save(torch.eye(d, dtype=torch.float64), tmp_path / f"w_mat_{name}.pt")
+        wh = import_wclip(tmp_path / f"mean_{name}.pt", tmp_path / f"w_mat_{name}.pt")
+        assert wh.metadata_["modality"] == name and wh.calibration_ is None
+    torch.save(torch.zeros(d, dtype=torch.float64), tmp_path / "m.pt")
+    torch.save(torch.eye(d, dtype=torch.float64), tmp_path / "w.pt")
+    with pytest.raises(InputError, match="cannot tell the modality"):
         import_wclip(tmp_path / "m.pt", tmp_path / "w.pt")
+    assert import_wclip(tmp_path / "m.pt", tmp_path / "w.pt", modality="text").metadata_["modality"] == "text"
+    with pytest.raises(InputError, match="image or text"):
+        import_wclip(tmp_path / "m.pt", tmp_path / "w.pt", modality="audio")
+    with pytest.warns(UserWarning, match="file names say image"):
+        wh = import_wclip(tmp_path / "mean_image.pt", tmp_path / "w_mat_image.pt", modality="text")
+    assert wh.metadata_["modality"] == "text"

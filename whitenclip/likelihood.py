@@ -9,29 +9,39 @@ With w = (x - mu) @ W and r the kept rank:
   log N(x; mu, Sigma) = -1/2 (r log 2 pi + log det Sigma_r + ||w||^2);
 * ``pvalue``  = P(T2' >= T2) for a *new* row under the Hotelling predictive law: with n fit
   rows, T2 = n/(n+1) ||w||^2 and (n - r)/(r (n - 1)) T2 ~ F(r, n - r). When n <= r + 1 the
-  F law does not exist and the chi2(r) tail is used instead (with a warning);
-* ``pvalue_chi2`` = P(chi2_r >= ||w||^2), the n -> infinity limit.
+  F law does not exist and the chi2(r) tail is used instead (with a warning). Exact when the
+  rows are Gaussian, and only then: on real embeddings (heavy-tailed norms) it is far too small;
+* ``pvalue_chi2`` = P(chi2_r >= ||w||^2), the n -> infinity limit;
+* ``pvalue_conformal`` = (1 + #{i : D_(i)^2 >= ||w||^2}) / (n_cal + 1), with D_(i)^2 the
+  leave-one-out distances of the whitener's calibration rows (``Whitener.calibration_``). Valid
+  for any distribution of exchangeable rows: P(p <= alpha) <= alpha for a new row from the
+  reference distribution, up to the O(r/n) difference between fits on n - 1 and n rows (which
+  makes it slightly conservative). Its resolution is 1/(n_cal + 1). Absent (None) when the
+  whitener carries no calibration distances.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
 from scipy import stats
 
+from whitenclip.errors import InputError
+from whitenclip.results import Result
+from whitenclip.whitening import CALIBRATION_MISSING_NOTE, squared_norms
+
 COLUMNS = ("loglik", "logpdf", "sqnorm", "pvalue")
+"""The row columns every score has, in output order (``pvalue_conformal`` follows when present)."""
+CONFORMAL_COLUMN = "pvalue_conformal"
+SCORE_COLUMNS = (*COLUMNS, CONFORMAL_COLUMN)
+"""All row columns in output order; ``pvalue_conformal`` only when the whitener is calibrated."""
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
 class CalibrationWarning(UserWarning):
     """The calibrated (F-law) p-value is unavailable; the chi2 approximation was used."""
-
-
-def squared_norms(whitened: np.ndarray) -> np.ndarray:
-    """||w_i||^2 for each row of w, shape (m, k) -> (m,), accumulated in float64."""
-    w = np.asarray(whitened, dtype=np.float64)
-    return np.einsum("ij,ij->i", w, w)
 
 
 def loglik_from_sqnorm(sqnorm: np.ndarray, rank: int) -> np.ndarray:
@@ -56,11 +66,81 @@ def pvalue_chi2(sqnorm: np.ndarray, rank: int) -> np.ndarray:
     return stats.chi2.sf(np.asarray(sqnorm, dtype=np.float64), rank)
 
 
-def score(whitener, X) -> dict[str, np.ndarray]:
+def pvalue_conformal(sqnorm: np.ndarray, calibration: np.ndarray) -> np.ndarray:
+    """Conformal p-value (1 + #{i : D_(i)^2 >= s}) / (n_cal + 1) of each score s = ||w||^2.
+
+    ``calibration`` holds the n_cal leave-one-out distances D_(i)^2, ascending (as stored in
+    ``Whitener.calibration_``). O(log n_cal) per row.
+
+    >>> pvalue_conformal(np.array([0.5, 2.0, 9.0]), np.array([1.0, 2.0, 3.0])).tolist()
+    [1.0, 0.75, 0.25]
+    """
+    cal = np.asarray(calibration, dtype=np.float64)
+    at_least = cal.size - np.searchsorted(cal, np.asarray(sqnorm, dtype=np.float64), side="left")
+    return (1.0 + at_least) / (cal.size + 1.0)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ScoreTable(Result):
+    """Per-row scores of m rows (see the module doc); every column a float64 array of shape (m,).
+
+    ``columns`` names the row columns in output order (``id`` first is the renderer's business):
+    loglik, logpdf, sqnorm, pvalue, then pvalue_conformal when the whitener is calibrated.
+    ``pvalue_chi2`` is kept for library callers but not among the output columns.
+    ``table["loglik"]`` reads a column as the old dict did.
+    """
+
+    loglik: np.ndarray
+    logpdf: np.ndarray
+    sqnorm: np.ndarray
+    pvalue: np.ndarray
+    pvalue_chi2: np.ndarray
+    pvalue_conformal: np.ndarray | None = None
+    ids: list[str] | None = None
+    note: str | None = None
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return SCORE_COLUMNS if self.pvalue_conformal is not None else COLUMNS
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.sqnorm.shape[0])
+
+    def row_ids(self) -> list[str]:
+        """``ids``, or the row indices as strings when there are none."""
+        return list(self.ids) if self.ids is not None else [str(i) for i in range(self.n_rows)]
+
+    def keys(self) -> tuple[str, ...]:
+        """Names of the arrays present: the output columns and pvalue_chi2."""
+        return (*self.columns, "pvalue_chi2")
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self.keys():
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key) -> bool:
+        return key in self.keys()
+
+    def values(self) -> list[np.ndarray]:
+        return [getattr(self, k) for k in self.keys()]
+
+    def items(self) -> list[tuple[str, np.ndarray]]:
+        return [(k, getattr(self, k)) for k in self.keys()]
+
+    def to_dict(self) -> dict:
+        """``{"ids": [...] or None, column: float64 array, ...}`` (arrays; JSON via ``json_safe``)."""
+        return {"ids": None if self.ids is None else list(self.ids), **dict(self.items())}
+
+
+def score(whitener, X, ids=None) -> ScoreTable:
     """Score rows X of shape (m, d) under a fitted :class:`~whitenclip.whitening.Whitener`.
 
-    Returns a dict of float64 arrays of shape (m,): ``sqnorm``, ``loglik``, ``logpdf``,
-    ``pvalue`` (Hotelling predictive F law, chi2 fallback) and ``pvalue_chi2``.
+    Returns a :class:`ScoreTable` of float64 arrays of shape (m,): ``sqnorm``, ``loglik``,
+    ``logpdf``, ``pvalue`` (Hotelling predictive F law, chi2 fallback), ``pvalue_chi2`` and
+    ``pvalue_conformal`` (None, with a ``note``, when the whitener has no calibration
+    distances). ``ids`` (m strings) are carried along for the renderers.
     """
     sq = squared_norms(whitener.transform(X))
     r = int(whitener.rank_)
@@ -72,4 +152,11 @@ def score(whitener, X) -> dict[str, np.ndarray]:
         warnings.warn(f"calibrated p-value needs n > rank + 1 (n={whitener.n_samples_}, rank={r}); "
                       "using the chi2 approximation", CalibrationWarning, stacklevel=2)
         p = p_chi2
-    return {"sqnorm": sq, "loglik": loglik, "logpdf": loglik + whitener.log_det_, "pvalue": p, "pvalue_chi2": p_chi2}
+    cal = getattr(whitener, "calibration_", None)
+    note = CALIBRATION_MISSING_NOTE if cal is None else None
+    if ids is not None:
+        ids = [str(i) for i in ids]
+        if len(ids) != sq.shape[0]:
+            raise InputError(f"{len(ids)} ids for {sq.shape[0]} rows")
+    return ScoreTable(loglik=loglik, logpdf=loglik + whitener.log_det_, sqnorm=sq, pvalue=p, pvalue_chi2=p_chi2,
+                      pvalue_conformal=None if cal is None else pvalue_conformal(sq, cal), ids=ids, note=note)

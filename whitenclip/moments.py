@@ -152,7 +152,8 @@ class Moments:
 GRAM_DTYPES = ("float64", "float32")
 
 
-def _chunk_moments(X: np.ndarray, *, overwrite: bool = False, gram: str = "float64") -> tuple[int, np.ndarray, np.ndarray]:
+def _chunk_moments(X: np.ndarray, *, overwrite: bool = False,
+                   gram: str = "float64") -> tuple[int, np.ndarray, np.ndarray]:
     """(m, mean, scatter) of one chunk, scatter = (X - mean)^T (X - mean); mean in float64,
     the Gram product in ``gram`` precision, returned as float64."""
     if gram not in GRAM_DTYPES:
@@ -407,3 +408,156 @@ def _content_hash(m: Moments) -> str:
     h.update(np.ascontiguousarray(m.mean).tobytes())
     h.update(np.ascontiguousarray(m.scatter).tobytes())
     return h.hexdigest()
+
+
+# a mergeable uniform sample of rows (bottom-m sampling)
+# ---------------------------------------------------------------------------------------
+RESERVOIR_KEY = "splitmix64(seed, position)"
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+
+
+def splitmix64(x: np.ndarray) -> np.ndarray:
+    """The splitmix64 finaliser applied elementwise to uint64 ``x`` (a bijection of uint64).
+
+    >>> splitmix64(np.array([0, 1], dtype=np.uint64)).tolist()
+    [16294208416658607535, 10451216379200822465]
+    """
+    z = np.array(x, dtype=np.uint64, copy=True) + _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * _MIX1
+    z = (z ^ (z >> np.uint64(27))) * _MIX2
+    return z ^ (z >> np.uint64(31))
+
+
+def row_keys(positions, seed: int = 0) -> np.ndarray:
+    """Sampling keys of rows at global ``positions`` (uint64): splitmix64(splitmix64(seed) + position).
+
+    Distinct positions get distinct keys (splitmix64 is a bijection), so bottom-m sampling has no ties.
+    """
+    base = splitmix64(np.array([int(seed) % 2**64], dtype=np.uint64))[0]
+    return splitmix64(np.asarray(positions, dtype=np.uint64) + base)
+
+
+class Reservoir:
+    """A seeded, uniform, mergeable sample of at most ``size`` rows of a stream (bottom-m sampling).
+
+    Every row gets a key from a seeded hash of its global position in the stream
+    (:func:`row_keys`); the reservoir keeps the ``size`` rows with the smallest keys. The kept set
+    is therefore a uniform random subset of the rows (without replacement), fixed by the seed and
+    the positions alone: it does not depend on the chunking or on the order chunks arrive in,
+    and the reservoir of a union is the bottom-``size`` of the reservoirs of its parts
+    (:meth:`merge`), exactly.
+
+    Positions count the rows handed to :meth:`update` (0, 1, 2, ... in stream order) unless
+    ``start`` gives the global position of a chunk's first row (a shard fitted elsewhere).
+
+    Memory: ``size`` x d float64 rows plus one key per row (about 31 MiB at 5000 x 768).
+    Rows enter by copy; the caller may reuse or overwrite its chunk afterwards.
+
+    Parameters
+    ----------
+    size : int
+        m, the most rows kept.
+    n_features : int
+        Dimension d of the rows.
+    seed : int, default 0
+
+    Examples
+    --------
+    >>> X = np.arange(20.0).reshape(10, 2)
+    >>> a = Reservoir(3, 2).update(X[:6])
+    >>> b = Reservoir(3, 2).update(X[6:], start=6)
+    >>> np.array_equal(a.merge(b).rows, Reservoir(3, 2).update(X).rows)
+    True
+    """
+
+    def __init__(self, size: int, n_features: int, seed: int = 0):
+        if int(size) < 1:
+            raise InputError(f"reservoir size must be >= 1, got {size}")
+        if int(n_features) < 1:
+            raise InputError(f"n_features must be >= 1, got {n_features}")
+        self.size, self.n_features, self.seed = int(size), int(n_features), int(seed)
+        self.n_seen = 0  # rows offered
+        self._next = 0  # position of the next row when update() is given no start
+        self._keys = np.empty(0, dtype=np.uint64)
+        self._rows = np.empty((self.size, self.n_features), dtype=np.float64)  # slots; first len(_keys) used
+
+    def __len__(self) -> int:
+        return int(self._keys.size)
+
+    def update(self, X, *, start: int | None = None) -> "Reservoir":
+        """Offer the rows of X, shape (c, d), at global positions ``start .. start + c - 1``
+        (default: right after the rows seen so far); returns self."""
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise InputError(f"expected rows of dimension {self.n_features}, got shape {X.shape}")
+        c = X.shape[0]
+        first = self._next if start is None else int(start)
+        if first < 0:
+            raise InputError(f"row positions must be >= 0, got start={start}")
+        self.n_seen += c
+        self._next = first + c
+        if c == 0:
+            return self
+        keys = row_keys(np.arange(first, first + c, dtype=np.uint64), self.seed)
+        full = self._keys.size == self.size
+        cand = np.flatnonzero(keys < self._keys.max()) if full else np.arange(c)
+        if cand.size:
+            self._absorb(keys[cand], X, cand)
+        return self
+
+    def _absorb(self, new_keys: np.ndarray, X: np.ndarray, idx: np.ndarray) -> None:
+        """Keep the bottom-``size`` of the current keys and ``new_keys`` (their rows are ``X[idx]``).
+
+        Live rows occupy slots ``0 .. len - 1``. Entrants take the slots of evicted rows, then
+        the free tail; there are never more evictions than entrants, so no hole is left.
+        """
+        have = self._keys.size
+        keys = np.concatenate([self._keys, new_keys])
+        if keys.size <= self.size:
+            keep = np.arange(keys.size)
+        else:
+            keep = np.argpartition(keys, self.size - 1)[:self.size]
+        kept_old = np.zeros(have, dtype=bool)
+        kept_old[keep[keep < have]] = True
+        entering = keep[keep >= have] - have
+        slots = np.concatenate([np.flatnonzero(~kept_old), np.arange(have, self.size)])[:entering.size]
+        self._rows[slots] = X[idx[entering]]
+        total = int(kept_old.sum()) + entering.size
+        out = np.empty(total, dtype=np.uint64)
+        out[:min(have, total)] = self._keys[:min(have, total)]
+        out[slots] = new_keys[entering]
+        self._keys = out
+
+    def merge(self, other: "Reservoir") -> "Reservoir":
+        """The reservoir of the union of both streams (a new object; same size, seed and d)."""
+        if (other.size, other.n_features, other.seed) != (self.size, self.n_features, self.seed):
+            raise InputError(f"cannot merge reservoirs of (size, d, seed) {(self.size, self.n_features, self.seed)} "
+                             f"and {(other.size, other.n_features, other.seed)}")
+        out = self.copy()
+        out.n_seen, out._next = self.n_seen + other.n_seen, max(self._next, other._next)
+        if len(other):
+            out._absorb(other._keys, other._rows[:len(other)], np.arange(len(other)))
+        return out
+
+    def copy(self) -> "Reservoir":
+        out = Reservoir(self.size, self.n_features, self.seed)
+        out.n_seen, out._next, out._keys, out._rows = self.n_seen, self._next, self._keys.copy(), self._rows.copy()
+        return out
+
+    @property
+    def keys(self) -> np.ndarray:
+        """Keys of the kept rows, ascending (uint64)."""
+        return np.sort(self._keys)
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The kept rows in ascending key order, shape (min(size, rows seen), d), float64 (a copy)."""
+        order = np.argsort(self._keys, kind="stable")
+        return self._rows[:self._keys.size][order]
+
+    def __repr__(self) -> str:
+        return (f"Reservoir(size={self.size}, n_features={self.n_features}, seed={self.seed}, "
+                f"kept={len(self)}, seen={self.n_seen})")
