@@ -287,8 +287,14 @@ def run_profile_fit(data: Path, out: Path, tag: str) -> None:
 
 def run_profile_score(data: Path, out: Path, tag: str) -> None:
     """`whitenclip score`'s steps (as in cli.score / likelihood.score), timed one by one."""
-    from whitenclip.likelihood import (ScoreTable, loglik_from_sqnorm, pvalue_chi2, pvalue_conformal, pvalue_hotelling,
-                                       squared_norms)
+    from whitenclip.likelihood import (
+        ScoreTable,
+        loglik_from_sqnorm,
+        pvalue_chi2,
+        pvalue_conformal,
+        pvalue_hotelling,
+        squared_norms,
+    )
     from whitenclip.render import _load_renderers, render_rows
     from whitenclip.stores import DEFAULT_CHUNK_ROWS, open_embeddings
     from whitenclip.whitening import Whitener

@@ -44,18 +44,24 @@ def test_fit_then_score_tsv_matches_scipy(whitener_file, ref_file, anisotropic):
     res = run("score", ref_file, "-w", whitener_file)
     assert res.exit_code == 0, res.stderr
     rows = parse_tsv(res.stdout)
-    assert list(rows[0]) == ["id", "loglik", "logpdf", "sqnorm", "pvalue"]
+    assert list(rows[0]) == ["id", "loglik", "logpdf", "sqnorm", "pvalue", "pvalue_conformal"]
     assert len(rows) == 600 and rows[5]["id"] == "5"
     X = anisotropic.astype(np.float32).astype(np.float64)
     ref = multivariate_normal(X.mean(0), np.cov(X, rowvar=False)).logpdf(X[:10])
     np.testing.assert_allclose([float(r["logpdf"]) for r in rows[:10]], ref, rtol=1e-8)
+    # conformal p-value: (1 + #{calibration distances >= s}) / (n_cal + 1), from the artifact's distances
+    cal = Whitener.load(whitener_file).calibration_
+    assert cal.shape == (600,)  # n <= calibration rows: every reference row calibrates
+    s = np.array([float(r["sqnorm"]) for r in rows[:10]])
+    want = (1 + (cal[None, :] >= s[:, None]).sum(axis=1)) / (cal.size + 1)
+    np.testing.assert_allclose([float(r["pvalue_conformal"]) for r in rows[:10]], want, rtol=1e-12)
     assert "scored 600 rows" in res.stderr
 
 
 def test_score_formats_and_output_file(tmp_path, whitener_file, ref_file):
     jl = run("score", ref_file, "-w", whitener_file, "--format", "jsonl").stdout.splitlines()
     first = json.loads(jl[0])
-    assert set(first) == {"id", "loglik", "logpdf", "sqnorm", "pvalue"}
+    assert set(first) == {"id", "loglik", "logpdf", "sqnorm", "pvalue", "pvalue_conformal"}
     cs = list(csv.DictReader(io.StringIO(run("score", ref_file, "-w", whitener_file, "-f", "csv").stdout)))
     assert float(cs[0]["loglik"]) == pytest.approx(first["loglik"], rel=1e-15)
     out = tmp_path / "scores.tsv"
@@ -146,3 +152,9 @@ def test_real_entry_point_exit_codes(tmp_path):
     assert missing.stderr.strip() == f"whitenclip: error: {tmp_path / 'nope.npy'}: no such file or directory"
     usage = subprocess.run([sys.executable, "-m", "whitenclip.cli", "fit"], capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_cli_calibration_rows_default_matches_the_library():
+    from whitenclip import cli, whitening
+
+    assert cli.DEFAULT_CALIBRATION_ROWS == whitening.DEFAULT_CALIBRATION_ROWS

@@ -120,14 +120,14 @@ def test_merge_refusals_exit_2_naming_the_file(shards, tmp_path, monkeypatch):
     np.save(tmp_path / "other.npy", X[:, :5])
     run("moments", d / "all.npy", "-o", "a.moments.safetensors")
     run("moments", tmp_path / "other.npy", "-o", "o.moments.safetensors")
-    res = run("merge-moments", "a.moments.safetensors", "a.moments.safetensors", "-o", "x")
+    res = run("merge-moments", "a.moments.safetensors", "a.moments.safetensors", "-o", "x.moments.safetensors")
     assert res.exit_code == 2 and "a.moments.safetensors" in res.output and "twice" in res.output
-    res = run("merge-moments", "a.moments.safetensors", "o.moments.safetensors", "-o", "x")
+    res = run("merge-moments", "a.moments.safetensors", "o.moments.safetensors", "-o", "x.moments.safetensors")
     assert res.exit_code == 2 and "o.moments.safetensors: moments of dimension 5" in res.output
     a = MomentsPart.load("a.moments.safetensors")
     a.meta["modality"], a.inputs = "image", ["other"]
     a.save("i.moments.safetensors")
-    res = run("merge-moments", "a.moments.safetensors", "i.moments.safetensors", "-o", "x")
+    res = run("merge-moments", "a.moments.safetensors", "i.moments.safetensors", "-o", "x.moments.safetensors")
     assert res.exit_code == 2 and "i.moments.safetensors: modality='image'" in " ".join(res.output.split())
     assert not (tmp_path / "x").exists()
 
@@ -259,3 +259,37 @@ def test_dask_local_cluster_from_cli(shards, tmp_path):
     res = run("fit", d / "all.npy", "-o", tmp_path / "w1.safetensors", "--engine", "dask")  # one piece: no cluster
     assert res.exit_code == 0 and "one piece: running it in this process" in res.output
     assert run("fit", d / "all.npy", "-o", tmp_path / "x", "--workers", "2").exit_code == 2  # needs --engine dask
+
+
+def test_sharded_fits_carry_the_conformal_calibration(shards, cluster, tmp_path, monkeypatch):
+    """The pieces' reservoirs merge into one sample: with every row kept (n <= m) the calibration
+    distances equal the single-process fit's; with a smaller m, `fit --engine dask` and
+    `moments` per shard + `merge-moments` + `fit` keep exactly the same sample."""
+    d, X = shards
+    _, address, _ = cluster
+    monkeypatch.chdir(tmp_path)
+    ref = Whitener().fit(X)
+    assert run("fit", d / "img_emb", "-o", "w.safetensors", "--scheduler", address, "--engine", "dask").exit_code == 0
+    got = Whitener.load("w.safetensors").calibration_
+    assert got.shape == ref.calibration_.shape == (X.shape[0],)
+    np.testing.assert_allclose(got, ref.calibration_, rtol=1e-9)
+    # m = 50 of 401 rows: the same 50 rows whichever way the pieces are grouped
+    res = run("fit", d / "img_emb", "-o", "w50.safetensors", "--calibration-rows", 50, "--engine", "dask",
+              "--scheduler", address)
+    assert res.exit_code == 0, res.output
+    for i in range(1, len(SIZES)):  # shard 0 is empty: `moments` refuses it, and it holds no rows
+        assert run("moments", d / "img_emb" / f"img_emb_{i}.npy", "-o", f"p{i}.moments.safetensors",
+                   "--calibration-rows", 50).exit_code == 0
+    parts = [f"p{i}.moments.safetensors" for i in (3, 5, 1, 4, 2)]  # any order
+    assert run("merge-moments", *parts, "-o", "all.moments.safetensors").exit_code == 0
+    assert run("fit", "all.moments.safetensors", "-o", "wm.safetensors", "--calibration-rows", 50).exit_code == 0
+    a, b = Whitener.load("w50.safetensors"), Whitener.load("wm.safetensors")
+    assert a.calibration_.shape == (50,)
+    np.testing.assert_allclose(a.calibration_, b.calibration_, rtol=1e-9)
+    # a part without a sample makes the merged sample partial: it is dropped, not used
+    assert run("moments", d / "img_emb" / "img_emb_2.npy", "-o", "bare.moments.safetensors",
+               "--calibration-rows", 0).exit_code == 0
+    parts[parts.index("p2.moments.safetensors")] = "bare.moments.safetensors"
+    assert run("merge-moments", *parts, "-o", "mixed.moments.safetensors").exit_code == 0
+    assert run("fit", "mixed.moments.safetensors", "-o", "wx.safetensors").exit_code == 0
+    assert Whitener.load("wx.safetensors").calibration_ is None

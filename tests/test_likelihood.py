@@ -141,7 +141,8 @@ def test_render_rows_exact_text():
         '"x,""y""\nz",-2.25,nan,1e-20,1.0,inf\n')
     assert render_rows(t, "jsonl") == (
         '{"id": "a\\tb\\\\c", "loglik": -1.5, "logpdf": 0.1, "sqnorm": 1.0, "pvalue": 0.5, "pvalue_conformal": 0.25}\n'
-        '{"id": "x,\\"y\\"\\nz", "loglik": -2.25, "logpdf": null, "sqnorm": 1e-20, "pvalue": 1.0, "pvalue_conformal": null}\n')
+        '{"id": "x,\\"y\\"\\nz", "loglik": -2.25, "logpdf": null, "sqnorm": 1e-20, "pvalue": 1.0, '
+        '"pvalue_conformal": null}\n')
     assert render_rows(t, "tsv", header=False) == render_rows(t, "tsv").split("\n", 1)[1]
     # an uncalibrated whitener's table: the four old columns, exactly as before
     old = _table(calibrated=False)

@@ -3,14 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import shared_path
 from typer.testing import CliRunner
 
 from whitenclip import Whitener, score
 from whitenclip.cli import app
 from whitenclip.errors import InputError, RankDeficiencyWarning
 from whitenclip.whitening import import_wclip, whitener_from_matrix
-
-from conftest import shared_path
 
 
 def paper_loglik(x, mean, W):

@@ -7,10 +7,7 @@ Data goes to stdout, logs and progress to stderr. Exit codes: 0 ok, 1 runtime fa
 from __future__ import annotations
 
 import contextlib
-import csv
 import functools
-import io
-import json
 import os
 import sys
 import warnings
@@ -20,7 +17,6 @@ from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from whitenclip.errors import InputError, WhitenclipError
 
@@ -235,6 +231,9 @@ def _parse_shrinkage(value: Optional[str]):
         raise InputError(f"--shrinkage must be none, ledoit-wolf, oas or a number in [0, 1]; got {value!r}") from None
 
 
+DEFAULT_CALIBRATION_ROWS = 5000  # = whitening.DEFAULT_CALIBRATION_ROWS (checked by a test; kept here: fast --help)
+
+
 class Method(str, Enum):
     pca = "pca"
     zca = "zca"
@@ -306,6 +305,8 @@ def fit(
     chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk (memory vs speed)."),
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
+    calibration: bool = typer.Option(True, "--calibration/--no-calibration", help="Keep a seeded sample of reference rows and store their leave-one-out distances for the distribution-free pvalue_conformal (default: on)."),
+    calibration_rows: int = typer.Option(DEFAULT_CALIBRATION_ROWS, "--calibration-rows", min=2, help="Reference rows sampled for calibration (p-value resolution 1/(m+1))."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
@@ -328,7 +329,8 @@ def fit(
         from whitenclip.engine import fit_whitener
 
         wh, _ = fit_whitener(inputs, eng, method=method.value, shrinkage=shrink, floor=floor, rank=rank,
-                             drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64")
+                             drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64",
+                             calibration=calibration, calibration_rows=calibration_rows)
         wh.save(output)
         _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_} "
              f"-> {output}")
@@ -344,7 +346,7 @@ def fit(
     wh, stats = fit_whitener_streaming(
         sources, method=method.value, shrinkage=shrink, floor=floor, rank=rank,
         drop_nonfinite=drop_nonfinite, chunk_rows=chunk_rows, extra_metadata=source_meta(sources),
-        gram="float32" if fast_gram else "float64",
+        gram="float32" if fast_gram else "float64", calibration=calibration, calibration_rows=calibration_rows,
     )
     wh.save(output)
     _report_skips(raw)
@@ -398,34 +400,6 @@ def embed(
 # ---------------------------------------------------------------------------------------
 # score
 # ---------------------------------------------------------------------------------------
-def _escape_tsv(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
-def _format_rows(ids: list, cols: dict, fmt: str) -> str:
-    """Rows ``id, loglik, logpdf, sqnorm, pvalue`` of one chunk as TSV / CSV / JSONL text."""
-    from whitenclip.likelihood import COLUMNS
-    from whitenclip.results import json_safe
-
-    values = [cols[c].tolist() for c in COLUMNS]
-    if fmt == "jsonl":
-        return "".join(json.dumps({"id": i, **{c: json_safe(v[k]) for c, v in zip(COLUMNS, values)}}) + "\n"
-                       for k, i in enumerate(ids))
-    if fmt == "csv":
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerows([i, *(repr(v[k]) for v in values)] for k, i in enumerate(ids))
-        return buf.getvalue()
-    return "".join(f"{_escape_tsv(i)}\t{a!r}\t{b!r}\t{c!r}\t{d!r}\n" for i, a, b, c, d in zip(ids, *values))
-
-
-def _header(fmt: str) -> str:
-    from whitenclip.likelihood import COLUMNS
-
-    if fmt == "jsonl":
-        return ""
-    return ("\t" if fmt == "tsv" else ",").join(("id", *COLUMNS)) + "\n"
-
-
 @contextlib.contextmanager
 def _row_sink(output: Optional[Path]) -> Iterator:
     """stdout, or a file written atomically (renamed into place only when all rows are written)."""
@@ -456,10 +430,12 @@ def score(
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
-    """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling predictive)."""
-    from whitenclip.likelihood import CalibrationWarning
+    """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling, Gaussian), pvalue_conformal (any law)."""
+    from whitenclip.likelihood import COLUMNS, SCORE_COLUMNS, CalibrationWarning
     from whitenclip.likelihood import score as score_rows
     from whitenclip.outputs import check_output_dir, check_output_file
+    from whitenclip.render import render_rows
+    from whitenclip.render.tables import header_line
     from whitenclip.stores import RowStats, iter_rows
 
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows)
@@ -470,11 +446,16 @@ def score(
         else:
             check_output_file(output, inputs=[*inputs, whitener])
     wh = _load_whitener(whitener)
+    if wh.calibration_ is None:
+        from whitenclip.whitening import CALIBRATION_MISSING_NOTE
+
+        _log(f"{whitener}: {CALIBRATION_MISSING_NOTE}")
+    header = header_line(SCORE_COLUMNS if wh.calibration_ is not None else COLUMNS, fmt.value)
     if sharded:  # rows in input order; -o DIR (an existing directory): one file per shard
         from whitenclip.engine import write_scores
 
-        n_rows = write_scores(inputs, eng, wh, output=output, header=_header(fmt.value), suffix=fmt.value,
-                              format_rows=lambda ids, cols: _format_rows(ids, cols, fmt.value),
+        n_rows = write_scores(inputs, eng, wh, output=output, header=header, suffix=fmt.value,
+                              format_rows=lambda table: render_rows(table, fmt.value, header=False),
                               drop_nonfinite=drop_nonfinite)
         _log(f"scored {n_rows} rows")
         return
@@ -486,11 +467,11 @@ def score(
             raise InputError(f"{src.path}: rows have dimension {src.dim}, whitener {whitener} expects {wh.n_features_}")
     stats = RowStats()
     with _row_sink(output) as sink:
-        sink.write(_header(fmt.value))
+        sink.write(header)
         with warnings.catch_warnings():
             warnings.simplefilter("once", CalibrationWarning)
             for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
-                sink.write(_format_rows(ids, score_rows(wh, X), fmt.value))
+                sink.write(render_rows(score_rows(wh, X, ids), fmt.value, header=False))
     _report_skips(sources)
     _log(f"scored {stats.kept} rows" + (f", skipped {stats.dropped_nonfinite} non-finite" if stats.dropped_nonfinite else ""))
 
@@ -510,33 +491,10 @@ def info(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
-    """Show a whitener's metadata, spectrum summary and condition number."""
-    from whitenclip.whitening import spectrum_summary
+    """Show a whitener's metadata, spectrum summary, condition number and calibration size."""
+    from whitenclip.whitening import summarize
 
-    wh = _load_whitener(whitener)
-    meta = wh.artifact_metadata()
-    meta.pop("eigenvalues", None)
-    summary = {"path": str(whitener), **meta, "spectrum": spectrum_summary(wh)}
-    if as_json:
-        _print_json(summary)
-        return
-    table = Table(title=f"whitener {whitener}", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for key in ("method", "shrinkage", "shrinkage_intensity", "n", "d", "rank", "floor", "dropped", "log_det",
-                "encoder", "modality", "normalized", "created_at", "input_hash"):
-        table.add_row(key, _short(summary.get(key)))
-    for key, value in summary["spectrum"].items():
-        table.add_row(f"spectrum.{key}", _short(value))
-    Console().print(table)
-
-
-def _short(value) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_short(v)}" for k, v in value.items()) or "-"
-    return "-" if value is None else str(value)
+    _render(summarize(_load_whitener(whitener), whitener), "json" if as_json else "table")
 
 
 # ---------------------------------------------------------------------------------------
@@ -627,14 +585,19 @@ def moments(
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32."),
     piece_rows: int = typer.Option(1 << 20, "--piece-rows", help="Rows per piece (one task)."),
     chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk inside a piece."),
+    calibration_rows: int = typer.Option(DEFAULT_CALIBRATION_ROWS, "--calibration-rows", min=0, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
-    """Count, mean, centred scatter and power sums of embeddings, with metadata and input hash."""
+    """Count, mean, centred scatter, power sums and a calibration sample of embeddings, with metadata and input hash."""
     from whitenclip.engine import compute_moments
+    from whitenclip.outputs import check_output_file
 
+    check_output_file(output, inputs=inputs, suffix=".safetensors")
     eng = _engine(engine, workers, scheduler, moments_dir, piece_rows=piece_rows, chunk_rows=chunk_rows)
-    part = compute_moments(inputs, eng, drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64")
+    part = compute_moments(inputs, eng, drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64",
+                           calibration_rows=calibration_rows)
     part.save(output)
     _log(f"moments of {part.n} rows x {part.n_features} dims ({part.stats.get('pieces', 0)} piece(s)"
          + (f", dropped {part.stats['dropped_nonfinite']} non-finite" if part.stats.get("dropped_nonfinite") else "")
@@ -646,10 +609,13 @@ def moments(
 def merge_moments_cmd(
     parts: List[Path] = typer.Argument(..., metavar="PART...", help="Moments files from `whitenclip moments`."),
     output: Path = typer.Option(..., "--output", "-o", help="Merged moments file to write."),
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Exact merge of moments files (refuses other dimension/encoder/modality/normalisation and parts given twice)."""
     from whitenclip.engine import merge_moment_files
+    from whitenclip.outputs import check_output_file
 
+    check_output_file(output, inputs=parts, suffix=".safetensors")
     part = merge_moment_files(parts)
     part.save(output)
     _log(f"merged {len(parts)} part(s): {part.n} rows x {part.n_features} dims -> {output}")

@@ -130,29 +130,54 @@ def is_moments_file(path) -> bool:
 # ---------------------------------------------------------------------------------------
 def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gram: str = "float64",
                   moments_dir: str | None = None, chunk_rows: int = CHUNK_ROWS,
-                  one_thread: bool = False) -> MomentsPart:
-    """The :class:`MomentsPart` of one piece (loaded from ``moments_dir`` when already there)."""
+                  one_thread: bool = False, calibration_rows: int = 0, row_offset: int = 0) -> MomentsPart:
+    """The :class:`MomentsPart` of one piece (loaded from ``moments_dir`` when already there).
+
+    ``calibration_rows`` > 0 also keeps a :class:`~whitenclip.moments.Reservoir` of the piece's
+    rows keyed by their global positions (``row_offset`` + row in the shard), so that the
+    reservoirs of all pieces merge into the one uniform sample a whole-data pass would draw.
+    """
+    from whitenclip.moments import RESERVOIR_EXTRA, Reservoir, reservoir_to_tensors
+
     _maybe_fault()
     saved = None
     if moments_dir is not None:
-        saved = Path(moments_dir) / f"piece-{piece.index:06d}-{piece.key(drop_nonfinite, gram)}.moments.safetensors"
+        key = piece.key(drop_nonfinite, gram, calibration_rows, row_offset)
+        saved = Path(moments_dir) / f"piece-{piece.index:06d}-{key}.moments.safetensors"
         if saved.is_file():
             with contextlib.suppress(InputError):
                 part = MomentsPart.load(saved)
                 part.stats["resumed"] = 1
                 return part
     part = MomentsPart(piece.shard.dim, {**meta, "gram": gram})
+    reservoir = Reservoir(calibration_rows, piece.shard.dim) if calibration_rows > 0 else None
     digest, dropped = hashlib.blake2b(digest_size=16), [0]
     digest.update(f"{piece.shard.dtype} {piece.shard.dim} {piece.n_rows}".encode())
     with _blas_threads(1 if one_thread else None):
-        for _, X, _ in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
-                                         dropped=dropped):
+        for lo, X, _ in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
+                                          dropped=dropped):
+            if reservoir is not None:
+                reservoir.update(X, start=row_offset + lo)
             part.update(X, gram=gram)
+    if reservoir is not None:
+        part.extras[RESERVOIR_EXTRA] = reservoir_to_tensors(reservoir)
     part.inputs = [digest.hexdigest()]
     part.stats = {"pieces": 1, "resumed": 0, "dropped_nonfinite": dropped[0]}
     if saved is not None:
         part.save(saved)
     return part
+
+
+def _piece_moments_at(piece: Piece, row_offset: int, **kw) -> MomentsPart:
+    return piece_moments(piece, row_offset=row_offset, **kw)
+
+
+def shard_position_base(path) -> int:
+    """Reservoir position of a shard's row 0: a 39-bit hash of its absolute path times 2^24, so rows
+    of different shards (also in `moments` runs on different machines) get distinct positions and
+    independent keys, whatever order or grouping the shards are read in (exact below 16.7M rows a shard)."""
+    digest = hashlib.blake2b(os.path.abspath(str(path)).encode(), digest_size=8).digest()
+    return (int.from_bytes(digest, "little") >> 25) << 24
 
 
 def merge_two(a: MomentsPart, b: MomentsPart) -> MomentsPart:
@@ -162,23 +187,22 @@ def merge_two(a: MomentsPart, b: MomentsPart) -> MomentsPart:
 
 def piece_scores(piece: Piece, whitener, *, drop_nonfinite: bool = False, chunk_rows: int = CHUNK_ROWS,
                  one_thread: bool = False):
-    """``(ids, columns)`` of the piece's rows scored by ``whitener`` (see :func:`whitenclip.likelihood.score`)."""
+    """:class:`~whitenclip.likelihood.ScoreTable` of the piece's rows scored by ``whitener``, with their ids."""
     import warnings
 
-    from whitenclip.likelihood import COLUMNS, score
+    from whitenclip.likelihood import ScoreTable, score
 
     _maybe_fault()
     ids_all = piece_ids(piece)
-    ids, cols = [], {c: [] for c in COLUMNS}
+    ids, tables = [], []
     with _blas_threads(1 if one_thread else None), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lo, X, ok in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite):
             chunk_ids = ids_all[lo - piece.start:lo - piece.start + ok.size]
             ids += [i for i, k in zip(chunk_ids, ok) if k]
             if X.shape[0]:
-                for c, v in score(whitener, X).items():
-                    cols.setdefault(c, []).append(np.asarray(v))
-    return ids, {c: (np.concatenate(v) if v else np.empty(0)) for c, v in cols.items()}
+                tables.append(score(whitener, X))
+    return ScoreTable.concat(tables, ids=ids, calibrated=getattr(whitener, "calibration_", None) is not None)
 
 
 def piece_rows(piece: Piece, *, drop_nonfinite: bool = False, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
@@ -271,9 +295,11 @@ def plan(inputs, opts: EngineOptions):
     return shards, pieces
 
 
-def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False, gram: str = "float64") -> MomentsPart:
+def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False, gram: str = "float64",
+                    calibration_rows: int = 0) -> MomentsPart:
     """Merged :class:`MomentsPart` of INPUTs: moments files are merged as they are, embeddings are
-    planned into pieces whose parts run on ``opts.engine`` and are tree-merged in piece order."""
+    planned into pieces whose parts run on ``opts.engine`` and are tree-merged in piece order.
+    ``calibration_rows`` > 0 adds a mergeable reservoir of that many rows (conformal calibration)."""
     inputs = [str(p) for p in inputs]
     files = [p for p in inputs if is_moments_file(p)]
     if files and len(files) != len(inputs):
@@ -289,14 +315,16 @@ def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False
     if opts.moments_dir is not None:
         Path(opts.moments_dir).mkdir(parents=True, exist_ok=True)
         mdir = str(Path(opts.moments_dir).resolve())
-    kw = dict(meta=meta, drop_nonfinite=drop_nonfinite, gram=gram, moments_dir=mdir, chunk_rows=opts.chunk_rows)
+    kw = dict(meta=meta, drop_nonfinite=drop_nonfinite, gram=gram, moments_dir=mdir, chunk_rows=opts.chunk_rows,
+              calibration_rows=int(calibration_rows))
+    offsets = [shard_position_base(p.shard.path) for p in pieces]
     opts.say(f"{len(shards)} shard(s), {sum(s.n_rows for s in shards)} rows x {shards[0].dim}: "
              f"{len(pieces)} piece(s) of at most {opts.piece_rows} rows on the {opts.engine} engine")
     if runs_here(opts, pieces):
-        part = tree_merge([piece_moments(p, **kw) for p in pieces], merge_two)
+        part = tree_merge([piece_moments(p, row_offset=o, **kw) for p, o in zip(pieces, offsets)], merge_two)
     else:
         with dask_client(opts) as client:
-            futures = client.map(piece_moments, pieces, pure=False, one_thread=True, **kw)
+            futures = client.map(_piece_moments_at, pieces, offsets, pure=False, one_thread=True, **kw)
             part = tree_merge(futures, lambda a, b: client.submit(merge_two, a, b, pure=False)).result()
     if part.stats.get("resumed"):
         opts.say(f"resumed {part.stats['resumed']} of {len(pieces)} piece(s) from {opts.moments_dir}")
@@ -322,22 +350,33 @@ def merge_moment_files(paths) -> MomentsPart:
 # commands
 # ---------------------------------------------------------------------------------------
 def fit_whitener(inputs, opts: EngineOptions, *, method: str = "pca", shrinkage=None, floor: float = 1e-10,
-                 rank: int | None = None, drop_nonfinite: bool = False, gram: str = "float64"):
+                 rank: int | None = None, drop_nonfinite: bool = False, gram: str = "float64",
+                 calibration: bool = True, calibration_rows: int | None = None):
     """Fit a :class:`~whitenclip.whitening.Whitener` from the merged moments of INPUTs (embeddings or
     moments files). Ledoit-Wolf uses the merged power sum q = sum ||x - mean||^4 (exact, one pass);
-    parts saved without power sums refuse it. Returns ``(whitener, part)``."""
-    from whitenclip.whitening import Whitener
+    parts saved without power sums refuse it. With ``calibration``, the merged reservoir of the
+    pieces (or of the moments files, when they carry one) gives the conformal calibration
+    distances. Returns ``(whitener, part)``."""
+    from whitenclip.moments import RESERVOIR_EXTRA, reservoir_from_tensors
+    from whitenclip.whitening import DEFAULT_CALIBRATION_ROWS, Whitener
 
-    Whitener(method=method, shrinkage=shrinkage, floor=floor, rank=rank)._validate_params()
-    part = compute_moments(inputs, opts, drop_nonfinite=drop_nonfinite, gram=gram)
+    m = int(calibration_rows or DEFAULT_CALIBRATION_ROWS) if calibration else 0
+    proto = Whitener(method=method, shrinkage=shrinkage, floor=floor, rank=rank, calibration=calibration,
+                     calibration_rows=m or DEFAULT_CALIBRATION_ROWS)
+    proto._check_params()
+    part = compute_moments(inputs, opts, drop_nonfinite=drop_nonfinite, gram=gram, calibration_rows=m)
     if part.n < 2:
         raise InputError(f"need at least 2 rows to fit a whitener, got {part.n}")
     sum4 = part.sum_sqnorm4
     if shrinkage == "ledoit-wolf" and sum4 is None:
         raise InputError("ledoit-wolf shrinkage needs the moments' power sums; these moments files were written "
                          "without them (recompute them with `whitenclip moments`)")
-    wh = Whitener(method=method, shrinkage=shrinkage, floor=floor, rank=rank).fit_moments(part.moments,
-                                                                                       sum_sqnorm4=sum4)
+    sample = part.extras.get(RESERVOIR_EXTRA) if calibration else None
+    if calibration and sample is None:
+        opts.say("no calibration sample in these moments (written without one, or merged with parts that had "
+                 "none): the whitener has no pvalue_conformal")
+    wh = proto.fit_moments(part.moments, sum_sqnorm4=sum4,
+                           calibration_sample=None if sample is None else reservoir_from_tensors(sample).rows)
     wh.metadata_.update({k: v for k, v in part.meta.items() if v is not None and k != "gram"})
     wh.metadata_.update({"gram_dtype": part.meta.get("gram", "float64"), "inputs_hash": part.input_hash,
                          "engine": opts.engine, "pieces": int(part.stats.get("pieces", 0))})
@@ -396,7 +435,7 @@ def entropy_summary(inputs, opts: EngineOptions, *, base: str = "e", whitener=No
 
 
 def iter_scores(inputs, opts: EngineOptions, whitener, *, drop_nonfinite: bool = False):
-    """``(shard_path, ids, columns)`` per piece, in input order, scored on ``opts.engine``."""
+    """``(shard_path, ScoreTable)`` per piece, in input order, scored on ``opts.engine``."""
     shards, pieces = plan(inputs, opts)
     for s in shards:
         if s.dim != whitener.n_features_:
@@ -404,22 +443,23 @@ def iter_scores(inputs, opts: EngineOptions, whitener, *, drop_nonfinite: bool =
     kw = dict(drop_nonfinite=drop_nonfinite, chunk_rows=opts.chunk_rows)
     if runs_here(opts, pieces):
         for p in pieces:
-            yield (p.shard.path, *piece_scores(p, whitener, **kw))
+            yield p.shard.path, piece_scores(p, whitener, **kw)
         return
     with dask_client(opts) as client:
         [wh] = client.scatter([whitener], broadcast=True)
         futures = client.map(piece_scores, pieces, [wh] * len(pieces), pure=False, one_thread=True, **kw)
         for p, f in zip(pieces, futures):
-            ids, cols = f.result()
+            table = f.result()
             f.release()
-            yield p.shard.path, ids, cols
+            yield p.shard.path, table
 
 
 def write_scores(inputs, opts: EngineOptions, whitener, *, output, format_rows: Callable, header: str,
                  suffix: str, drop_nonfinite: bool = False, stdout=None) -> int:
     """Score INPUTs and write rows in input order: to ``stdout``, to one file (atomically), or, when
     ``output`` is a directory (exists, or ends with ``/``), one file per shard ``DIR/<shard>.<suffix>``.
-    ``format_rows(ids, cols)`` renders a chunk. Returns the number of rows written."""
+    ``format_rows(table)`` renders a :class:`~whitenclip.likelihood.ScoreTable` (the caller's
+    renderer: the engine writes no format of its own). Returns the number of rows written."""
 
     from whitenclip.stores import atomic_write
 
@@ -432,22 +472,22 @@ def write_scores(inputs, opts: EngineOptions, whitener, *, output, format_rows: 
             else:
                 sink = stack.enter_context(atomic_write(output, "w"))
             sink.write(header)
-            for _, ids, cols in iter_scores(inputs, opts, whitener, drop_nonfinite=drop_nonfinite):
-                sink.write(format_rows(ids, cols))
-                rows += len(ids)
+            for _, table in iter_scores(inputs, opts, whitener, drop_nonfinite=drop_nonfinite):
+                sink.write(format_rows(table))
+                rows += table.n_rows
         return rows
     Path(output).mkdir(parents=True, exist_ok=True)
     current, stack = None, contextlib.ExitStack()
     try:
-        for path, ids, cols in iter_scores(inputs, opts, whitener, drop_nonfinite=drop_nonfinite):
+        for path, table in iter_scores(inputs, opts, whitener, drop_nonfinite=drop_nonfinite):
             if path != current:
                 stack.close()
                 stack = contextlib.ExitStack()
                 sink = stack.enter_context(atomic_write(Path(output) / f"{Path(path).stem}.{suffix}", "w"))
                 sink.write(header)
                 current = path
-            sink.write(format_rows(ids, cols))
-            rows += len(ids)
+            sink.write(format_rows(table))
+            rows += table.n_rows
     except BaseException:
         stack.__exit__(*sys.exc_info())
         raise

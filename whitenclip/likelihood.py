@@ -129,6 +129,19 @@ class ScoreTable(Result):
     def items(self) -> list[tuple[str, np.ndarray]]:
         return [(k, getattr(self, k)) for k in self.keys()]
 
+    @classmethod
+    def concat(cls, tables, *, ids=None, calibrated: bool) -> "ScoreTable":
+        """The rows of ``tables`` one after the other (``calibrated``: whether an empty result has the
+        conformal column), with ``ids`` (all rows) when given."""
+        tables = list(tables)
+        cols = ("loglik", "logpdf", "sqnorm", "pvalue", "pvalue_chi2")
+        joined = {c: np.concatenate([getattr(t, c) for t in tables]) if tables else np.empty(0) for c in cols}
+        conformal = None
+        if calibrated:
+            conformal = np.concatenate([t.pvalue_conformal for t in tables]) if tables else np.empty(0)
+        return cls(**joined, pvalue_conformal=conformal, ids=None if ids is None else list(ids),
+                   note=tables[0].note if tables else None)
+
     def to_dict(self) -> dict:
         """``{"ids": [...] or None, column: float64 array, ...}`` (arrays; JSON via ``json_safe``)."""
         return {"ids": None if self.ids is None else list(self.ids), **dict(self.items())}

@@ -333,9 +333,8 @@ class MomentsPart:
         out = self._combine(other)
         out.inputs = self.inputs + other.inputs
         out.stats = {k: self.stats.get(k, 0) + other.stats.get(k, 0) for k in set(self.stats) | set(other.stats)}
-        for key in set(self.extras) | set(other.extras):
-            a, b = self.extras.get(key), other.extras.get(key)
-            out.extras[key] = EXTRA_MERGERS[key](a, b) if a is not None and b is not None else dict(a or b)
+        for key in set(self.extras) & set(other.extras):  # an extra only one side has covers part of
+            out.extras[key] = EXTRA_MERGERS[key](self.extras[key], other.extras[key])  # the rows: dropped
         return out
 
     # -- persistence ------------------------------------------------------------------------
@@ -561,3 +560,36 @@ class Reservoir:
     def __repr__(self) -> str:
         return (f"Reservoir(size={self.size}, n_features={self.n_features}, seed={self.seed}, "
                 f"kept={len(self)}, seen={self.n_seen})")
+
+
+# ---------------------------------------------------------------------------------------
+# the reservoir as an extra of moments parts (conformal calibration of sharded / Dask fits)
+# ---------------------------------------------------------------------------------------
+RESERVOIR_EXTRA = "reservoir"
+"""Name of the :class:`Reservoir` extra in a :class:`MomentsPart` (tensors ``rows``, ``keys``, ``state``)."""
+
+
+def reservoir_to_tensors(res: Reservoir) -> dict[str, np.ndarray]:
+    """A reservoir as named arrays: ``rows`` (k, d) float64, ``keys`` (k,) uint64 and ``state``
+    = [size, seed, rows seen, next position] int64."""
+    return {"rows": res._rows[:len(res)].copy(), "keys": res._keys.copy(),
+            "state": np.array([res.size, res.seed, res.n_seen, res._next], dtype=np.int64)}
+
+
+def reservoir_from_tensors(t: dict) -> Reservoir:
+    """Inverse of :func:`reservoir_to_tensors`."""
+    size, seed, n_seen, nxt = (int(v) for v in np.asarray(t["state"]))
+    rows = np.asarray(t["rows"], dtype=np.float64)
+    res = Reservoir(size, rows.shape[1], seed)
+    res._keys = np.asarray(t["keys"], dtype=np.uint64).copy()
+    res._rows[:rows.shape[0]] = rows
+    res.n_seen, res._next = n_seen, nxt
+    return res
+
+
+def _merge_reservoir_tensors(a: dict, b: dict) -> dict:
+    return reservoir_to_tensors(reservoir_from_tensors(a).merge(reservoir_from_tensors(b)))
+
+
+EXTRA_MERGERS[RESERVOIR_EXTRA] = _merge_reservoir_tensors
+

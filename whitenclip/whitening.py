@@ -431,7 +431,8 @@ class Whitener(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
             reasons.append(f"n={n} rows give rank at most n-1={n - 1} < d={d}")
         below = int(np.sum(lam <= self.floor * lam[0]))
         if below and not reasons:
-            reasons.append(f"{below} eigenvalue(s) below floor {self.floor:g} x lambda_max (collinear or duplicated rows)")
+            reasons.append(f"{below} eigenvalue(s) below floor {self.floor:g} x lambda_max "
+                           "(collinear or duplicated rows)")
         elif below:
             reasons.append(f"{below} eigenvalue(s) below floor {self.floor:g} x lambda_max in all")
         if self.rank is not None and keep == int(self.rank) and keep < d - below:
@@ -606,7 +607,8 @@ class Whitener(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         except (ValueError, TypeError, AttributeError):
             raise InputError(f"{path}: whitener header is not valid JSON") from None
         if version != ARTIFACT_VERSION:
-            raise InputError(f"{path}: whitener format version {version} is not supported (expected {ARTIFACT_VERSION})")
+            raise InputError(f"{path}: whitener format version {version} is not supported "
+                             f"(expected {ARTIFACT_VERSION})")
         cal = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else None
         wh = cls(method=meta["method"], shrinkage=meta["shrinkage"], floor=meta["floor"], rank=meta["rank_requested"],
                  calibration="calibration" in tensors,
@@ -792,7 +794,8 @@ def import_wclip(mean_path, matrix_path, *, n_samples: int | None = None, modali
         raise InputError(f"modality must be image or text; got {modality!r}")
     elif inferred is not None and inferred != modality:
         warnings.warn(f"modality {modality} given, but the file names say {inferred} "
-                      f"({Path(mean_path).name}, {Path(matrix_path).name}); recording {modality}", UserWarning, stacklevel=2)
+                      f"({Path(mean_path).name}, {Path(matrix_path).name}); recording {modality}", UserWarning,
+                      stacklevel=2)
     mean = load_torch_tensor(mean_path)
     W = load_torch_tensor(matrix_path)
     meta = {"source": "wclip", "source_files": [str(mean_path), str(matrix_path)], "modality": modality,
@@ -899,7 +902,8 @@ def spectrum_summary(whitener: Whitener) -> dict:
 
 
 CALIBRATION_MISSING_NOTE = ("no calibration distances in this whitener (fitted with --no-calibration, imported, "
-                            "or written before calibration existed): pvalue_conformal is not available; refit to get it")
+                            "or written before calibration existed): pvalue_conformal is not available; "
+                            "refit to get it")
 
 
 @dataclasses.dataclass(frozen=True)
