@@ -221,14 +221,9 @@ def _load_whitener(path: Path):
 
 
 def _parse_shrinkage(value: Optional[str]):
-    if value is None or value.lower() in ("none", "no", "0"):
-        return None
-    if value.lower() in ("ledoit-wolf", "lw", "oas"):
-        return "ledoit-wolf" if value.lower() in ("ledoit-wolf", "lw") else "oas"
-    try:
-        return float(value)
-    except ValueError:
-        raise InputError(f"--shrinkage must be none, ledoit-wolf, oas or a number in [0, 1]; got {value!r}") from None
+    from whitenclip.whitening import parse_shrinkage
+
+    return parse_shrinkage(value)
 
 
 DEFAULT_CALIBRATION_ROWS = 5000  # = whitening.DEFAULT_CALIBRATION_ROWS (checked by a test; kept here: fast --help)

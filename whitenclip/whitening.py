@@ -158,6 +158,23 @@ def sum_centered_sqnorm4(chunks, mean: np.ndarray) -> float:
     return total
 
 
+def parse_shrinkage(value: str | float | None):
+    """A shrinkage setting as given on a command line: None, "ledoit-wolf", "oas" or a float.
+
+    >>> parse_shrinkage("LW"), parse_shrinkage("none"), parse_shrinkage("0.1")
+    ('ledoit-wolf', None, 0.1)
+    """
+    if value is None or str(value).lower() in ("none", "no", "0"):
+        return None
+    text = str(value).lower()
+    if text in ("ledoit-wolf", "lw", "oas"):
+        return "oas" if text == "oas" else "ledoit-wolf"
+    try:
+        return float(value)
+    except ValueError:
+        raise InputError(f"--shrinkage must be none, ledoit-wolf, oas or a number in [0, 1]; got {value!r}") from None
+
+
 def shrink(cov: np.ndarray, shrinkage: float) -> np.ndarray:
     """Shrunk covariance (1 - a) Sigma + a (tr Sigma / d) I, for a in [0, 1]."""
     d = cov.shape[0]
