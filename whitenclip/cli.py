@@ -18,6 +18,7 @@ from typing import Iterator, List, Optional
 import typer
 from rich.console import Console
 
+from whitenclip import config
 from whitenclip.errors import InputError, WhitenclipError
 
 app = typer.Typer(
@@ -297,7 +298,7 @@ def fit(
     floor: float = typer.Option(1e-10, "--floor", help="Drop eigenvalues below floor x the largest."),
     rank: Optional[int] = typer.Option(None, "--rank", help="Keep at most this many directions."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
-    chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk (memory vs speed)."),
+    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", help="Rows read per chunk (memory vs speed)."),
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
     calibration: bool = typer.Option(True, "--calibration/--no-calibration", help="Keep a seeded sample of reference rows and store their leave-one-out distances for the distribution-free pvalue_conformal (default: on)."),
@@ -416,7 +417,7 @@ def score(
     fmt: RowFormat = typer.Option(RowFormat.tsv, "--format", "-f", help="Row format on stdout."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
-    chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows scored per chunk."),
+    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", help="Rows scored per chunk."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
@@ -578,8 +579,8 @@ def moments(
     output: Path = typer.Option(..., "--output", "-o", help="Moments file to write (.moments.safetensors)."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32."),
-    piece_rows: int = typer.Option(1 << 20, "--piece-rows", help="Rows per piece (one task)."),
-    chunk_rows: int = typer.Option(16384, "--chunk-rows", help="Rows read per chunk inside a piece."),
+    piece_rows: int = typer.Option(config.PIECE_ROWS, "--piece-rows", help="Rows per piece (one task)."),
+    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", help="Rows read per chunk inside a piece."),
     calibration_rows: int = typer.Option(DEFAULT_CALIBRATION_ROWS, "--calibration-rows", min=0, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,

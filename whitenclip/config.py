@@ -16,5 +16,8 @@ MARDIA_BLOCK = 1024
 SHARD_ITEMS = {"text": 4096, "image": 1024}
 """Input items per store shard written by ``embed`` (``--shard-items`` overrides)."""
 
+PIECE_ROWS = 1 << 20
+"""Rows per piece of the sharded engine (one task): about 1M, 3 GB of float32 rows at d = 768."""
+
 ENCODED_CHUNK_ITEMS = 4096
 """Raw items embedded per chunk when a command streams raw inputs without a store."""

@@ -34,10 +34,11 @@ from typing import Iterator
 
 import numpy as np
 
+from whitenclip import config
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError
 
-PIECE_ROWS = 1 << 20
+PIECE_ROWS = config.PIECE_ROWS
 """Rows per piece (one task of the engine), about 1M: 3 GB of float32 rows at d = 768."""
 
 _FLOATS = ("float16", "float32", "float64")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whitenclip.config import ENCODED_CHUNK_ITEMS
 from whitenclip.errors import InputError
 from whitenclip.inputs import is_image_path
 from whitenclip.stores import (
@@ -73,7 +74,7 @@ class EncodedSource:
     def dim(self) -> int:
         return int(self.encoder.dim)
 
-    def iter_chunks(self, chunk_rows: int = 4096, start_item: int = 0):
+    def iter_chunks(self, chunk_rows: int = ENCODED_CHUNK_ITEMS, start_item: int = 0):
         """Yield ``(ids, X float64 (m, d))`` in input order; bad items are skipped and counted."""
         for ids, X, _ in self.iter_encoded(start_item=start_item, chunk_size=chunk_rows):
             yield ids, X.astype(np.float64)

@@ -30,10 +30,11 @@ from typing import Iterator
 
 import numpy as np
 
+from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError, NonFiniteRowsWarning
 from whitenclip.outputs import atomic_write  # noqa: F401  (re-exported: stores write through it)
 
-DEFAULT_CHUNK_ROWS = 16384
+DEFAULT_CHUNK_ROWS = CHUNK_ROWS
 STORE_FORMAT = "whitenclip-store"
 STORE_VERSION = 1
 _FLOAT_KINDS = ("float16", "float32", "float64")

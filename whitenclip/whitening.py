@@ -46,6 +46,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning
 from whitenclip.moments import RESERVOIR_KEY, Moments, Reservoir
 from whitenclip.results import Result, json_safe
@@ -829,7 +830,7 @@ def import_wclip(mean_path, matrix_path, *, n_samples: int | None = None, modali
 # streaming fit over files, and spectrum summaries
 # ---------------------------------------------------------------------------------------
 def fit_whitener_streaming(sources, *, method: str = "pca", shrinkage=None, floor: float = DEFAULT_FLOOR,
-                           rank: int | None = None, drop_nonfinite: bool = False, chunk_rows: int = 16384,
+                           rank: int | None = None, drop_nonfinite: bool = False, chunk_rows: int = CHUNK_ROWS,
                            extra_metadata: dict | None = None, gram: str = "float64", calibration: bool = True,
                            calibration_rows: int = DEFAULT_CALIBRATION_ROWS, calibration_seed: int = 0):
     """Fit a :class:`Whitener` on embedding sources without holding their rows in memory.
