@@ -26,10 +26,10 @@ demo: $(STAMP)
 	$(WC) fit data/captions.txt -o $(DEMO)/captions-whitener.safetensors
 	$(WC) info $(DEMO)/captions-whitener.safetensors
 	$(WC) score data/captions_heldout.txt data/captions_odd.txt -w $(DEMO)/captions-whitener.safetensors -o $(DEMO)/scores.tsv
-	@echo; echo "most likely captions (loglik, pvalue):"
-	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | head -5 | cut -f1,2,5
-	@echo; echo "least likely captions (loglik, pvalue):"
-	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | tail -8 | cut -f1,2,5
+	@echo; echo "most likely captions (loglik, pvalue if Gaussian, pvalue_conformal for any law):"
+	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | head -5 | cut -f1,2,5,6
+	@echo; echo "least likely captions (loglik, pvalue if Gaussian, pvalue_conformal for any law):"
+	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | tail -8 | cut -f1,2,5,6
 	@echo; echo "all scores: $(DEMO)/scores.tsv"
 
 # CI runs this: lint, the test suite with every docstring example, and each benchmark's smoke run
