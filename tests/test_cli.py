@@ -152,9 +152,3 @@ def test_real_entry_point_exit_codes(tmp_path):
     assert missing.stderr.strip() == f"whitenclip: error: {tmp_path / 'nope.npy'}: no such file or directory"
     usage = subprocess.run([sys.executable, "-m", "whitenclip.cli", "fit"], capture_output=True, text=True)
     assert usage.returncode == 2
-
-
-def test_cli_calibration_rows_default_matches_the_library():
-    from whitenclip import cli, whitening
-
-    assert cli.DEFAULT_CALIBRATION_ROWS == whitening.DEFAULT_CALIBRATION_ROWS

@@ -227,9 +227,6 @@ def _parse_shrinkage(value: Optional[str]):
     return parse_shrinkage(value)
 
 
-DEFAULT_CALIBRATION_ROWS = 5000  # = whitening.DEFAULT_CALIBRATION_ROWS (checked by a test; kept here: fast --help)
-
-
 class Method(str, Enum):
     pca = "pca"
     zca = "zca"
@@ -302,7 +299,7 @@ def fit(
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
     calibration: bool = typer.Option(True, "--calibration/--no-calibration", help="Keep a seeded sample of reference rows and store their leave-one-out distances for the distribution-free pvalue_conformal (default: on)."),
-    calibration_rows: int = typer.Option(DEFAULT_CALIBRATION_ROWS, "--calibration-rows", min=2, help="Reference rows sampled for calibration (p-value resolution 1/(m+1))."),
+    calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=2, help="Reference rows sampled for calibration (p-value resolution 1/(m+1))."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
@@ -581,7 +578,7 @@ def moments(
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32."),
     piece_rows: int = typer.Option(config.PIECE_ROWS, "--piece-rows", help="Rows per piece (one task)."),
     chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", help="Rows read per chunk inside a piece."),
-    calibration_rows: int = typer.Option(DEFAULT_CALIBRATION_ROWS, "--calibration-rows", min=0, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
+    calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=0, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,

@@ -16,6 +16,9 @@ MARDIA_BLOCK = 1024
 SHARD_ITEMS = {"text": 4096, "image": 1024}
 """Input items per store shard written by ``embed`` (``--shard-items`` overrides)."""
 
+CALIBRATION_ROWS = 5000
+"""m, reference rows sampled for the conformal p-value (see whitening.DEFAULT_CALIBRATION_ROWS)."""
+
 PIECE_ROWS = 1 << 20
 """Rows per piece of the sharded engine (one task): about 1M, 3 GB of float32 rows at d = 768."""
 

@@ -46,6 +46,7 @@ import numpy as np
 import scipy.linalg
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from whitenclip import config
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning
 from whitenclip.moments import RESERVOIR_KEY, Moments, Reservoir
@@ -57,7 +58,7 @@ ARTIFACT_VERSION = 1
 METHODS = ("pca", "zca", "cholesky")
 SHRINKAGES = (None, "ledoit-wolf", "oas")
 DEFAULT_FLOOR = 1e-10
-DEFAULT_CALIBRATION_ROWS = 5000
+DEFAULT_CALIBRATION_ROWS = config.CALIBRATION_ROWS
 """m, the most reference rows whose leave-one-out distances calibrate ``pvalue_conformal``.
 
 Conformal p-values then move in steps of 1/(m + 1) = 2.0e-4; at the 0.05 level the p-value of a
