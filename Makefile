@@ -32,8 +32,8 @@ demo: $(STAMP)
 	@tail -n +2 $(DEMO)/scores.tsv | sort -t '$(TAB)' -k2,2gr | tail -8 | cut -f1,2,5,6
 	@echo; echo "all scores: $(DEMO)/scores.tsv"
 
-# CI runs this: lint, the test suite with every docstring example, and each benchmark's smoke run
-test: $(STAMP) lint doctest-and-tests bench-smoke
+# CI runs this: lint, each benchmark's smoke run, then the test suite with every docstring example
+test: $(STAMP) lint bench-smoke doctest-and-tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check whitenclip tests benchmarks data
