@@ -86,6 +86,55 @@ def render(result, fmt: str = "table", *, stream: IO[str] | None = None, console
     stream.flush()
 
 
+# ---------------------------------------------------------------------------------------
+# helpers every renderer shares
+# ---------------------------------------------------------------------------------------
+def escape_tsv(text: str) -> str:
+    """An id as one TSV field: backslash, tab, newline and carriage return written as a backslash
+    followed by ``\\``, ``t``, ``n`` or ``r``."""
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def figure_png(fig, dpi: int = 100) -> bytes:
+    """A matplotlib figure as PNG bytes (tight bounding box)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def html_figure(name: str, png: bytes, caption: str) -> str:
+    """A ``<figure>`` with the PNG embedded as a data URI (self-contained pages)."""
+    import base64
+    import html
+
+    data = base64.b64encode(png).decode("ascii")
+    return (f"<figure><img alt='{html.escape(name)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def html_table(header, rows, numeric=None) -> str:
+    """An HTML table; ``numeric(i, cell)`` says which cells are right-aligned numbers
+    (default: every cell but the first of a row)."""
+    import html
+
+    numeric = numeric or (lambda i, c: i > 0)
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td{' class=n' if numeric(i, c) else ''}>{html.escape(str(c))}</td>"
+                                    for i, c in enumerate(row)) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (:func:`whitenclip.outputs.atomic_write`); returns ``path``."""
+    from whitenclip.outputs import atomic_write
+
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
 def write_html(result, out_dir) -> dict[str, Path]:
     """Write ``result``'s HTML page into ``out_dir`` (see :func:`render_html`)."""
     _load_renderers()

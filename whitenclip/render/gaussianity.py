@@ -18,10 +18,8 @@ page is self-contained) and the PNGs under ``figures/``; every file is written a
 
 from __future__ import annotations
 
-import base64
 import functools
 import html
-import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +38,7 @@ from whitenclip.diagnostics import (
     Spectrum,
 )
 from whitenclip.errors import InputError
-from whitenclip.render import render_html, render_table, to_json
-from whitenclip.stores import atomic_write
+from whitenclip.render import figure_png, html_figure, html_table, render_html, render_table, to_json, write_file
 
 
 @dataclass(frozen=True)
@@ -196,12 +193,6 @@ def render_report_table(report: GaussianityReport, console) -> None:
 # ---------------------------------------------------------------------------------------
 # figures
 # ---------------------------------------------------------------------------------------
-def _figure_png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
-
-
 def _subplots(nrows=1, ncols=1, figsize=(6.4, 3.6), squeeze=True):
     from matplotlib.figure import Figure  # no pyplot: no global backend state, Agg canvas on savefig
 
@@ -232,7 +223,7 @@ def _(s: NormConcentration, report) -> dict:
                  + (f"; {100 * out_share:.1f}% of rows beyond the axis" if out_share > 0.0005 else ""), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return {"sqnorm.png": (_figure_png(fig), "Histogram of squared whitened norms against the exact reference law "
+    return {"sqnorm.png": (figure_png(fig), "Histogram of squared whitened norms against the exact reference law "
                                              "for Gaussian rows.")}
 
 
@@ -260,7 +251,7 @@ def _(s: Coordinates, report) -> dict:
     ax.set_title("Per-coordinate Anderson-Darling statistic", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return {"a2.png": (_figure_png(fig), "Per-coordinate Anderson-Darling A2 (mean over trials); coordinates left "
+    return {"a2.png": (figure_png(fig), "Per-coordinate Anderson-Darling A2 (mean over trials); coordinates left "
                                          "of the dashed line pass.")}
 
 
@@ -287,7 +278,7 @@ def _(s: Projections, report) -> dict:
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     fig.tight_layout()
-    return {"qq.png": (_figure_png(fig), "QQ plots: standardised projections of the centred data on random unit "
+    return {"qq.png": (figure_png(fig), "QQ plots: standardised projections of the centred data on random unit "
                                          "directions, and all projections pooled, against normal quantiles (the grey "
                                          "line is y = x).")}
 
@@ -310,7 +301,7 @@ def _(s: Spectrum, report) -> dict:
     ax.set_title(f"Covariance eigen-spectrum ({pos.size} positive of {lam.size})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    return {"spectrum.png": (_figure_png(fig), "Eigenvalues of the covariance (log scale).")}
+    return {"spectrum.png": (figure_png(fig), "Eigenvalues of the covariance (log scale).")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,15 +320,8 @@ figure{margin:1em 0} figure img{max-width:100%;border:1px solid #eee} figcaption
 """
 
 
-def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-
-    def cell(i: int, c) -> str:
-        numeric = i > 0 and re.match(r"^[-+<]?\s*[\d.]", str(c)) is not None
-        return f"<td{' class=n' if numeric else ''}>{html.escape(str(c))}</td>"
-
-    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{head}</tr>{body}</table>"
+def _numeric(i: int, c) -> bool:
+    return i > 0 and re.match(r"^[-+<]?\s*[\d.]", str(c)) is not None
 
 
 def html_page(report: GaussianityReport, figures: dict[str, dict[str, tuple[bytes, str]]]) -> str:
@@ -360,11 +344,8 @@ def html_page(report: GaussianityReport, figures: dict[str, dict[str, tuple[byte
             parts.append(f"<h2>{esc(b.title)}</h2>")
             if b.intro:
                 parts.append(f"<p class='muted'>{esc(b.intro)}</p>")
-            parts.append(_table(b.header, b.rows))
-        for name, (png, caption) in figures.get(s.key, {}).items():
-            data = base64.b64encode(png).decode("ascii")
-            parts.append(f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{data}'>"
-                         f"<figcaption>{esc(caption)}</figcaption></figure>")
+            parts.append(html_table(b.header, b.rows, _numeric))
+        parts += [html_figure(name, png, caption) for name, (png, caption) in figures.get(s.key, {}).items()]
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in report.notes) + "</ul>")
     parts.append("<p class='muted'>All figures as numbers: <a href='report.json'>report.json</a>.</p>")
@@ -387,17 +368,10 @@ def render_report_html(report: GaussianityReport, out_dir: Path) -> dict[str, Pa
     written: dict[str, Path] = {}
     for per_section in figures.values():
         for name, (png, _) in per_section.items():
-            written[name] = _write(out / "figures" / name, png)
-    written["json"] = _write(out / "report.json", (to_json(report, indent=2) + "\n").encode("utf-8"))
-    written["html"] = _write(out / "report.html", html_page(report, figures).encode("utf-8"))
+            written[name] = write_file(out / "figures" / name, png)
+    written["json"] = write_file(out / "report.json", (to_json(report, indent=2) + "\n").encode("utf-8"))
+    written["html"] = write_file(out / "report.html", html_page(report, figures).encode("utf-8"))
     return written
-
-
-def _write(path: Path, data: bytes) -> Path:
-    """Atomic write (temp file + rename)."""
-    with atomic_write(path, "wb") as fh:
-        fh.write(data)
-    return path
 
 
 __all__ = ["Block", "html_page", "render_report_html", "render_report_table", "section_blocks", "section_figures"]

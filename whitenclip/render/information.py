@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from whitenclip.information import EntropyResult, MIResult, PointwiseMIResult
-from whitenclip.render import render_rows, render_table
+from whitenclip.render import escape_tsv, render_rows, render_table
 from whitenclip.results import json_safe
 
 _UNITS = {"e": "nats", "2": "bits"}
@@ -113,16 +113,12 @@ def _(result: MIResult, console) -> None:
     console.print(_field_table(title, mi_rows(result)))
 
 
-def _escape_tsv(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
 @render_rows.register
 def _(result: PointwiseMIResult, fmt: str, *, header: bool = True) -> str:
     values = result.pmi.tolist()
     if fmt == "tsv":
         head = "id\tpmi\n" if header else ""
-        return head + "".join(f"{_escape_tsv(i)}\t{v!r}\n" for i, v in zip(result.ids, values))
+        return head + "".join(f"{escape_tsv(i)}\t{v!r}\n" for i, v in zip(result.ids, values))
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")

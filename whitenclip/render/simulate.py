@@ -8,15 +8,12 @@ training step (mean over seeds, a band of ± sd), figures embedded as PNG data U
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import warnings
 from pathlib import Path
 
-from whitenclip.render import render_html, render_table, to_json
+from whitenclip.render import figure_png, html_figure, html_table, render_html, render_table, to_json, write_file
 from whitenclip.simulate import SimulationResult
-from whitenclip.stores import atomic_write
 
 # terminal tables: (title, [(metric key, header)]); cells are mean ± sd over seeds at the last step
 TABLES = (
@@ -129,9 +126,7 @@ def make_curves(result: SimulationResult) -> dict[str, bytes]:
         ax.set_visible(False)
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    return {"curves.png": buf.getvalue()}
+    return {"curves.png": figure_png(fig, dpi=90)}
 
 
 _CSS = ("body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em}"
@@ -142,12 +137,7 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;
 def page(result: SimulationResult, figures: dict[str, bytes]) -> str:
     """The self-contained HTML page of ``result``."""
     esc = html.escape
-    tables = []
-    for title, header, rows in table_rows(result):
-        head = "".join(f"<th>{esc(h)}</th>" for h in header)
-        body = "".join("<tr>" + "".join(f"<td{' class=n' if i else ''}>{esc(c)}</td>" for i, c in enumerate(row))
-                       + "</tr>" for row in rows)
-        tables.append(f"<h3>{esc(title)}</h3><table><tr>{head}</tr>{body}</table>")
+    tables = [f"<h3>{esc(title)}</h3>{html_table(header, rows)}" for title, header, rows in table_rows(result)]
     parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
              "<title>whitenclip simulate</title>", f"<style>{_CSS}</style></head><body>",
              "<h1>InfoNCE and the Gaussian: training curves</h1>",
@@ -156,10 +146,8 @@ def page(result: SimulationResult, figures: dict[str, bytes]) -> str:
              "<p class='muted'>Coordinates of the L2-normalised embedding of held-out rows; whitened = PCA whitener "
              "fitted on them. AD pass: A2 &lt; 0.752; DP pass: p &gt; 0.05 (10 subsets of 500 rows). "
              "The dashed line is what an exact Gaussian scores under the same protocol.</p>"]
-    for name, png in figures.items():
-        data = base64.b64encode(png).decode("ascii")
-        parts.append(f"<figure><img alt='{esc(name)}' src='data:image/png;base64,{data}'>"
-                     "<figcaption>Metric versus training step: mean over seeds, band = ± sd.</figcaption></figure>")
+    parts += [html_figure(name, png, "Metric versus training step: mean over seeds, band = ± sd.")
+              for name, png in figures.items()]
     parts.append("<p class='muted'>All numbers: <a href='simulate.json'>simulate.json</a>.</p></body></html>")
     return "\n".join(parts)
 
@@ -169,10 +157,5 @@ def _(result: SimulationResult, out_dir: Path) -> dict[str, Path]:
     out = Path(out_dir)
     out.mkdir(exist_ok=True)  # its parent must exist (outputs.check_output_dir)
     figures = make_curves(result)
-    written = {}
-    for path, role, data in ((out / "simulate.json", "json", (to_json(result) + "\n").encode("utf-8")),
-                             (out / "simulate.html", "html", page(result, figures).encode("utf-8"))):
-        with atomic_write(path, "wb") as fh:
-            fh.write(data)
-        written[role] = path
-    return written
+    return {"json": write_file(out / "simulate.json", (to_json(result) + "\n").encode("utf-8")),
+            "html": write_file(out / "simulate.html", page(result, figures).encode("utf-8"))}

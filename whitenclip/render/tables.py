@@ -20,18 +20,13 @@ import json
 from rich.table import Table
 
 from whitenclip.likelihood import ScoreTable
-from whitenclip.render import render_rows, render_table
+from whitenclip.render import escape_tsv, render_rows, render_table
 from whitenclip.results import json_safe
 from whitenclip.whitening import WhitenerSummary
 
 INFO_FIELDS = ("method", "shrinkage", "shrinkage_intensity", "n", "d", "rank", "floor", "dropped", "log_det",
                "encoder", "modality", "normalized", "created_at", "input_hash", "n_cal")
 """Header fields `whitenclip info` shows, in order (then the spectrum)."""
-
-
-def escape_tsv(text: str) -> str:
-    """An id as one TSV field: backslash, tab, newline and carriage return escaped."""
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
 def header_line(columns, fmt: str) -> str:
