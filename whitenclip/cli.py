@@ -157,11 +157,6 @@ DebugOpt = typer.Option(False, "--debug", callback=_set_debug, expose_value=Fals
 AllowPartialOpt = typer.Option(False, "--allow-partial", help="Use a store left incomplete by a killed `embed` (default: refuse).")
 
 
-def _print_json(obj) -> None:
-    """One JSON object on stdout (NaN/inf never appear: they become null)."""
-    _render(obj, "json")
-
-
 def _render(result, fmt: str) -> None:
     """Data on stdout: ``result`` as a table, JSON or rows (see :mod:`whitenclip.render`)."""
     from whitenclip.render import render
@@ -424,7 +419,7 @@ def score(
     moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling, Gaussian), pvalue_conformal (any law)."""
-    from whitenclip.likelihood import COLUMNS, SCORE_COLUMNS, CalibrationWarning
+    from whitenclip.likelihood import CalibrationWarning, score_columns
     from whitenclip.likelihood import score as score_rows
     from whitenclip.outputs import check_output_dir, check_output_file
     from whitenclip.render import render_rows
@@ -443,7 +438,7 @@ def score(
         from whitenclip.whitening import CALIBRATION_MISSING_NOTE
 
         _log(f"{whitener}: {CALIBRATION_MISSING_NOTE}")
-    header = header_line(SCORE_COLUMNS if wh.calibration_ is not None else COLUMNS, fmt.value)
+    header = header_line(score_columns(wh), fmt.value)
     if sharded:  # rows in input order; -o DIR (an existing directory): one file per shard
         from whitenclip.engine import write_scores
 

@@ -40,6 +40,12 @@ SCORE_COLUMNS = (*COLUMNS, CONFORMAL_COLUMN)
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
+def score_columns(whitener) -> tuple[str, ...]:
+    """The row columns :func:`score` gives for ``whitener``, in output order (``pvalue_conformal``
+    only when it holds calibration distances)."""
+    return SCORE_COLUMNS if getattr(whitener, "calibration_", None) is not None else COLUMNS
+
+
 class CalibrationWarning(UserWarning):
     """The calibrated (F-law) p-value is unavailable; the chi2 approximation was used."""
 
