@@ -89,7 +89,11 @@ def test_whitener_through_symlink(fitted):
     link.symlink_to(real)
     res = run("fit", fitted / "x.npy", "-o", link)
     assert res.exit_code == 0, res.output
-    assert link.is_symlink() and real.is_file()
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    from whitenclip.whitening import Whitener
+
+    ref = Whitener.load(fitted / "w.safetensors")  # the same fit, written to a plain path
+    np.testing.assert_array_equal(Whitener.load(real).eigenvalues_, ref.eigenvalues_)
 
 
 @pytest.mark.parametrize("case", ["directory", "missing-parent", "same-as-input", "same-as-whitener"])
@@ -142,10 +146,12 @@ def test_import_wclip_refuses_to_overwrite_its_input(tmp_path):
     import torch
 
     torch.save(torch.zeros(4), tmp_path / "mean_image.pt")
-    torch.save(torch.eye(4), tmp_path / "w_mat_image.pt")
-    res = run("import-wclip", "--mean", tmp_path / "mean_image.pt", "--matrix", tmp_path / "w_mat_image.pt",
-              "-o", tmp_path / "w_mat_image.pt")
-    assert res.exit_code == 2
+    matrix = tmp_path / "w_mat_image.safetensors"  # a torch file under an artifact's name: only samefile stops it
+    torch.save(torch.eye(4), matrix)
+    before = matrix.read_bytes()
+    res = run("import-wclip", "--mean", tmp_path / "mean_image.pt", "--matrix", matrix, "-o", matrix)
+    assert res.exit_code == 2 and "is also an input" in res.stderr
+    assert matrix.read_bytes() == before
 
 
 def test_kill_mid_run_keeps_old_scores(fitted):
