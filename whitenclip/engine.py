@@ -2,7 +2,9 @@
 
 The work is planned by :mod:`whitenclip.shards` into pieces (one byte range of one file each).
 Every task reads one piece and returns its :class:`~whitenclip.moments.MomentsPart` (count,
-float64 mean, centred scatter, power sums for Ledoit-Wolf); parts are merged as a binary tree
+float64 mean, centred scatter, power sums for Ledoit-Wolf, and for ``fit`` a bottom-m reservoir
+of rows for the conformal calibration, keyed by shard path and row so that its merge is exact);
+parts are merged as a binary tree
 in piece order: level by level, part 2k with part 2k+1 (an odd last part moves up unchanged).
 The tree is the same on both engines, so results do not depend on which worker ran what, and
 on Dask the merges run on the workers: the driver receives one (d, d) scatter, never one per
