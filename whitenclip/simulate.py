@@ -217,23 +217,14 @@ def make_config(*, data: str = "gmm", latent_dim: int = 32, dim: int = 64, losse
     return SimulationConfig(data=data, latent_dim=int(latent_dim), dim=int(dim), losses=parse_losses(losses),
                             steps=int(steps), batch_size=int(batch_size), tau=float(tau), seeds=int(seeds),
                             lr=float(lr), hidden=int(hidden), n_eval=int(n_eval), evals=int(evals), labels=labels,
-                            device=resolve_device(device))
+                            device=_device_name(device))
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when available else ``cpu``; ``cuda``/``cuda:N`` must exist."""
-    import torch
+def _device_name(device: str) -> str:
+    """``auto``/``cpu``/``cuda[:N]`` checked by :func:`whitenclip.encoders.resolve_device`, as a string."""
+    from whitenclip.encoders import resolve_device
 
-    device = str(device).lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return device
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise InputError(f"--device {device}: CUDA is not available on this machine")
-        return device
-    raise InputError(f"--device: unknown device {device!r}; expected auto, cpu, cuda or cuda:N")
+    return str(resolve_device(device))
 
 
 # ---------------------------------------------------------------------------------------
