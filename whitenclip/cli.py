@@ -118,10 +118,20 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from whitenclip import __version__
+
+        typer.echo(f"whitenclip {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
 def _global_options(
     debug: bool = typer.Option(False, "--debug", help="Show tracebacks on errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress or log lines on stderr."),
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                 help="Print whitenclip's version and exit."),
 ) -> None:
     if debug:
         _enable_debug()

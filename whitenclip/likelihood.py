@@ -135,6 +135,14 @@ class ScoreTable(Result):
     def items(self) -> list[tuple[str, np.ndarray]]:
         return [(k, getattr(self, k)) for k in self.keys()]
 
+    def to_pandas(self):
+        """A ``pandas.DataFrame`` indexed by ``id`` with the columns `score` writes (pandas is optional)."""
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is not a dependency
+            raise ImportError("ScoreTable.to_pandas needs pandas: pip install pandas") from None
+        return pd.DataFrame({c: self[c] for c in self.columns}, index=pd.Index(self.row_ids(), name="id"))
+
     @classmethod
     def concat(cls, tables, *, ids=None, calibrated: bool) -> "ScoreTable":
         """The rows of ``tables`` one after the other (``calibrated``: whether an empty result has the

@@ -36,6 +36,12 @@ class Result:
         """
         return {f.name: json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def _repr_html_(self) -> str:
+        """Rich display in Jupyter: the result's HTML from :func:`whitenclip.render.to_html`."""
+        from whitenclip.render import to_html  # the renderer is the one place results become text
+
+        return to_html(self)
+
 
 def json_safe(obj, notes: list[str] | None = None, path: str = ""):
     """``obj`` with numpy scalars/arrays as Python values, results as dicts and NaN/inf as None.

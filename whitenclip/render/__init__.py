@@ -69,6 +69,29 @@ def render_html(result, out_dir: Path) -> dict[str, Path]:
     raise TypeError(f"no html renderer for {type(result).__name__}")
 
 
+@functools.singledispatch
+def html_fragment(result) -> str:
+    """``result`` as HTML for a notebook cell (``Result._repr_html_``).
+
+    Default: the terminal table (:func:`render_table`) exported by rich as preformatted HTML;
+    result types with a page of their own (the Gaussianity report, ``simulate``) register it,
+    figures inline.
+    """
+    import io
+
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), record=True, width=120, color_system="truecolor")
+    render_table(result, console)
+    return console.export_html(inline_styles=True, code_format="<pre style='font-family:monospace'>{code}</pre>")
+
+
+def to_html(result) -> str:
+    """``result`` as an HTML fragment (see :func:`html_fragment`)."""
+    _load_renderers()
+    return html_fragment(result)
+
+
 def render(result, fmt: str = "table", *, stream: IO[str] | None = None, console=None) -> None:
     """Render ``result`` in ``fmt`` (one of :data:`FORMATS` but ``html``) on ``stream`` (stdout)."""
     _load_renderers()

@@ -38,7 +38,16 @@ from whitenclip.diagnostics import (
     Spectrum,
 )
 from whitenclip.errors import InputError
-from whitenclip.render import figure_png, html_figure, html_table, render_html, render_table, to_json, write_file
+from whitenclip.render import (
+    figure_png,
+    html_figure,
+    html_fragment,
+    html_table,
+    render_html,
+    render_table,
+    to_json,
+    write_file,
+)
 
 
 @dataclass(frozen=True)
@@ -372,6 +381,12 @@ def render_report_html(report: GaussianityReport, out_dir: Path) -> dict[str, Pa
     written["json"] = write_file(out / "report.json", (to_json(report, indent=2) + "\n").encode("utf-8"))
     written["html"] = write_file(out / "report.html", html_page(report, figures).encode("utf-8"))
     return written
+
+
+@html_fragment.register
+def _(report: GaussianityReport) -> str:
+    """The report's page with every section's figures inline (notebooks)."""
+    return html_page(report, {s.key: section_figures(s, report) for s in report.sections})
 
 
 __all__ = ["Block", "html_page", "render_report_html", "render_report_table", "section_blocks", "section_figures"]

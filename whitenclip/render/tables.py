@@ -56,6 +56,27 @@ def _score_rows(table: ScoreTable, fmt: str, *, header: bool = True) -> str:
                           for i, *row in zip(ids, *values))
 
 
+TABLE_ROWS = 50
+"""Rows a score table shows on a console or in a notebook (the rest are counted)."""
+
+
+@render_table.register
+def _score_table(table: ScoreTable, console) -> None:
+    """The first :data:`TABLE_ROWS` rows, values to 6 significant digits (all rows: a row format)."""
+    out = Table(title=f"{table.n_rows} scored row(s)")
+    for name in ("id", *table.columns):
+        out.add_column(name, justify="left" if name == "id" else "right")
+    shown = min(table.n_rows, TABLE_ROWS)
+    values = [table[c][:shown].tolist() for c in table.columns]
+    for k, i in enumerate(table.row_ids()[:shown]):
+        out.add_row(i, *(short(v[k]) for v in values))
+    console.print(out)
+    if table.n_rows > shown:
+        console.print(f"... {table.n_rows - shown} more row(s)", markup=False, highlight=False)
+    if table.note:
+        console.print(f"note: {table.note}", markup=False, highlight=False)
+
+
 def short(value) -> str:
     """A header value as one short table cell: floats to 6 significant digits, dicts as k=v."""
     if isinstance(value, float):
