@@ -22,12 +22,12 @@ files (size smaller than the header promises, naming the first missing row).
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
 import re
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -119,8 +119,12 @@ def is_glob(text: str) -> bool:
     return any(c in str(text) for c in "*?[") and not Path(text).exists()
 
 
-def discover_shards(inputs) -> list[Shard]:
+def discover_shards(inputs, *, allow_partial: bool = False) -> list[Shard]:
     """The shards behind a command's INPUTs, in order (see module doc); all share one dimension.
+
+    Store directories go through :func:`whitenclip.stores.read_store_layout`, the reader the local
+    path uses: an incomplete store is refused unless ``allow_partial``, and every shard must have
+    the store's ``dim`` and ``dtype``.
 
     >>> discover_shards([])
     Traceback (most recent call last):
@@ -140,7 +144,7 @@ def discover_shards(inputs) -> list[Shard]:
                 raise InputError(f"{text}: pattern matches no file")
             shards += [_file_shard(Path(m)) for m in matches if Path(m).is_file()]
         elif Path(text).is_dir():
-            shards += _directory_shards(Path(text))
+            shards += _directory_shards(Path(text), allow_partial=allow_partial)
         else:
             shards.append(_file_shard(Path(text)))
     dim = None
@@ -173,20 +177,14 @@ def _file_shard(p: Path, *, ids=None, meta=None) -> Shard:
 
 
 def _npy_shard(p: Path, *, ids=None, meta=None) -> Shard:
-    from numpy.lib import format as npf
+    from whitenclip.stores import read_npy_header
 
     try:
         with open(p, "rb") as fh:
-            version = npf.read_magic(fh)
-            read = {(1, 0): npf.read_array_header_1_0, (2, 0): npf.read_array_header_2_0}.get(version)
-            if read is None:
-                raise ValueError(f"unsupported .npy version {version}")
-            shape, fortran, dtype = read(fh)
+            shape, fortran, dtype = read_npy_header(fh, p)
             offset = fh.tell()
-    except Exception as exc:
+    except OSError as exc:
         raise InputError(f"{p}: not a readable .npy file ({' '.join(str(exc).split())})") from None
-    if dtype.hasobject:
-        raise InputError(f"{p}: object arrays are never unpickled")
     if len(shape) != 2:
         raise InputError(f"{p}: expected a 2-D array (n_rows, dim), got shape {tuple(shape)}")
     if fortran and shape[0] > 1 and shape[1] > 1:
@@ -199,52 +197,43 @@ def _npy_shard(p: Path, *, ids=None, meta=None) -> Shard:
 
 
 def _safetensors_shard(p: Path, *, meta=None) -> Shard:
-    try:
-        with open(p, "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            if size > 100 << 20:
-                raise ValueError("header larger than 100 MB")
-            header = json.loads(fh.read(size))
-    except Exception as exc:
-        raise InputError(f"{p}: not a readable .safetensors file ({' '.join(str(exc).split())})") from None
-    info = dict(header.pop("__metadata__", None) or {})
+    """A safetensors shard from :func:`whitenclip.stores.parse_safetensors_header` (the one
+    validated parser): row 0 at the tensor's ``data_offsets`` begin; ids from the metadata."""
+    from whitenclip.stores import header_ids, parse_safetensors_header
+
+    header, info = parse_safetensors_header(p)
     if info.get("format") in ("whitenclip-whitener", "whitenclip-moments"):
         raise InputError(f"{p}: this is a {info['format'][11:]} artifact, not embeddings")
     key = "embeddings" if "embeddings" in header else (next(iter(header)) if len(header) == 1 else None)
     if key is None:
         raise InputError(f"{p}: .safetensors must hold a tensor named 'embeddings' (found {sorted(header)})")
     t = header[key]
-    dtype = _ST_DTYPES.get(t.get("dtype"))
+    dtype = _ST_DTYPES.get(t.dtype)
     if dtype is None:
-        raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {t.get('dtype')}")
-    shape = t.get("shape", [])
-    if len(shape) != 2 or shape[1] == 0:
-        raise InputError(f"{p}: expected a 2-D array (n_rows, dim), got shape {tuple(shape)}")
-    ids = ("header", str(p)) if "ids" in info else None
+        raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {t.dtype}")
+    if len(t.shape) != 2 or t.shape[1] == 0:
+        raise InputError(f"{p}: expected a 2-D array (n_rows, dim), got shape {tuple(t.shape)}")
+    ids = ("header", str(p)) if header_ids(p, info, t.shape[0]) is not None else None
     decoded = {}
     for k in ("encoder", "modality", "normalized"):
         if k in info:
             try:
                 decoded[k] = json.loads(info[k])
-            except ValueError:
+            except (ValueError, RecursionError):
                 decoded[k] = info[k]
-    offset = 8 + size + int(t["data_offsets"][0])
-    return Shard(str(p), int(shape[0]), int(shape[1]), np.dtype(dtype).newbyteorder("<").str, offset, "raw", ids,
+    return Shard(str(p), int(t.shape[0]), int(t.shape[1]), np.dtype(dtype).newbyteorder("<").str, t.start, "raw", ids,
                  {**decoded, **(meta or {})})
 
 
 def _check_size(s: Shard) -> None:
-    need = s.offset + s.n_rows * s.row_bytes
-    have = os.path.getsize(s.path)
-    if have < need:
-        row = max(0, (have - s.offset) // s.row_bytes)
-        raise InputError(f"{s.path}: truncated at row {row}: the header promises {s.n_rows} rows x {s.dim} "
-                         f"({need} bytes), the file holds {have} bytes")
+    from whitenclip.stores import check_extent
+
+    check_extent(s.path, os.path.getsize(s.path), s.offset, s.n_rows, s.row_bytes)
 
 
-def _directory_shards(d: Path) -> list[Shard]:
+def _directory_shards(d: Path, *, allow_partial: bool = False) -> list[Shard]:
     if (d / "meta.json").is_file():
-        return _store_shards(d)
+        return _store_shards(d, allow_partial=allow_partial)
     subdirs = [d / name for name in ("img_emb", "text_emb") if (d / name).is_dir()]
     if len(subdirs) > 1:
         raise InputError(f"{d}: holds both img_emb/ and text_emb/; name the one to read ({subdirs[0]})")
@@ -259,19 +248,16 @@ def _directory_shards(d: Path) -> list[Shard]:
     return [_file_shard(p) for p in files]
 
 
-def _store_shards(d: Path) -> list[Shard]:
-    try:
-        meta = json.loads((d / "meta.json").read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise InputError(f"{d / 'meta.json'}: not valid JSON") from None
-    if not isinstance(meta, dict) or meta.get("format") != "whitenclip-store":
-        raise InputError(f"{d / 'meta.json'}: not a whitenclip store")
-    info = {k: meta[k] for k in ("encoder", "modality", "normalized") if k in meta}
+def _store_shards(d: Path, *, allow_partial: bool = False) -> list[Shard]:
+    from whitenclip.stores import read_store_layout
+
+    layout = read_store_layout(d, allow_partial=allow_partial)
+    info = {k: layout.meta[k] for k in ("encoder", "modality", "normalized") if k in layout.meta}
     out = []
-    for p in sorted(d.iterdir(), key=lambda p: natural_key(p.name)):
-        ids = p.with_name(p.name[:-4] + ".ids.json")
-        if _STORE_SHARD.match(p.name) and ids.is_file():  # the .npy commits a shard
-            out.append(_file_shard(p, ids=("json", str(ids)), meta=info))
+    for _, npy, ids in layout.shards:  # the .npy commits a shard
+        shard = _file_shard(npy, ids=("json", str(ids)), meta=info)
+        layout.check_shard(npy, (shard.n_rows, shard.dim), shard.dtype)
+        out.append(shard)
     return out
 
 
@@ -298,7 +284,8 @@ def _parquet_ids(path: Path):
         import pyarrow.parquet as pq
     except ImportError:  # ids are optional: fall back to row indices
         return None
-    names = pq.ParquetFile(path).schema_arrow.names
+    with _parquet_errors(path):
+        names = pq.ParquetFile(path).schema_arrow.names
     col = next((c for c in _ID_COLUMNS if c in names), None)
     return ("parquet", str(path), col) if col else None
 
@@ -306,7 +293,19 @@ def _parquet_ids(path: Path):
 def _parquet_rows(path: Path) -> int:
     import pyarrow.parquet as pq
 
-    return int(pq.ParquetFile(path).metadata.num_rows)
+    with _parquet_errors(path):
+        return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+@contextlib.contextmanager
+def _parquet_errors(path):
+    """A corrupt or foreign metadata parquet (pyarrow's ArrowInvalid, OSError...) -> InputError."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable parquet file ({' '.join(str(exc).split())[:200]})") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -396,16 +395,19 @@ def piece_ids(piece: Piece) -> list[str]:
             return [i for ids, _ in open_embeddings(piece.shard.path).iter_chunks() for i in ids]
         return [str(i) for i in range(piece.start, piece.stop)]
     if src[0] == "json":
-        ids = json.loads(Path(src[1]).read_text(encoding="utf-8"))["ids"]
+        from whitenclip.stores import read_shard_ids
+
+        ids = read_shard_ids(Path(src[1]))[0]
     elif src[0] == "header":
-        with open(src[1], "rb") as fh:
-            (size,) = struct.unpack("<Q", fh.read(8))
-            ids = json.loads(json.loads(fh.read(size))["__metadata__"]["ids"])
+        from whitenclip.stores import header_ids, parse_safetensors_header
+
+        ids = header_ids(src[1], parse_safetensors_header(src[1])[1], piece.shard.n_rows)
     else:
         import pyarrow.parquet as pq
 
-        table = pq.read_table(src[1], columns=[src[2]])
-        return [str(v) for v in table.column(0).slice(piece.start, piece.n_rows).to_pylist()]
+        with _parquet_errors(src[1]):
+            table = pq.read_table(src[1], columns=[src[2]])
+            return [str(v) for v in table.column(0).slice(piece.start, piece.n_rows).to_pylist()]
     if len(ids) != piece.shard.n_rows:
         raise InputError(f"{src[1]}: {len(ids)} ids for {piece.shard.n_rows} rows of {piece.shard.path}")
     return [str(v) for v in ids[piece.start:piece.stop]]

@@ -52,26 +52,156 @@ def write_json_atomic(path, obj) -> None:
 
 
 # ---------------------------------------------------------------------------------------
-# safetensors
+# safetensors and .npy headers: one validated parser each, for the local and the sharded path
 # ---------------------------------------------------------------------------------------
+SAFETENSORS_HEADER_LIMIT = 100 << 20
+"""Largest safetensors JSON header read (bytes); a bigger one is refused, never parsed."""
+
+_ST_SIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+             "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
+_ST_NUMPY = {"BOOL": "|b1", "U8": "|u1", "I8": "|i1", "I16": "<i2", "U16": "<u2", "F16": "<f2", "I32": "<i4",
+             "U32": "<u4", "F32": "<f4", "I64": "<i8", "U64": "<u8", "F64": "<f8"}
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    """One tensor of a safetensors file: ``dtype`` (safetensors name, e.g. ``F32``), ``shape``,
+    and its bytes ``[start, stop)`` as absolute offsets in the file."""
+
+    name: str
+    dtype: str
+    shape: tuple
+    start: int
+    stop: int
+
+    @property
+    def numpy_dtype(self) -> np.dtype | None:
+        return np.dtype(_ST_NUMPY[self.dtype]) if self.dtype in _ST_NUMPY else None
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def parse_safetensors_header(path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
+    """The validated header of a ``.safetensors`` file: ``(tensors, metadata)``.
+
+    Reads only the 8-byte length and the JSON header. Checks: the length fits the file and
+    :data:`SAFETENSORS_HEADER_LIMIT`; the header is a JSON object; ``__metadata__`` maps strings
+    to strings; every tensor entry is an object with a string ``dtype``, a ``shape`` of
+    non-negative integers and ``data_offsets`` ``[begin, end]`` with ``0 <= begin <= end`` inside
+    the file; ``end - begin`` equals ``prod(shape) x itemsize`` for every known dtype; no two
+    tensors overlap. Anything else raises :class:`InputError` naming the file.
+    """
+    p = _existing_file(path)
+    size = p.stat().st_size
+
+    def bad(why: str):
+        return InputError(f"{p}: not a readable .safetensors file ({why})")
+
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise bad("shorter than its 8-byte header length")
+        n = int.from_bytes(head, "little")
+        if n > SAFETENSORS_HEADER_LIMIT:
+            raise bad(f"header of {n} bytes, more than the {SAFETENSORS_HEADER_LIMIT >> 20} MiB limit")
+        if 8 + n > size:
+            raise bad(f"header of {n} bytes runs past the end of the {size}-byte file")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise bad(f"header is not JSON: {_one_line(exc)[:120]}") from None
+    if not isinstance(header, dict):
+        raise bad(f"header is a JSON {type(header).__name__}, not an object")
+    meta = header.pop("__metadata__", None)
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise bad("__metadata__ must map names to strings")
+    data_start, data_size = 8 + n, size - 8 - n
+    tensors = {}
+    for name, t in header.items():
+        if not isinstance(t, dict):
+            raise bad(f"tensor {name!r} is a JSON {type(t).__name__}, not an object")
+        dtype, shape, offs = t.get("dtype"), t.get("shape"), t.get("data_offsets")
+        if not isinstance(dtype, str):
+            raise bad(f"tensor {name!r} has no string dtype")
+        if not isinstance(shape, list) or not all(_is_count(v) for v in shape):
+            raise bad(f"tensor {name!r}: shape must be a list of non-negative integers, got {shape!r}"[:200])
+        if (not isinstance(offs, list) or len(offs) != 2 or not all(_is_count(v) for v in offs)
+                or offs[0] > offs[1]):
+            raise bad(f"tensor {name!r}: data_offsets must be [begin, end] with 0 <= begin <= end, got {offs!r}"[:200])
+        if offs[1] > data_size:
+            raise bad(f"tensor {name!r}: data_offsets {offs} run past the end of the data ({data_size} bytes)")
+        if dtype in _ST_SIZES:
+            need = _ST_SIZES[dtype] * int(np.prod(shape, dtype=object))
+            if offs[1] - offs[0] != need:
+                raise bad(f"tensor {name!r}: {dtype} {tuple(shape)} needs {need} bytes, "
+                          f"data_offsets give {offs[1] - offs[0]}")
+        tensors[name] = TensorEntry(name, dtype, tuple(shape), data_start + offs[0], data_start + offs[1])
+    spans = sorted((t.start, t.stop, t.name) for t in tensors.values() if t.stop > t.start)
+    for (_, stop, a), (start, _, b) in zip(spans, spans[1:]):
+        if start < stop:
+            raise bad(f"tensors {a!r} and {b!r} overlap")
+    return tensors, meta
+
+
 def read_safetensors(path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Read every tensor and the header metadata of a ``.safetensors`` file.
 
-    Raises :class:`InputError` naming the file when it is missing, truncated or not a
-    safetensors file at all.
+    The header goes through :func:`parse_safetensors_header`; raises :class:`InputError` naming
+    the file when it is missing, truncated, not a safetensors file, or holds a dtype numpy lacks.
     """
-    from safetensors import safe_open
-
-    path = _existing_file(path)
-    try:
-        with safe_open(str(path), framework="numpy") as fh:
-            meta = dict(fh.metadata() or {})
-            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
-    except InputError:
-        raise
-    except Exception as exc:  # safetensors raises SafetensorError / OSError on bad headers
-        raise InputError(f"{path}: not a readable .safetensors file ({_one_line(exc)})") from None
+    entries, meta = parse_safetensors_header(path)
+    tensors = {}
+    with open(path, "rb") as fh:
+        for name, t in entries.items():
+            dtype = t.numpy_dtype
+            if dtype is None:
+                raise InputError(f"{path}: tensor {name!r} has dtype {t.dtype}, which cannot be read here")
+            fh.seek(t.start)
+            arr = np.fromfile(fh, dtype=dtype, count=(t.stop - t.start) // dtype.itemsize)
+            if arr.nbytes != t.stop - t.start:
+                raise InputError(f"{path}: tensor {name!r} is truncated")
+            tensors[name] = arr.reshape(t.shape)
     return tensors, meta
+
+
+def read_npy_header(fh, name) -> tuple[tuple, bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` header at ``fh``'s position (left just
+    after the header). Raises :class:`InputError` naming ``name``: a bad magic string, an
+    unsupported version, an unparsable header, a negative dimension or a dtype holding Python
+    objects (never unpickled)."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(fh)
+    except ValueError:
+        raise InputError(f"{name}: not a .npy file (bad magic string: it does not start with \\x93NUMPY)") from None
+    except Exception as exc:
+        raise InputError(f"{name}: not a readable .npy file ({_one_line(exc)})") from None
+    readers = {(1, 0): fmt.read_array_header_1_0, (2, 0): fmt.read_array_header_2_0}
+    if version not in readers:
+        raise InputError(f"{name}: unsupported .npy format version {version[0]}.{version[1]}")
+    try:
+        shape, fortran, dtype = readers[version](fh)
+    except Exception as exc:
+        raise InputError(f"{name}: not a readable .npy header ({_one_line(exc)[:160]})") from None
+    if dtype.hasobject:
+        raise InputError(f"{name}: holds Python objects (dtype {dtype}); object arrays are never unpickled")
+    if any(int(v) < 0 for v in shape):
+        raise InputError(f"{name}: .npy header has a negative dimension {tuple(shape)}")
+    return tuple(int(v) for v in shape), bool(fortran), dtype
+
+
+def check_extent(name, size: int, offset: int, n_rows: int, row_bytes: int) -> None:
+    """Refuse data whose header promises more bytes than ``size`` (naming the first missing row)."""
+    need = offset + n_rows * row_bytes
+    if size < need:
+        row = max(0, (size - offset) // row_bytes) if row_bytes else 0
+        raise InputError(f"{name}: truncated at row {row}: the header promises {n_rows} rows "
+                         f"({need} bytes), the file holds {size} bytes")
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,9 +241,9 @@ class EmbeddingFile:
         start = 0
         for block, ids in self._blocks:
             block = _load_block(block)
-            for lo in range(0, block.shape[0], chunk_rows):
-                hi = min(lo + chunk_rows, block.shape[0])
-                X = _fresh_float64(block[lo:hi], already_fresh=isinstance(block, NpyRows))
+            for lo, rows in _block_chunks(block, chunk_rows):
+                hi = lo + rows.shape[0]
+                X = _fresh_float64(rows, already_fresh=isinstance(block, RawRows))
                 chunk_ids = list(ids[lo:hi]) if ids is not None else self._default_ids(start + lo, start + hi)
                 yield chunk_ids, X
             start += block.shape[0]
@@ -140,6 +270,15 @@ def _fresh_float64(rows, *, already_fresh: bool) -> np.ndarray:
 
 def _load_block(block):
     return block() if callable(block) else block
+
+
+def _block_chunks(block, chunk_rows: int):
+    """``(first_row, rows)`` of a block: its own sequential reader when it has one, else slices."""
+    if hasattr(block, "chunks"):
+        yield from block.chunks(chunk_rows)
+        return
+    for lo in range(0, block.shape[0], chunk_rows):
+        yield lo, block[lo:lo + chunk_rows]
 
 
 EMBEDDING_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
@@ -196,7 +335,7 @@ def _existing_file(p) -> Path:
 def _check_matrix(name: str, shape, dtype) -> tuple[int, int]:
     if len(shape) != 2:
         raise InputError(f"{name}: expected a 2-D array (n_rows, dim), got shape {tuple(shape)}")
-    if str(dtype) not in _FLOAT_KINDS:
+    if (dtype.name if isinstance(dtype, np.dtype) else str(dtype)) not in _FLOAT_KINDS:
         raise InputError(f"{name}: expected float16/32/64 embeddings, got dtype {dtype}")
     n, d = int(shape[0]), int(shape[1])
     if n == 0:
@@ -206,108 +345,218 @@ def _check_matrix(name: str, shape, dtype) -> tuple[int, int]:
     return n, d
 
 
-class NpyRows:
-    """Rows of a 2-D C-ordered ``.npy`` file read on demand with plain reads (no memory map).
+class RawRows:
+    """Rows of a C-ordered 2-D array stored raw at byte ``offset`` of a file (a ``.npy``'s data, a
+    safetensors tensor, an uncompressed ``.npz`` member), read on demand with plain reads.
 
-    ``rows[lo:hi]`` reads just those rows into a fresh array. Unlike a memory map, pages already
-    streamed do not stay in the process's resident set, so peak RSS is independent of n.
+    ``rows[lo:hi]`` reads just those rows into a fresh array; :meth:`chunks` streams them in
+    order through one open file. Unlike a memory map, pages already streamed do not stay in the
+    process's resident set, so peak RSS is about one chunk, independent of n.
     """
 
-    def __init__(self, path: Path):
-        self.path = Path(path)
-        with open(self.path, "rb") as fh:
-            version = np.lib.format.read_magic(fh)
-            fmt = np.lib.format
-            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, fortran, dtype = read_header(fh)
-            self.offset = fh.tell()
-        if dtype.hasobject:
-            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
-        self.shape, self.dtype, self.fortran = tuple(shape), dtype, fortran
+    def __init__(self, path, offset: int, shape, dtype):
+        self.path, self.offset = Path(path), int(offset)
+        self.shape, self.dtype = tuple(int(v) for v in shape), np.dtype(dtype)
+
+    @property
+    def _row_values(self) -> int:
+        return int(np.prod(self.shape[1:], dtype=np.int64)) if len(self.shape) > 1 else 1
+
+    def _read(self, fh, lo: int, hi: int) -> np.ndarray:
+        d = self._row_values
+        buf = np.empty(max(hi - lo, 0) * d, dtype=self.dtype)
+        got = fh.readinto(memoryview(buf).cast("B")) if buf.nbytes else 0
+        if got != buf.nbytes:
+            raise InputError(f"{self.path}: file is truncated (rows {lo}..{hi} missing)")
+        return buf.reshape(-1, d)
 
     def __getitem__(self, rows: slice) -> np.ndarray:
         lo, hi, _ = rows.indices(self.shape[0])
-        d = self.shape[1]
         with open(self.path, "rb") as fh:
-            fh.seek(self.offset + lo * d * self.dtype.itemsize)
-            out = np.fromfile(fh, dtype=self.dtype, count=max(hi - lo, 0) * d)
-        if out.size != max(hi - lo, 0) * d:
-            raise InputError(f"{self.path}: file is truncated (rows {lo}..{hi} missing)")
-        return out.reshape(-1, d)
+            fh.seek(self.offset + lo * self._row_values * self.dtype.itemsize)
+            return self._read(fh, lo, max(hi, lo))
+
+    def chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            for lo in range(0, self.shape[0], chunk_rows):
+                yield lo, self._read(fh, lo, min(lo + chunk_rows, self.shape[0]))
+
+
+class NpyRows(RawRows):
+    """Rows of a ``.npy`` file (header checked by :func:`read_npy_header`, size by :func:`check_extent`)."""
+
+    def __init__(self, path: Path):
+        with open(path, "rb") as fh:
+            shape, fortran, dtype = read_npy_header(fh, path)
+            offset = fh.tell()
+        super().__init__(path, offset, shape, dtype)
+        self.fortran = fortran
+        if shape:
+            check_extent(path, os.path.getsize(path), offset, shape[0], self._row_values * dtype.itemsize)
 
 
 def _npy_rows(p: Path):
-    """A row reader for a .npy file: :class:`NpyRows`, or a memory map for Fortran-ordered/odd arrays."""
-    rows = NpyRows(p)
-    if rows.fortran or len(rows.shape) != 2:
+    """A row reader for a .npy file: :class:`NpyRows`, or a memory map for a Fortran-ordered array."""
+    try:
+        rows = NpyRows(p)
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable .npy file ({_one_line(exc)})") from None
+    if rows.fortran and len(rows.shape) == 2 and min(rows.shape) > 1:
         return np.load(p, mmap_mode="r", allow_pickle=False)
     return rows
 
 
 def _open_npy(p: Path) -> EmbeddingFile:
-    try:
-        arr = _npy_rows(p)
-    except ValueError as exc:
-        raise InputError(f"{p}: refusing to load ({_one_line(exc)}); object arrays are never unpickled") from None
-    except Exception as exc:
-        raise InputError(f"{p}: not a readable .npy file ({_one_line(exc)})") from None
+    arr = _npy_rows(p)
     n, d = _check_matrix(str(p), arr.shape, arr.dtype)
-    return EmbeddingFile(str(p), n, d, str(arr.dtype), {}, [(arr, None)])
+    return EmbeddingFile(str(p), n, d, arr.dtype.name, {}, [(arr, None)])
+
+
+NPZ_INFLATE_LIMIT = 1 << 30
+"""Largest compressed ``.npz`` member inflated (bytes, as declared by the zip entry or its .npy
+header): 1 GiB. A bigger one is refused before any inflating (a few MB of zeros can declare
+gigabytes); uncompressed members (``np.savez``) have no limit: they are read in place, in chunks."""
+
+
+class ZipRows:
+    """Rows of a compressed (deflated) ``.npz`` member, inflated in order, one chunk at a time."""
+
+    def __init__(self, path: Path, member: str, shape, dtype):
+        self.path, self.member = Path(path), member
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+
+    def chunks(self, chunk_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        import zipfile
+        import zlib
+
+        n, d = self.shape
+        label = f"{self.path}: member {self.member!r}"
+        try:
+            with zipfile.ZipFile(self.path) as zf, zf.open(self.member) as fh:
+                read_npy_header(fh, label)
+                for lo in range(0, n, chunk_rows):
+                    hi = min(lo + chunk_rows, n)
+                    data = fh.read((hi - lo) * d * self.dtype.itemsize)
+                    if len(data) != (hi - lo) * d * self.dtype.itemsize:
+                        raise InputError(f"{label}: truncated at row {lo + len(data) // (d * self.dtype.itemsize)} "
+                                         f"(its header promises {n} rows)")
+                    yield lo, np.frombuffer(data, dtype=self.dtype).reshape(hi - lo, d)
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as exc:
+            raise InputError(f"{label}: cannot be inflated ({_one_line(exc)})") from None
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        lo, hi, _ = rows.indices(self.shape[0])
+        parts = [X[max(lo - a, 0):hi - a] for a, X in self.chunks(DEFAULT_CHUNK_ROWS) if a < hi and a + len(X) > lo]
+        return np.concatenate(parts) if parts else np.empty((0, self.shape[1]), self.dtype)
+
+
+def _npz_member(p: Path, zf, info, *, whole: bool = False):
+    """``(shape, dtype, reader)`` of one ``.npy`` member: :class:`RawRows` in place when stored,
+    :class:`ZipRows` when compressed (at most :data:`NPZ_INFLATE_LIMIT` bytes), or with ``whole``
+    (or a Fortran-ordered array) a function returning the whole array."""
+    import struct
+    import zipfile
+
+    label = f"{p}: member {info.filename!r}"
+    if info.flag_bits & 0x1:
+        raise InputError(f"{label} is encrypted")
+    with zf.open(info) as fh:
+        shape, fortran, dtype = read_npy_header(fh, label)
+        header_len = fh.tell() if info.compress_type == zipfile.ZIP_STORED else None
+    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+    stored = info.compress_type == zipfile.ZIP_STORED
+    if not stored and max(nbytes, info.file_size) > NPZ_INFLATE_LIMIT:
+        raise InputError(f"{label} would inflate to {max(nbytes, info.file_size) / 2**30:.1f} GiB, more than the "
+                         f"{NPZ_INFLATE_LIMIT >> 30} GiB limit for compressed .npz members; save it with np.savez "
+                         "(uncompressed, read in place in chunks) or as .npy")
+    if stored:
+        with open(p, "rb") as fh:
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+        if len(local) != 30 or local[:4] != b"PK\x03\x04":
+            raise InputError(f"{label}: bad zip local header")
+        name_len, extra_len = struct.unpack("<HH", local[26:30])
+        start = info.header_offset + 30 + name_len + extra_len
+        end = min(start + info.compress_size, os.path.getsize(p))
+        if shape:
+            row_bytes = int(np.prod(shape[1:], dtype=object)) * dtype.itemsize
+            check_extent(label, end, start + header_len, shape[0], row_bytes)
+    if whole or (fortran and len(shape) == 2 and min(shape) > 1):
+        if nbytes > NPZ_INFLATE_LIMIT:
+            raise InputError(f"{label}: {nbytes / 2**30:.1f} GiB cannot be read whole (limit "
+                             f"{NPZ_INFLATE_LIMIT >> 30} GiB); save it C-ordered")
+
+        def load():
+            with zipfile.ZipFile(p) as z, z.open(info.filename) as fh:
+                read_npy_header(fh, label)
+                data = fh.read(nbytes)
+            if len(data) != nbytes:
+                raise InputError(f"{label}: truncated ({len(data)} of {nbytes} bytes)")
+            return np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+        return shape, dtype, load
+    if stored:
+        return shape, dtype, RawRows(p, start + header_len, shape, dtype)
+    return shape, dtype, ZipRows(p, info.filename, shape, dtype)
 
 
 def _open_npz(p: Path) -> EmbeddingFile:
+    """``embeddings`` (or the only array) and optional ``ids`` of a ``.npz``, never unpickled:
+    stored members are read in place in chunks, deflated ones inflated chunk by chunk (see
+    :data:`NPZ_INFLATE_LIMIT`)."""
+    import zipfile
+
     try:
-        with np.load(p, allow_pickle=False) as z:
-            keys = list(z.keys())
-            arrays = [k for k in keys if k != "ids"]
-            key = "embeddings" if "embeddings" in keys else (arrays[0] if len(arrays) == 1 else None)
+        with zipfile.ZipFile(p) as zf:
+            members = {i.filename[:-4]: i for i in zf.infolist() if i.filename.endswith(".npy")}
+            arrays = [k for k in members if k != "ids"]
+            key = "embeddings" if "embeddings" in members else (arrays[0] if len(arrays) == 1 else None)
             if key is None:
-                raise InputError(f"{p}: .npz must hold an array named 'embeddings' (found {keys})")
-            arr = z[key]
-            ids = [str(s) for s in z["ids"]] if "ids" in keys else None
+                raise InputError(f"{p}: .npz must hold an array named 'embeddings' (found {sorted(members)})")
+            shape, dtype, rows = _npz_member(p, zf, members[key])
+            n, d = _check_matrix(str(p), shape, dtype)
+            ids = None
+            if "ids" in members:
+                id_shape, _, load_ids = _npz_member(p, zf, members["ids"], whole=True)
+                if len(id_shape) != 1 or id_shape[0] != n:
+                    raise InputError(f"{p}: 'ids' of shape {id_shape} for {n} rows (expected a list of {n})")
+                ids = [str(s) for s in load_ids()]
     except InputError:
         raise
-    except ValueError as exc:
-        raise InputError(f"{p}: refusing to load ({_one_line(exc)}); object arrays are never unpickled") from None
     except Exception as exc:
         raise InputError(f"{p}: not a readable .npz file ({_one_line(exc)})") from None
-    n, d = _check_matrix(str(p), arr.shape, arr.dtype)
+    return EmbeddingFile(str(p), n, d, dtype.name, {}, [(rows, ids)])
+
+
+def header_ids(p, meta: dict, n: int) -> list[str] | None:
+    """The ``ids`` of a safetensors header's metadata (a JSON list of ``n`` ids), or None."""
+    if "ids" not in meta:
+        return None
+    try:
+        ids = json.loads(meta["ids"])
+    except (ValueError, TypeError, RecursionError):
+        ids = None
+    if not isinstance(ids, list):
+        raise InputError(f"{p}: metadata 'ids' is not a JSON list")
     _check_ids(p, ids, n)
-    return EmbeddingFile(str(p), n, d, str(arr.dtype), {}, [(arr, ids)])
+    return [str(s) for s in ids]
 
 
 def _open_safetensors(p: Path) -> EmbeddingFile:
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(p), framework="numpy") as fh:
-            meta = dict(fh.metadata() or {})
-            keys = list(fh.keys())
-            key = "embeddings" if "embeddings" in keys else (keys[0] if len(keys) == 1 else None)
-            if key is None:
-                raise InputError(f"{p}: .safetensors must hold a tensor named 'embeddings' (found {keys})")
-            sl = fh.get_slice(key)
-            shape, dtype = sl.get_shape(), _st_dtype(sl.get_dtype())
-    except InputError:
-        raise
-    except Exception as exc:
-        raise InputError(f"{p}: not a readable .safetensors file ({_one_line(exc)})") from None
-    if meta.get("format") == "whitenclip-whitener":
-        raise InputError(f"{p}: this is a whitener artifact, not embeddings")
-    n, d = _check_matrix(str(p), shape, dtype)
-    ids = None
-    if "ids" in meta:
-        try:
-            ids = [str(s) for s in json.loads(meta.pop("ids"))]
-        except (ValueError, TypeError):
-            raise InputError(f"{p}: metadata 'ids' is not a JSON list") from None
-    _check_ids(p, ids, n)
-
-    def load():
-        with safe_open(str(p), framework="numpy") as fh:
-            return fh.get_tensor(key)
-
-    return EmbeddingFile(str(p), n, d, dtype, _decode_meta(meta), [(load, ids)])
+    tensors, meta = parse_safetensors_header(p)
+    if meta.get("format") in ("whitenclip-whitener", "whitenclip-moments"):
+        raise InputError(f"{p}: this is a {meta['format'][11:]} artifact, not embeddings")
+    key = "embeddings" if "embeddings" in tensors else (next(iter(tensors)) if len(tensors) == 1 else None)
+    if key is None:
+        raise InputError(f"{p}: .safetensors must hold a tensor named 'embeddings' (found {sorted(tensors)})")
+    t = tensors[key]
+    dtype = _st_dtype(t.dtype)
+    n, d = _check_matrix(str(p), t.shape, dtype)
+    ids = header_ids(p, meta, n)
+    meta = {k: v for k, v in meta.items() if k != "ids"}
+    return EmbeddingFile(str(p), n, d, dtype, _decode_meta(meta), [(RawRows(p, t.start, (n, d), t.numpy_dtype), ids)])
 
 
 def _open_torch(p: Path) -> EmbeddingFile:
@@ -334,9 +583,15 @@ def _open_torch(p: Path) -> EmbeddingFile:
             ids = [str(i) for i in ids]
     if not isinstance(obj, torch.Tensor):
         raise InputError(f"{p}: expected a 2-D float tensor (or a dict with 'embeddings'), got {type(obj).__name__}")
+    if obj.layout != torch.strided:
+        raise InputError(f"{p}: holds a sparse tensor ({str(obj.layout).replace('torch.', '')}); "
+                         "save a dense one (tensor.to_dense())")
     if not obj.is_floating_point() or obj.dtype == torch.bfloat16:
         raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {str(obj.dtype).replace('torch.', '')}")
-    arr = obj.detach().cpu().numpy()
+    try:
+        arr = obj.detach().cpu().numpy()
+    except Exception as exc:
+        raise InputError(f"{p}: tensor cannot be read as an array ({_one_line(exc)})") from None
     n, d = _check_matrix(str(p), arr.shape, arr.dtype)
     _check_ids(p, ids, n)
     return EmbeddingFile(str(p), n, d, str(arr.dtype), {}, [(arr, ids)])
@@ -365,25 +620,39 @@ def _check_ids(p, ids, n: int) -> None:
 # text vectors (stdin)
 # ---------------------------------------------------------------------------------------
 _SPLIT = re.compile(r"[\s,]+")
+_NUMBER = re.compile(r"[+-]?(?:(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?|nan|inf|infinity)", re.ASCII | re.IGNORECASE)
+"""A number as written in a text vector: ASCII decimal, optional exponent (``nan``/``inf`` are
+numbers too; they are reported later as non-finite rows). Python's ``float`` also takes ``1_000``
+and non-ASCII digits: those are not numbers here."""
 
 
 def parse_vector_line(line: str) -> np.ndarray | None:
     """Parse one text line into a float vector, or None when it is not numeric.
 
-    Accepts whitespace- or comma-separated floats, or a JSON array of numbers.
+    Accepts whitespace- or comma-separated numbers (:data:`_NUMBER`), or a JSON array of numbers
+    (not booleans, strings or nested lists).
+
+    >>> parse_vector_line("1, 2.5e1 -3").tolist()
+    [1.0, 25.0, -3.0]
+    >>> parse_vector_line("1_000") is None, parse_vector_line("[true, 2]") is None
+    (True, True)
     """
     s = line.strip()
     if s.startswith("["):
         try:
             vals = json.loads(s)
-            arr = np.asarray(vals, dtype=np.float64)
-        except (ValueError, TypeError):
+        except (ValueError, RecursionError):
             return None
-        return arr if arr.ndim == 1 else None
-    try:
-        return np.array([float(t) for t in _SPLIT.split(s) if t], dtype=np.float64)
-    except ValueError:
+        if not isinstance(vals, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            return None
+        try:
+            return np.array([float(v) for v in vals], dtype=np.float64)
+        except OverflowError:  # an integer too large for a float
+            return None
+    tokens = [t for t in _SPLIT.split(s) if t]
+    if not all(_NUMBER.fullmatch(t) for t in tokens):
         return None
+    return np.array([float(t) for t in tokens], dtype=np.float64)
 
 
 def looks_like_vectors(first_line: str) -> bool:
@@ -524,44 +793,104 @@ def _shard_paths(directory: Path) -> list[tuple[int, Path, Path]]:
 
 
 def _read_store_meta(directory: Path) -> dict:
+    """``meta.json`` of a store, validated: ``dim`` a positive integer; ``n_items`` (when present)
+    a non-negative integer; ``dtype`` (when present) float16/32/64."""
     meta_path = directory / "meta.json"
     if not meta_path.is_file():
         raise InputError(f"{directory}: not a whitenclip store (no meta.json)")
     try:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise InputError(f"{meta_path}: not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != STORE_FORMAT:
         raise InputError(f"{meta_path}: not a whitenclip store (format is not {STORE_FORMAT!r})")
+    if not _is_count(meta.get("dim")) or meta["dim"] == 0:
+        raise InputError(f"{meta_path}: 'dim' must be a positive integer, got {meta.get('dim')!r}"[:200])
+    if "n_items" in meta and not _is_count(meta["n_items"]):
+        raise InputError(f"{meta_path}: 'n_items' must be a non-negative integer, got {meta['n_items']!r}"[:200])
+    if "dtype" in meta and meta["dtype"] not in _FLOAT_KINDS:
+        raise InputError(f"{meta_path}: 'dtype' must be one of {', '.join(_FLOAT_KINDS)}, got {meta['dtype']!r}"[:200])
     return meta
 
 
-def _open_store(directory: Path, *, allow_partial: bool = False) -> EmbeddingFile:
+def read_shard_ids(ids_path: Path, n_rows: int | None = None) -> tuple[list[str], int]:
+    """``(ids, items_end)`` of a store shard's ``.ids.json``, validated (``n_rows`` ids when given;
+    ``items_end`` 0 when the file records none)."""
+    try:
+        doc = json.loads(Path(ids_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InputError(f"{ids_path}: unreadable shard ids ({_one_line(exc)[:160]})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("ids"), list) or not _is_count(doc.get("items_end", 0)):
+        raise InputError(f"{ids_path}: shard ids must be {{\"ids\": [...], \"items_end\": N}} with N a "
+                         "non-negative integer")
+    if n_rows is not None:
+        _check_ids(ids_path, doc["ids"], n_rows)
+    return [str(v) for v in doc["ids"]], doc.get("items_end", 0)
+
+
+@dataclass(frozen=True)
+class StoreLayout:
+    """A store directory as every reader sees it (local :func:`open_embeddings` and the sharded
+    :func:`whitenclip.shards.discover_shards`): validated ``meta``, committed ``shards``
+    ``(index, npy, ids json)`` in order, and ``items_end``, the input items they cover."""
+
+    directory: Path
+    meta: dict
+    shards: list
+    items_end: int
+
+    @property
+    def dim(self) -> int:
+        return int(self.meta["dim"])
+
+    @property
+    def info(self) -> dict:
+        return {k: self.meta[k] for k in ("encoder", "modality", "normalized", "activation") if k in self.meta}
+
+    def check_shard(self, npy, shape, dtype) -> None:
+        """Refuse a shard whose dimension (or dtype) differs from what ``meta.json`` records."""
+        if len(shape) == 2 and shape[1] != self.dim:
+            raise InputError(f"{npy}: shard has dimension {shape[1]}, store says {self.dim}")
+        name = np.dtype(dtype).name
+        if "dtype" in self.meta and name != self.meta["dtype"]:
+            raise InputError(f"{npy}: shard holds {name}, store says {self.meta['dtype']}")
+
+
+def read_store_layout(directory, *, allow_partial: bool = False) -> StoreLayout:
+    """Validated layout of a store directory (see :class:`StoreLayout`).
+
+    A store whose committed shards cover fewer items than ``meta.json``'s ``n_items`` (a killed
+    ``embed``) raises :class:`InputError` naming the command that finishes it, unless
+    ``allow_partial``; shards covering more items than ``n_items`` are refused always.
+    """
+    directory = Path(directory)
     meta = _read_store_meta(directory)
-    blocks, n, dim, dtype = [], 0, int(meta.get("dim", 0)), str(meta.get("dtype", "float32"))
-    items_end = 0
-    for _, npy, ids_path in _shard_paths(directory):
-        try:
-            arr = _npy_rows(npy)
-            shard = json.loads(ids_path.read_text(encoding="utf-8"))
-            ids, items_end = shard["ids"], int(shard.get("items_end", items_end))
-        except Exception as exc:
-            raise InputError(f"{npy}: unreadable shard ({_one_line(exc)})") from None
-        _check_matrix(str(npy), arr.shape, arr.dtype)
-        if arr.shape[1] != dim:
-            raise InputError(f"{npy}: shard has dimension {arr.shape[1]}, store says {dim}")
-        _check_ids(npy, ids, arr.shape[0])
-        blocks.append((arr, [str(s) for s in ids]))
-        n += arr.shape[0]
+    shards = _shard_paths(directory)
+    items_end = read_shard_ids(shards[-1][2])[1] if shards else 0
     total = meta.get("n_items")
-    if total is not None and items_end < int(total) and not allow_partial:
+    if total is not None and items_end > total:
+        raise InputError(f"{directory}: shards cover {items_end} items, but meta.json says n_items = {total}")
+    if total is not None and items_end < total and not allow_partial:
         rerun = meta.get("command") or f"whitenclip embed ... -o {directory}"
         raise InputError(f"{directory}: store is incomplete: {items_end} of {total} items; rerun `{rerun}` to "
                          "finish it (or pass --allow-partial to use the rows it has)")
+    return StoreLayout(directory, meta, shards, items_end)
+
+
+def _open_store(directory: Path, *, allow_partial: bool = False) -> EmbeddingFile:
+    layout = read_store_layout(directory, allow_partial=allow_partial)
+    blocks, n = [], 0
+    for _, npy, ids_path in layout.shards:
+        arr = _npy_rows(npy)
+        _check_matrix(str(npy), arr.shape, arr.dtype)
+        layout.check_shard(npy, arr.shape, arr.dtype)
+        ids, _ = read_shard_ids(ids_path, arr.shape[0])
+        blocks.append((arr, ids))
+        n += arr.shape[0]
     if n == 0:
         raise InputError(f"{directory}: store holds zero rows")
-    info = {k: meta[k] for k in ("encoder", "modality", "normalized", "activation") if k in meta}
-    return EmbeddingFile(str(directory), n, dim, dtype, info, blocks)
+    dtype = str(layout.meta.get("dtype", "float32"))
+    return EmbeddingFile(str(directory), n, layout.dim, dtype, layout.info, blocks)
 
 
 class StoreWriter:
