@@ -44,6 +44,11 @@ IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", 
 CAPTION_COLUMNS = ("caption", "text", "sentence")
 """CSV header names used for the caption column when ``column`` is not given."""
 
+IMAGE_COLUMNS = ("image", "image_id", "image_path", "filename", "file_name", "img")
+"""CSV header names (case-insensitive) whose column groups the captions by image when groups are
+asked for without naming a column (``--group-column``): captions of one image are not independent
+(see :func:`whitenclip.whitening.calibration_distances`)."""
+
 MODALITIES = ("image", "text")
 
 STDIN = "-"
@@ -120,6 +125,9 @@ class Inputs:
     items: list[str]
     modality: str
     skips: SkipReport = field(default_factory=SkipReport)
+    groups: list | None = None
+    """Group id of each item (aligned with ``items``; None entries: the item is its own group), or
+    None when no input named groups (see :func:`collect_inputs`)."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -270,7 +278,20 @@ def parse_captions(
     csv_format: bool | None = None,
     report: SkipReport | None = None,
 ) -> list[str]:
-    """Captions from the bytes of a captions file.
+    """Captions from the bytes of a captions file (:func:`parse_caption_groups` without the groups)."""
+    return parse_caption_groups(data, name, column=column, csv_format=csv_format, report=report)[0]
+
+
+def parse_caption_groups(
+    data: bytes,
+    name: str,
+    *,
+    column: str | int | None = None,
+    csv_format: bool | None = None,
+    report: SkipReport | None = None,
+    group_column: str | bool | None = None,
+) -> tuple[list[str], list | None]:
+    """Captions from the bytes of a captions file, and the group id of each.
 
     Parameters
     ----------
@@ -286,10 +307,16 @@ def parse_captions(
         or ``column`` is given, else one caption per line.
     report : SkipReport, optional
         Receives non-UTF-8 lines and empty captions (a fresh one is used when omitted).
+    group_column : str, True or None
+        A CSV column naming each caption's group (e.g. its image): a header name or 0-based index;
+        True: the first of :data:`IMAGE_COLUMNS` in the header, if any (with an
+        :class:`InputFormatWarning` saying so); None/False: no groups. An empty cell makes the
+        caption its own group (None).
 
     Returns
     -------
-    list of str : the captions, stripped of surrounding whitespace, in file order.
+    (captions, groups) : the captions, stripped of surrounding whitespace, in file order, and
+    their group ids (a list aligned with them), or None when no groups were read.
     """
     report = report if report is not None else SkipReport()
     suffix = Path(name).suffix.lower()
@@ -303,13 +330,15 @@ def parse_captions(
     captions: list[str] = []
     lines = decoded_lines(data, name, report)
     if not csv_format:
+        if isinstance(group_column, (str, int)) and not isinstance(group_column, bool):
+            raise InputError(f"{name}: --group-column {group_column} needs a CSV/TSV captions file with a header")
         for lineno, text in lines:
             text = text.strip()
             if not text:
                 report.add(f"{name}:{lineno}", "empty caption")
                 continue
             captions.append(text)
-        return captions
+        return captions, None
 
     current = [0]
 
@@ -322,10 +351,12 @@ def parse_captions(
     try:
         header = next(reader)
     except StopIteration:
-        return captions
+        return captions, None
     except csv.Error as exc:
         raise InputError(f"{name}:{current[0]}: bad CSV header ({exc})") from None
     idx = pick_column(header, column, name)
+    gidx = pick_group_column(header, group_column, name)
+    groups: list | None = [] if gidx is not None else None
     while True:
         try:
             row = next(reader)
@@ -341,7 +372,32 @@ def parse_captions(
             report.add(f"{name}:{current[0]}", "empty caption")
             continue
         captions.append(text)
-    return captions
+        if groups is not None:
+            groups.append((row[gidx].strip() if gidx < len(row) else "") or None)
+    return captions, groups
+
+
+def pick_group_column(header: list[str], group_column: str | int | bool | None, name: str) -> int | None:
+    """Index of the group column in a CSV ``header`` (see :func:`parse_caption_groups`), or None."""
+    if group_column is None or group_column is False:
+        return None
+    if group_column is True:
+        lowered = [h.strip().lower() for h in header]
+        found = next((c for c in IMAGE_COLUMNS if c in lowered), None)
+        if found is None:
+            return None
+        idx = lowered.index(found)
+        warnings.warn(f"{name}: grouping captions by its {header[idx].strip()!r} column (captions of one image "
+                      "are calibrated together; --no-groups treats every row as independent)",
+                      InputFormatWarning, stacklevel=4)
+        return idx
+    if isinstance(group_column, int) or str(group_column).isdigit():
+        if int(group_column) >= len(header):
+            raise InputError(f"{name}: --group-column {group_column} out of range ({len(header)} columns)")
+        return int(group_column)
+    if group_column not in header:
+        raise InputError(f"{name}: no column {group_column!r} in header {header} (--group-column)")
+    return header.index(group_column)
 
 
 _HEADER_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,31}$")
@@ -386,10 +442,23 @@ def read_captions(
     stdin: io.BufferedIOBase | None = None,
 ) -> list[str]:
     """Captions from a file (``"-"`` = standard input); see :func:`parse_captions`."""
+    return read_caption_groups(path, column=column, report=report, stdin=stdin)[0]
+
+
+def read_caption_groups(
+    path: str | os.PathLike,
+    *,
+    column: str | int | None = None,
+    report: SkipReport | None = None,
+    stdin: io.BufferedIOBase | None = None,
+    group_column: str | bool | None = None,
+) -> tuple[list[str], list | None]:
+    """Captions and their group ids from a file (``"-"`` = standard input); see :func:`parse_caption_groups`."""
     name = str(path)
+    kw = {"column": column, "report": report, "group_column": group_column}
     if name == STDIN:
         stream = stdin if stdin is not None else sys.stdin.buffer
-        return parse_captions(stream.read(), "<stdin>", column=column, report=report)
+        return parse_caption_groups(stream.read(), "<stdin>", **kw)
     try:
         data = Path(name).read_bytes()
     except FileNotFoundError:
@@ -398,7 +467,7 @@ def read_captions(
         raise InputError(f"{name}: is a directory, not a captions file") from None
     except OSError as exc:
         raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    return parse_captions(data, name, column=column, report=report)
+    return parse_caption_groups(data, name, **kw)
 
 
 # --------------------------------------------------------------------------- everything
@@ -434,6 +503,7 @@ def collect_inputs(
     column: str | int | None = None,
     strict: bool = False,
     stdin: io.BufferedIOBase | None = None,
+    group_column: str | bool | None = None,
 ) -> Inputs:
     """Gather the items named by ``paths`` (directories, image files, captions files, ``"-"``).
 
@@ -449,6 +519,10 @@ def collect_inputs(
         Raise :class:`InputError` on the first bad item instead of skipping it.
     stdin : binary stream, optional
         Read instead of ``sys.stdin.buffer`` for ``"-"`` (tests).
+    group_column : str, True or None
+        Group the captions of CSV inputs by this column (True: an image column of
+        :data:`IMAGE_COLUMNS` when the header has one); see :func:`parse_caption_groups`. Items
+        of inputs without groups are their own groups; ``Inputs.groups`` is None when no input had any.
 
     Returns
     -------
@@ -468,15 +542,18 @@ def collect_inputs(
         raise InputError("standard input ('-') given more than once")
     report = SkipReport(strict=strict)
     if modality == "image":
-        items = _image_items(names, report, stdin)
+        items, groups = _image_items(names, report, stdin), []
     else:
-        items = []
+        items, groups = [], []
         for p in names:
             if p != STDIN and os.path.isdir(p):
                 raise InputError(f"{p}: is a directory; captions come from a text or CSV file")
-            items.extend(read_captions(p, column=column, report=report, stdin=stdin))
+            caps, grp = read_caption_groups(p, column=column, report=report, stdin=stdin, group_column=group_column)
+            items.extend(caps)
+            groups.extend(grp if grp is not None else [None] * len(caps))
     if not items:
         where = ", ".join(names)
         extra = f" ({report.summary()})" if report.n_skipped else ""
         raise InputError(f"{where}: nothing usable to embed{extra}")
-    return Inputs(items=items, modality=modality, skips=report)
+    named = modality == "text" and any(g is not None for g in groups)
+    return Inputs(items=items, modality=modality, skips=report, groups=groups if named else None)
