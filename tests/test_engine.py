@@ -293,3 +293,164 @@ def test_sharded_fits_carry_the_conformal_calibration(shards, cluster, tmp_path,
     assert run("merge-moments", *parts, "-o", "mixed.moments.safetensors").exit_code == 0
     assert run("fit", "mixed.moments.safetensors", "-o", "wx.safetensors").exit_code == 0
     assert Whitener.load("wx.safetensors").calibration_ is None
+
+
+# ---------------------------------------------------------------------------------------
+# issue 14 §1: no data loss on the sharded path
+# ---------------------------------------------------------------------------------------
+def _score_values(text):
+    return np.array([line.split("\t")[1:] for line in text.splitlines()[1:]], dtype=float)
+
+
+def test_score_dir_names_unique_per_input(cluster, shards, tmp_path):
+    """Two inputs holding the same shard names: each keeps its own file (A/..., B/...), all rows kept."""
+    _, address, _ = cluster
+    d, X = shards
+    for k, name in enumerate("AB"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            np.save(tmp_path / name / f"shard-0000{i}.npy", X[100 * (2 * k + i):100 * (2 * k + i + 1)])
+    np.save(tmp_path / "all.npy", X[:400])
+    assert run("fit", d / "all.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    res = run("score", tmp_path / "A", tmp_path / "B", "-w", tmp_path / "w.safetensors", "--engine", "dask",
+              "--scheduler", address, "-o", f"{tmp_path / 'scores'}/")
+    assert res.exit_code == 0, res.output
+    assert "scored 400 rows" in res.stderr
+    files = sorted(p.relative_to(tmp_path / "scores").as_posix() for p in (tmp_path / "scores").rglob("*.tsv"))
+    assert files == ["A/shard-00000.tsv", "A/shard-00001.tsv", "B/shard-00000.tsv", "B/shard-00001.tsv"]
+    got = np.concatenate([_score_values((tmp_path / "scores" / f).read_text()) for f in files])
+    want = _score_values(run("score", tmp_path / "all.npy", "-w", tmp_path / "w.safetensors").stdout)
+    np.testing.assert_allclose(got, want, rtol=1e-12)  # A's 200 rows then B's 200 rows, none overwritten
+    # the same input twice, or two shards whose names still clash: refused before any work
+    res = run("score", tmp_path / "A", tmp_path / "A", "-w", tmp_path / "w.safetensors", "-o", f"{tmp_path}/twice/")
+    assert res.exit_code == 2 and "given twice" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    np.save(tmp_path / "A" / "shard-00000.safetensors.npy", X[:3])  # harmless: another stem
+    from safetensors.numpy import save_file
+
+    save_file({"embeddings": X[:5].astype(np.float32)}, tmp_path / "A" / "shard-00001.safetensors")
+    res = run("score", tmp_path / "A", "-w", tmp_path / "w.safetensors", "-o", f"{tmp_path}/clash/")
+    assert res.exit_code == 2 and "clashes" in res.stderr, res.output
+    assert not (tmp_path / "twice").exists() and not (tmp_path / "clash").exists()
+
+
+def test_score_dir_never_writes_over_an_input(tmp_path):
+    """`score tv/vecs.tsv --engine dask -o tv/` would write tv/vecs.tsv: refused, the input intact."""
+    rng = np.random.default_rng(3)
+    tv = tmp_path / "tv"
+    tv.mkdir()
+    X = rng.standard_normal((50, 4))
+    np.save(tmp_path / "x.npy", X)
+    assert run("fit", tmp_path / "x.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    (tv / "vecs.tsv").write_text("".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in X[:20]))
+    before = (tv / "vecs.tsv").read_bytes()
+    for out in (tv, f"{tv}/", f"{tmp_path}/tv/../tv/"):
+        res = run("score", tv / "vecs.tsv", "-w", tmp_path / "w.safetensors", "--engine", "dask", "-o", out)
+        assert res.exit_code == 2, res.output
+        assert "vecs.tsv: is also an input" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert (tv / "vecs.tsv").read_bytes() == before
+    # and the whitener is protected too: a shard named like it
+    (tmp_path / "ws").mkdir()
+    np.save(tmp_path / "ws" / "w.npy", X[:10])
+    (tmp_path / "ws" / "w.tsv").symlink_to(tmp_path / "w.safetensors")
+    res = run("score", tmp_path / "ws", "-w", tmp_path / "ws" / "w.tsv", "-o", tmp_path / "ws")
+    assert res.exit_code == 2 and "is also an input" in res.stderr, res.output
+
+
+def _rewrite_keeping_size_and_mtime(path, Y):
+    st = os.stat(path)
+    np.save(path, Y)
+    assert os.path.getsize(path) == st.st_size
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))  # what `cp -p` and `rsync -a` do
+
+
+def test_moments_dir_reuses_a_piece_only_when_its_bytes_match(tmp_path):
+    rng = np.random.default_rng(5)
+    src = tmp_path / "src"
+    src.mkdir()
+    X1, X2, B = rng.standard_normal((60, 6)) * 0.1, rng.standard_normal((60, 6)) + 2.67, rng.standard_normal((30, 6))
+    np.save(src / "a.npy", X1)
+    np.save(src / "b.npy", B)
+    o = opts(moments_dir=tmp_path / "parts", piece_rows=25)
+    first = engine.compute_moments([src], o)
+    assert first.stats["resumed"] == 0 and first.mean == pytest.approx(np.concatenate([X1, B]).mean(0))
+    # the same bytes, touched: still resumed (size and mtime are not the evidence; the bytes are)
+    os.utime(src / "b.npy")
+    assert engine.compute_moments([src], o).stats["resumed"] == first.stats["pieces"]
+    # new content, same size and mtime: every piece of a.npy is recomputed, b.npy's reused
+    _rewrite_keeping_size_and_mtime(src / "a.npy", X2)
+    again = engine.compute_moments([src], o)
+    assert again.stats["resumed"] == 2  # b.npy's 2 pieces
+    np.testing.assert_allclose(again.mean, np.concatenate([X2, B]).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(again.scatter, Moments.from_array(np.concatenate([X2, B])).scatter, rtol=1e-10)
+    assert len(os.listdir(tmp_path / "parts")) == first.stats["pieces"]  # stale parts replaced, not piled up
+    # through the CLI: the rerun fits the new mean
+    res = run("fit", src / "a.npy", "-o", tmp_path / "w.safetensors", "--moments-dir", tmp_path / "p2",
+              "--engine", "dask")
+    assert res.exit_code == 0, res.output
+    _rewrite_keeping_size_and_mtime(src / "a.npy", X1)
+    res = run("fit", src / "a.npy", "-o", tmp_path / "w.safetensors", "--moments-dir", tmp_path / "p2",
+              "--engine", "dask")
+    assert res.exit_code == 0 and "resumed" not in res.stderr, res.output
+    np.testing.assert_allclose(Whitener.load(tmp_path / "w.safetensors").mean_, X1.mean(0), rtol=1e-12)
+
+
+def test_piece_content_hash_equals_the_hash_taken_while_reading(shards, tmp_path):
+    d, X = shards
+    np.savez(tmp_path / "z.npz", embeddings=X[:30])
+    for inp in (d / "img_emb", tmp_path / "z.npz"):
+        _, pieces = engine.plan([inp], opts())
+        for p in pieces:
+            part = engine.piece_moments(p, meta={}, chunk_rows=7)
+            assert engine.piece_content_hash(p, chunk_rows=5) == part.inputs[0]
+
+
+def test_moments_dir_inside_an_input_is_refused(shards, tmp_path):
+    d, X = shards
+    src = tmp_path / "emb"
+    src.mkdir()
+    np.save(src / "a.npy", X[:40])
+    np.save(src / "b.npy", X[40:90])
+    for cmd, mdir in [(("fit", src, "-o", tmp_path / "w.safetensors"), src),
+                      (("fit", src, "-o", tmp_path / "w.safetensors"), src / "parts"),
+                      (("moments", src / "a.npy", "-o", tmp_path / "m.moments.safetensors"), src),
+                      (("moments", f"{src}/*.npy", "-o", tmp_path / "m.moments.safetensors"), src),
+                      (("entropy", src, "--json"), src / "parts" / "deeper")]:
+        res = run(*cmd, "--moments-dir", mdir)
+        assert res.exit_code == 2, res.output
+        assert "--moments-dir" in res.stderr and "outside the inputs" in res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1
+        assert sorted(os.listdir(src)) == ["a.npy", "b.npy"]  # nothing written into the input
+        assert not (tmp_path / "w.safetensors").exists()
+    (tmp_path / "file").write_text("x")
+    res = run("fit", src, "-o", tmp_path / "w.safetensors", "--moments-dir", tmp_path / "file")
+    assert res.exit_code == 2 and "not a directory" in res.stderr
+    # a folder beside the inputs is fine, and later runs on the input folder still work
+    assert run("fit", src, "-o", tmp_path / "w.safetensors", "--moments-dir", tmp_path / "parts").exit_code == 0
+    assert run("fit", src, "-o", tmp_path / "w2.safetensors").exit_code == 0
+
+
+@pytest.mark.parametrize("address", ["foo://x", "tcp://", "host-without-port", "tcp://h:99999"])
+def test_bad_scheduler_address_exit_2_one_line(shards, tmp_path, address):
+    d, X = shards
+    res = run("fit", d / "img_emb", "-o", tmp_path / "w.safetensors", "--engine", "dask", "--scheduler", address)
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().splitlines() == [res.stderr.strip()] and "--scheduler" in res.stderr
+    assert "internal error" not in res.stderr
+
+
+def test_score_writes_nothing_to_stdout_before_its_first_row(shards, tmp_path):
+    """A run that fails before its first row leaves stdout empty (no orphan header)."""
+    d, X = shards
+    assert run("fit", d / "all.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    Y = X[:20].copy()
+    Y[0, 0] = np.nan
+    (tmp_path / "bad").mkdir()
+    np.save(tmp_path / "bad" / "a.npy", Y)
+    for extra in ((), ("--engine", "dask")):
+        for inp in (tmp_path / "bad" / "a.npy", tmp_path / "bad"):
+            res = run("score", inp, "-w", tmp_path / "w.safetensors", *extra)
+            assert res.exit_code == 2 and re.search(r"row 0\b.*holds NaN", res.stderr), res.output
+            assert res.stdout == ""
+    # a sharded run with no rows at all still prints its header (success with 0 rows)
+    res = run("score", d / "img_emb" / "img_emb_0.npy", "-w", tmp_path / "w.safetensors", "--engine", "dask")
+    assert res.exit_code == 0 and res.stdout.startswith("id\tloglik") and len(res.stdout.splitlines()) == 1

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from whitenclip.cli import app
 from whitenclip.errors import InputError
-from whitenclip.outputs import atomic_write, check_output_dir, check_output_file
+from whitenclip.outputs import atomic_write, check_output_dir, check_output_file, check_output_files
 
 runner = CliRunner()
 
@@ -169,3 +169,40 @@ def test_kill_mid_run_keeps_old_scores(fitted):
     child.kill()
     child.wait(timeout=30)
     assert out.read_text() == "previous\n"
+
+
+def test_trailing_slash_names_a_directory(fitted):
+    """`-o newdir/` never writes a file named `newdir`: commands writing one file refuse it (exit 2,
+    one line, nothing created); `score` on the sharded path creates it as its per-shard folder."""
+    x, w = fitted / "x.npy", fitted / "w.safetensors"
+    for cmd in (("fit", x), ("moments", x), ("score", x, "-w", w), ("merge-moments", fitted / "m.moments.safetensors"),
+                ("import-wclip", "--mean", x, "--matrix", x)):
+        if cmd[0] == "merge-moments":
+            assert run("moments", x, "-o", cmd[1]).exit_code == 0
+        res = run(*cmd, "-o", f"{fitted}/newdir/")
+        assert res.exit_code == 2, (cmd, res.output)
+        assert "trailing slash names a directory" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+        assert not (fitted / "newdir").exists()
+    res = run("score", x, "-w", w, "--engine", "dask", "-o", f"{fitted}/newdir/")
+    assert res.exit_code == 0, res.output
+    assert (fitted / "newdir").is_dir() and len((fitted / "newdir" / "x.tsv").read_text().splitlines()) == 201
+    res = run("score", x, "-w", w, "--engine", "dask", "-o", f"{fitted}/nope/newdir/")  # parent must exist
+    assert res.exit_code == 2 and "does not exist" in res.stderr and not (fitted / "nope").exists()
+
+
+def test_check_output_files_by_name_and_samefile(tmp_path):
+    a = tmp_path / "a.tsv"
+    a.write_text("input\n")
+    (tmp_path / "link.tsv").symlink_to(a)
+    assert check_output_files([tmp_path / "o1.tsv", tmp_path / "o2.tsv"], inputs=[a]) == [tmp_path / "o1.tsv",
+                                                                                         tmp_path / "o2.tsv"]
+    for outputs, inputs, message in [
+        ([f"{tmp_path}/sub/../a.tsv"], [a], "is also an input"),            # name equality, spelled otherwise
+        ([tmp_path / "link.tsv"], [a], "is also an input"),                  # samefile through a link
+        ([tmp_path / "future.tsv"], [tmp_path / "future.tsv"], "is also an input"),  # by name, not there yet
+        ([tmp_path / "o.tsv", f"{tmp_path}/./o.tsv"], [], "written twice"),
+        ([tmp_path], [], "is a directory"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            check_output_files(outputs, inputs=inputs)
+    assert a.read_text() == "input\n"

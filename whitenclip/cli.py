@@ -16,10 +16,46 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 import typer
+import typer.core
 from rich.console import Console
 
 from whitenclip import config
 from whitenclip.errors import InputError, WhitenclipError
+
+# click's UsageError, as the click typer runs on raises it (typer may vendor its own click)
+_UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+class _OneLineUsageError(_UsageError):
+    """A usage error (bad option value, unknown option, missing argument) shown as one line."""
+
+    def show(self, file=None) -> None:
+        command = self.ctx.command_path if self.ctx is not None else "whitenclip"
+        typer.echo(f"whitenclip: error: {' '.join(self.format_message().split())} (see {command} --help)",
+                   file=file or sys.stderr)
+
+
+class _OneLineUsageGroup(typer.core.TyperGroup):
+    """Click's usage errors (usage, hint, error: 4 lines) become one line on stderr, exit 2."""
+
+    def make_context(self, *args, **kwargs):
+        with _one_line_usage():
+            return super().make_context(*args, **kwargs)
+
+    def invoke(self, ctx):
+        with _one_line_usage():
+            return super().invoke(ctx)
+
+
+@contextlib.contextmanager
+def _one_line_usage():
+    try:
+        yield
+    except _UsageError as exc:
+        if isinstance(exc, _OneLineUsageError) or type(exc).__name__ == "NoArgsIsHelpError":
+            raise  # (`whitenclip` alone prints its help)
+        raise _OneLineUsageError(exc.format_message(), exc.ctx) from None
+
 
 app = typer.Typer(
     name="whitenclip",
@@ -28,6 +64,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
+    cls=_OneLineUsageGroup,
 )
 
 _console = Console(stderr=True, highlight=False)
@@ -96,7 +133,7 @@ def _handles_errors(func):
                 _fail("interrupted", 130)
             except MemoryError:
                 _reraise_in_debug()
-                _fail("out of memory (try smaller --chunk-rows or fewer inputs)", EXIT_FAILURE)
+                _fail(out_of_memory_hint(func), EXIT_FAILURE)
             except Exception as exc:  # an unexpected failure still gets one line, never a traceback
                 _reraise_in_debug()
                 _fail(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
@@ -105,6 +142,14 @@ def _handles_errors(func):
                 _flush_skip_warnings()
 
     return wrapper
+
+
+def out_of_memory_hint(command) -> str:
+    """The out-of-memory line: names --chunk-rows only to commands that have that option."""
+    import inspect
+
+    has_chunks = "chunk_rows" in inspect.signature(command).parameters
+    return "out of memory (try " + ("smaller --chunk-rows or " if has_chunks else "") + "fewer or smaller inputs)"
 
 
 def _reraise_in_debug() -> None:
@@ -263,12 +308,12 @@ ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input."
 StrictOpt = typer.Option(False, "--strict", help="Fail on the first bad image or caption instead of skipping it.")
 DeviceOpt = typer.Option("auto", "--device", envvar="WHITENCLIP_DEVICE", show_envvar=True, help="auto, cpu, cuda or cuda:N.")
 PrecisionOpt = typer.Option(Precision.auto, "--precision", help="Autocast on CUDA: auto (fp16), fp32, fp16, bf16.")
-BatchOpt = typer.Option(None, "--batch-size", help="Items per forward pass (default 64 images / 128 captions).")
-WorkersOpt = typer.Option(None, "--num-workers", help="Image decode worker processes (default: one per core, at most 8).")
+BatchOpt = typer.Option(None, "--batch-size", min=1, help="Items per forward pass (default 64 images / 128 captions).")
+WorkersOpt = typer.Option(None, "--num-workers", min=0, help="Image decode worker processes (default: one per core, at most 8).")
 
 # Engine options shared by fit, moments, entropy, score and gaussianity-report (logic: whitenclip/engine.py).
 EngineOpt = typer.Option("local", "--engine", help="local (this process) or dask (a LocalCluster, or --scheduler).")
-DaskWorkersOpt = typer.Option(None, "--workers", help="Dask LocalCluster worker processes (default: cores, at most 8).")
+DaskWorkersOpt = typer.Option(None, "--workers", min=1, help="Dask LocalCluster worker processes (default: cores, at most 8).")
 SchedulerOpt = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
 MomentsDirOpt = typer.Option(None, "--moments-dir", help="Keep piece moments here; a rerun skips pieces already there.")
 
@@ -294,13 +339,13 @@ class RowFormat(str, Enum):
 @_handles_errors
 def fit(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs, - for stdin vectors) or raw images/captions."),
-    output: Path = typer.Option(..., "--output", "-o", help="Whitener artifact to write (.safetensors)."),
+    output: str = typer.Option(..., "--output", "-o", help="Whitener artifact to write (.safetensors)."),
     method: Method = typer.Option(Method.pca, "--method", help="Form of W: pca (W-CLIP), zca or cholesky."),
     shrinkage: Optional[str] = typer.Option(None, "--shrinkage", help="none, ledoit-wolf, oas, or a float in [0, 1]."),
-    floor: float = typer.Option(1e-10, "--floor", help="Drop eigenvalues below floor x the largest."),
-    rank: Optional[int] = typer.Option(None, "--rank", help="Keep at most this many directions."),
+    floor: float = typer.Option(1e-10, "--floor", min=0.0, max=1.0, help="Drop eigenvalues below floor x the largest."),
+    rank: Optional[int] = typer.Option(None, "--rank", min=1, help="Keep at most this many directions."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
-    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", help="Rows read per chunk (memory vs speed)."),
+    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows read per chunk (memory vs speed)."),
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
     calibration: bool = typer.Option(True, "--calibration/--no-calibration", help="Keep a seeded sample of reference rows and store their leave-one-out distances for the distribution-free pvalue_conformal (default: on)."),
@@ -367,7 +412,7 @@ def embed(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image directories/files, captions files (.txt, or CSV with --column), or - for stdin."),
     output: Path = typer.Option(..., "--output", "-o", help="Store directory to write (resumed when it exists)."),
     dtype: StoreDtype = typer.Option(StoreDtype.float32, "--dtype", help="Stored precision of the shards."),
-    shard_items: Optional[int] = typer.Option(None, "--shard-items", help="Input items per shard (exactly; default 4096 captions / 1024 images)."),
+    shard_items: Optional[int] = typer.Option(None, "--shard-items", min=1, help="Input items per shard (exactly; default 4096 captions / 1024 images)."),
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
@@ -417,9 +462,9 @@ def score(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings, raw images/captions (embedded with the whitener's encoder), or - for stdin."),
     whitener: Path = typer.Option(..., "--whitener", "-w", help="Whitener artifact from `whitenclip fit`."),
     fmt: RowFormat = typer.Option(RowFormat.tsv, "--format", "-f", help="Row format on stdout."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout; with the sharded path, DIR/ (trailing slash or an existing folder) writes one file per shard."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
-    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", help="Rows scored per chunk."),
+    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows scored per chunk."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
@@ -431,7 +476,7 @@ def score(
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling, Gaussian), pvalue_conformal (any law)."""
     from whitenclip.likelihood import CalibrationWarning, score_columns
     from whitenclip.likelihood import score as score_rows
-    from whitenclip.outputs import check_output_dir, check_output_file
+    from whitenclip.outputs import check_output_dir, check_output_file, wants_directory
     from whitenclip.render import render_rows
     from whitenclip.render.tables import header_line
     from whitenclip.stores import RowStats, iter_rows
@@ -439,7 +484,7 @@ def score(
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows)
     sharded = eng.handles(inputs)
     if output is not None and str(output) != "-":
-        if sharded and output.is_dir():  # one output file per shard
+        if sharded and wants_directory(output):  # one output file per shard: each checked by write_scores
             check_output_dir(output, inputs=[*inputs, whitener])
         else:
             check_output_file(output, inputs=[*inputs, whitener])
@@ -454,7 +499,7 @@ def score(
 
         n_rows = write_scores(inputs, eng, wh, output=output, header=header, suffix=fmt.value,
                               format_rows=lambda table: render_rows(table, fmt.value, header=False),
-                              drop_nonfinite=drop_nonfinite)
+                              drop_nonfinite=drop_nonfinite, protected=[whitener])
         _log(f"scored {n_rows} rows")
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
@@ -465,11 +510,12 @@ def score(
             raise InputError(f"{src.path}: rows have dimension {src.dim}, whitener {whitener} expects {wh.n_features_}")
     stats = RowStats()
     with _row_sink(output) as sink:
-        sink.write(header)
         with warnings.catch_warnings():
             warnings.simplefilter("once", CalibrationWarning)
             for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
-                sink.write(render_rows(score_rows(wh, X, ids), fmt.value, header=False))
+                sink.write(header + render_rows(score_rows(wh, X, ids), fmt.value, header=False))
+                header = ""  # written with the first rows: a run failing before them writes nothing
+        sink.write(header)
     _report_skips(sources)
     _log(f"scored {stats.kept} rows" + (f", skipped {stats.dropped_nonfinite} non-finite" if stats.dropped_nonfinite else ""))
 
@@ -503,8 +549,8 @@ def info(
 def import_wclip_cmd(
     mean: Path = typer.Option(..., "--mean", help="The paper's mean_*.pt (loaded with weights_only=True)."),
     matrix: Path = typer.Option(..., "--matrix", help="The paper's w_mat_*.pt whitening matrix W."),
-    output: Path = typer.Option(..., "--output", "-o", help="Whitener artifact to write (.safetensors)."),
-    n_samples: Optional[int] = typer.Option(None, "--n-samples", help="Rows W was fitted on (enables the calibrated p-value)."),
+    output: str = typer.Option(..., "--output", "-o", help="Whitener artifact to write (.safetensors)."),
+    n_samples: Optional[int] = typer.Option(None, "--n-samples", min=2, help="Rows W was fitted on (enables the calibrated p-value)."),
     modality: Optional[str] = typer.Option(None, "--modality", help="image or text (recorded in the artifact)."),
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
@@ -531,7 +577,7 @@ def gaussianity_report_cmd(
     out: Optional[Path] = typer.Option(None, "--output", "-o", help="Write report.json, report.html and figures/ into this directory."),
     out_alias: Optional[Path] = typer.Option(None, "--out", hidden=True),
     as_json: bool = typer.Option(False, "--json", help="Print the whole report as one JSON object on stdout."),
-    seed: int = typer.Option(0, "--seed", help="Seed of every random choice (subsets, directions, Gaussian references)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of every random choice (subsets, directions, Gaussian references)."),
     trials: int = typer.Option(10, "--trials", min=1, help="Random row subsets for the per-coordinate tests."),
     subset: int = typer.Option(500, "--subset", min=2, help="Rows per subset."),
     projections: int = typer.Option(1000, "--projections", min=1, help="Random unit directions of the centred data."),
@@ -578,11 +624,11 @@ def gaussianity_report_cmd(
 @_handles_errors
 def moments(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings: .npy/.safetensors, shard dirs, quoted globs, stores."),
-    output: Path = typer.Option(..., "--output", "-o", help="Moments file to write (.moments.safetensors)."),
+    output: str = typer.Option(..., "--output", "-o", help="Moments file to write (.moments.safetensors)."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32."),
-    piece_rows: int = typer.Option(config.PIECE_ROWS, "--piece-rows", help="Rows per piece (one task)."),
-    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", help="Rows read per chunk inside a piece."),
+    piece_rows: int = typer.Option(config.PIECE_ROWS, "--piece-rows", min=1, help="Rows per piece (one task)."),
+    chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows read per chunk inside a piece."),
     calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=0, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
@@ -606,7 +652,7 @@ def moments(
 @_handles_errors
 def merge_moments_cmd(
     parts: List[Path] = typer.Argument(..., metavar="PART...", help="Moments files from `whitenclip moments`."),
-    output: Path = typer.Option(..., "--output", "-o", help="Merged moments file to write."),
+    output: str = typer.Option(..., "--output", "-o", help="Merged moments file to write."),
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Exact merge of moments files (refuses other dimension/encoder/modality/normalisation and parts given twice)."""
@@ -645,7 +691,7 @@ def entropy(
     base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
     knn_dims: int = typer.Option(16, "--knn-dims", min=0, help="Leading principal components for the k-NN cross-check (0: off)."),
-    seed: int = typer.Option(0, "--seed", help="Seed for row groups, resamples and subsamples."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
@@ -686,7 +732,7 @@ def mi(
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
     ksg_dims: int = typer.Option(2, "--ksg-dims", min=0, help="Top canonical pairs for the KSG cross-check (0: off)."),
     pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout."),
-    seed: int = typer.Option(0, "--seed", help="Seed for row groups, resamples and subsamples."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, normalize: Optional[bool] = NormalizeOpt, strict: bool = StrictOpt,

@@ -10,7 +10,12 @@ Rules (as coreutils ``sort -o`` / ``cp``):
 * a symbolic link: write to (atomically replace) what it points to; the link stays a link;
 * a directory where a file is expected, a missing parent directory, an unwritable location,
   or the same file as one of the command's inputs: :class:`~whitenclip.errors.InputError`
-  (exit 2) naming the path, before any work is done.
+  (exit 2) naming the path, before any work is done;
+* a trailing slash (``-o newdir/``) always names a directory: a command that writes one file
+  refuses it, a command that writes a directory creates it (its parent must exist);
+* a command writing several files under ``-o DIR/`` checks every one of them
+  (:func:`check_output_files`) against every input, by name and with ``os.path.samefile``,
+  and against each other, before any work.
 """
 
 from __future__ import annotations
@@ -41,8 +46,25 @@ def _target(path) -> Path:
     return Path(os.path.realpath(os.fspath(path)))
 
 
+def names_directory(path) -> bool:
+    """True when the path the user typed ends with a slash: it names a directory.
+
+    Pass the string as typed (``pathlib.Path`` drops a trailing slash).
+
+    >>> names_directory("scores/"), names_directory("scores"), names_directory("-")
+    (True, False, False)
+    """
+    text = os.fspath(path)
+    return text.endswith(os.sep) or bool(os.altsep and text.endswith(os.altsep))
+
+
+def wants_directory(path) -> bool:
+    """True when ``path`` names a directory: it ends with a slash or is an existing directory."""
+    return names_directory(path) or Path(path).is_dir()
+
+
 def check_output_file(path, *, inputs: Iterable = (), suffix: str | None = None) -> Path:
-    """Validate a file the command will write; returns ``path`` unchanged.
+    """Validate a file the command will write; returns ``Path(path)``.
 
     Parameters
     ----------
@@ -56,6 +78,9 @@ def check_output_file(path, *, inputs: Iterable = (), suffix: str | None = None)
     p = Path(path)
     target = _target(p)
     special = is_special(target)
+    if names_directory(path) and not target.is_dir():
+        raise InputError(f"{path}: a trailing slash names a directory, but this command writes one file; "
+                         "give a file name")
     if suffix and not special and not p.name.endswith(suffix):
         raise InputError(f"{p}: this output is written as {suffix}; give a name ending in {suffix}")
     if target.is_dir():
@@ -76,6 +101,38 @@ def check_output_dir(path, *, inputs: Iterable = ()) -> Path:
         _check_parent(p, target)
     _refuse_inputs(p, target, inputs)
     return p
+
+
+def check_output_files(paths, *, inputs: Iterable = ()) -> list[Path]:
+    """Validate every file a command will write (e.g. one per shard under ``-o DIR/``), before any
+    work: none may be an existing directory, none may be one of ``inputs`` (the same name after
+    resolving ``..`` and symlinks, or :func:`os.path.samefile`), and no two may be the same file.
+    Returns the paths as :class:`~pathlib.Path`.
+
+    >>> check_output_files(["out/a.tsv", "out/./a.tsv"])
+    Traceback (most recent call last):
+    ...
+    whitenclip.errors.InputError: out/./a.tsv: would be written twice (also as out/a.tsv); output names must be unique
+    """
+    inputs = [str(i) for i in inputs if i is not None and str(i) != "-"]
+    names = {os.path.abspath(i): i for i in inputs}
+    names.update({os.path.realpath(i): i for i in inputs})
+    seen: dict[str, str] = {}
+    out = []
+    for path in map(str, paths):
+        p, target = Path(path), _target(path)
+        key = str(target)
+        if key in seen:
+            raise InputError(f"{path}: would be written twice (also as {seen[key]}); output names must be unique")
+        seen[key] = path
+        hit = names.get(os.path.abspath(path)) or names.get(key)
+        if hit is not None:
+            raise InputError(f"{path}: is also an input ({hit}); refusing to overwrite it")
+        if target.is_dir():
+            raise InputError(f"{path}: is a directory; expected a file name")
+        _refuse_inputs(p, target, inputs)
+        out.append(p)
+    return out
 
 
 def _check_parent(p: Path, target: Path) -> None:
