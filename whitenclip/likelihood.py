@@ -168,8 +168,28 @@ def score(whitener, X, ids=None) -> ScoreTable:
     ``logpdf``, ``pvalue`` (Hotelling predictive F law, chi2 fallback), ``pvalue_chi2`` and
     ``pvalue_conformal`` (None, with a ``note``, when the whitener has no calibration
     distances). ``ids`` (m strings) are carried along for the renderers.
+
+    Rows are refused (:class:`InputError` naming the row and its id), never scored as inf or NaN:
+    values beyond :data:`~whitenclip.validation.MAX_ABS` = 1e50, or a squared norm that
+    overflows float64 (|w| past ~1e154, e.g. under an imported W with huge gains).
     """
-    sq = squared_norms(whitener.transform(X))
+    from whitenclip.validation import as_matrix, check_magnitude
+
+    X = np.asarray(X, dtype=np.float64)
+    if X.ndim == 1:
+        X = X[None, :]
+    X = np.asarray(X)
+    if X.ndim == 2 and np.isfinite(X).all():
+        check_magnitude(X, "X", ids=None if ids is None else [str(i) for i in ids])
+    X = as_matrix(X)
+    with np.errstate(over="ignore", invalid="ignore"):
+        sq = squared_norms(whitener.transform(X))
+    bad = ~np.isfinite(sq)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        label = f"row {i}" + (f" (id {str(ids[i])!r})" if ids is not None and i < len(ids) else "")
+        raise InputError(f"X: {label}: its whitened squared norm overflows float64 (|x| up to "
+                         f"{float(np.abs(X[i]).max()):.3g}): it cannot be scored")
     r = int(whitener.rank_)
     loglik = loglik_from_sqnorm(sq, r)
     p_chi2 = pvalue_chi2(sq, r)
