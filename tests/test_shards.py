@@ -146,3 +146,35 @@ def test_plan_pieces_sizes():
     assert natural_key("a_10.npy") > natural_key("a_9.npy")
     with pytest.raises(InputError):
         plan_pieces([s], 0)
+
+
+def test_corrupt_metadata_parquet_is_one_input_error(tmp_path, emb_dir):
+    """A clip-retrieval metadata parquet that pyarrow cannot read (ArrowInvalid) names the file."""
+    pytest.importorskip("pyarrow")
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+
+    d, _ = emb_dir
+    (d.parent / "metadata").mkdir()
+    (d.parent / "metadata" / "metadata_2.parquet").write_bytes(b"PAR1 this is not parquet PAR1")
+    with pytest.raises(InputError, match=r"metadata_2\.parquet: not a readable parquet file"):
+        discover_shards([str(d.parent)])
+    res = CliRunner().invoke(app, ["moments", str(d.parent), "-o", str(tmp_path / "m.moments.safetensors")])
+    assert res.exit_code == 2, res.output
+    assert "metadata_2.parquet: not a readable parquet file" in res.stderr and "Traceback" not in res.output
+
+
+def test_store_shards_read_through_the_store_reader(tmp_path, rng):
+    """The sharded path reads n_items, dim and dtype from meta.json as the local path does."""
+    from whitenclip.stores import StoreWriter
+
+    w = StoreWriter(tmp_path / "s", dim=3, meta={"n_items": 10})
+    w.write_shard(["a", "b"], rng.standard_normal((2, 3)), 2)
+    with pytest.raises(InputError, match="store is incomplete: 2 of 10 items"):
+        discover_shards([str(tmp_path / "s")])
+    [s] = discover_shards([str(tmp_path / "s")], allow_partial=True)
+    assert piece_ids(plan_pieces([s])[0]) == ["a", "b"]
+    (tmp_path / "s" / "shard-00000.ids.json").write_text(json.dumps({"ids": ["a"], "items_end": 2}))
+    with pytest.raises(InputError, match="1 ids for 2 rows"):
+        piece_ids(plan_pieces(discover_shards([str(tmp_path / "s")], allow_partial=True))[0])

@@ -1,5 +1,6 @@
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -139,3 +140,173 @@ def test_atomic_write_uses_normal_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "f.bin").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# --------------------------------------------------------------------------- issue 14: one validated reader
+
+
+def st_bytes(header, payload: bytes = b"") -> bytes:
+    """A .safetensors file from a header (any JSON value) and a payload, written by hand."""
+    raw = json.dumps(header).encode()
+    return len(raw).to_bytes(8, "little") + raw + payload
+
+
+def both_readers(path):
+    """(local rows, sharded rows) of one embeddings file, or the InputError each raised."""
+    from whitenclip.shards import discover_shards, iter_piece_rows, plan_pieces
+
+    out = []
+    for read in (lambda: read_embeddings(path)[1],
+                 lambda: np.concatenate([X for p in plan_pieces(discover_shards([path]), 7)
+                                         for _, X in iter_piece_rows(p, 5)])):
+        try:
+            out.append(read())
+        except InputError as exc:
+            out.append(exc)
+    return out
+
+
+def test_safetensors_data_offsets_are_respected_by_both_paths(tmp_path, rng):
+    X = rng.standard_normal((20, 8)).astype(np.float32)
+    junk = np.arange(10, dtype=np.int32)
+    header = {"junk": {"dtype": "I32", "shape": [10], "data_offsets": [0, 40]},
+              "embeddings": {"dtype": "F32", "shape": [20, 8], "data_offsets": [40, 680]}}
+    (tmp_path / "a.safetensors").write_bytes(st_bytes(header, junk.tobytes() + X.tobytes()))
+    local, sharded = both_readers(tmp_path / "a.safetensors")
+    np.testing.assert_array_equal(local, X)
+    np.testing.assert_array_equal(sharded, X)
+
+
+@pytest.mark.parametrize("header, needle", [
+    # [20, 8] F32 needs 640 bytes; the offsets give 320 and an I32 tensor follows (the sharded path read it as rows)
+    ({"embeddings": {"dtype": "F32", "shape": [20, 8], "data_offsets": [0, 320]},
+      "junk": {"dtype": "I32", "shape": [80], "data_offsets": [320, 640]}}, "needs 640 bytes"),
+    ({"embeddings": {"dtype": "F32", "shape": [20, 8], "data_offsets": [0, 640]},
+      "junk": {"dtype": "I32", "shape": [80], "data_offsets": [320, 640]}}, "overlap"),
+    ({"embeddings": {"dtype": "F32", "shape": [20, 8], "data_offsets": [0, 640]}}, "past the end"),
+    ({"embeddings": {"dtype": "F32", "shape": [20, 8], "data_offsets": [640, 0]}}, "data_offsets"),
+    ({"embeddings": {"dtype": "F32", "shape": [20, -8], "data_offsets": [0, 640]}}, "shape"),
+    ({"embeddings": {"dtype": "F32", "shape": [20, 8], "data_offsets": [0, 640]}, "__metadata__": {"a": 1}},
+     "__metadata__"),
+    ([1, 2, 3], "JSON list"),
+    ({"embeddings": "abc"}, "JSON str"),
+])
+def test_bad_safetensors_headers_refused_by_both_paths(tmp_path, header, needle):
+    payload = np.zeros(160 if needle != "past the end" else 100, np.float32).tobytes()
+    (tmp_path / "b.safetensors").write_bytes(st_bytes(header, payload))
+    for got in both_readers(tmp_path / "b.safetensors"):
+        assert isinstance(got, InputError), got
+        assert "b.safetensors: not a readable .safetensors file" in str(got) and needle in str(got)
+
+
+def test_npy_bad_magic_is_named_as_such(tmp_path):
+    np.save(tmp_path / "x.npy", np.ones((3, 2)))
+    data = bytearray((tmp_path / "x.npy").read_bytes())
+    data[1:6] = b"NUMPX"
+    (tmp_path / "x.npy").write_bytes(bytes(data))
+    with pytest.raises(InputError, match="bad magic string") as err:
+        open_embeddings(tmp_path / "x.npy")
+    assert "unpickled" not in str(err.value)
+
+
+def test_text_vector_with_underscore_digits_is_refused():
+    from whitenclip.stores import parse_vector_line
+
+    assert parse_vector_line("1_000 2") is None and parse_vector_line("[1, true]") is None
+    assert parse_vector_line('[1, "2"]') is None and parse_vector_line("\u0661\u0662 3") is None
+    with pytest.raises(InputError, match="<stdin>:2: not a vector of numbers: '1_000 2'"):
+        read_text_vectors(io.StringIO("1 2\n1_000 2\n"), "<stdin>")
+
+
+def test_safetensors_local_read_streams_in_chunks(tmp_path):
+    """The local path reads a safetensors tensor chunk by chunk: peak RSS grows by about one
+    chunk, not by the file (it loaded the whole tensor before)."""
+    import subprocess
+    import sys
+
+    n, d = 16384, 768  # 48 MiB of float32
+    X = np.random.default_rng(0).standard_normal((n, d), dtype=np.float32)
+    save_file({"embeddings": X}, str(tmp_path / "big.safetensors"))
+    expect = float(X.astype(np.float64).sum())
+    del X
+    # VmHWM: this process's peak RSS (getrusage's ru_maxrss would include the forked pytest's)
+    code = f"""
+import numpy as np
+from whitenclip.stores import open_embeddings
+def hwm():
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+src = open_embeddings({str(tmp_path / 'big.safetensors')!r})
+before = hwm()
+total = sum(float(X.sum()) for _, X in src.iter_chunks(256))
+print((hwm() - before) // 1024, total)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    grown_mib, total = int(out[0]), float(out[1])
+    assert total == pytest.approx(expect, rel=1e-9)
+    assert grown_mib < 16, f"peak RSS grew by {grown_mib} MiB reading a 48 MiB file in 1.5 MiB chunks"
+
+
+def test_npz_members_stream_and_compressed_bombs_are_refused(tmp_path, monkeypatch):
+    from whitenclip import stores
+
+    X = np.random.default_rng(1).standard_normal((40, 5))
+    ids = np.array([f"r{i}" for i in range(40)])
+    np.savez(tmp_path / "plain.npz", embeddings=X, ids=ids)
+    np.savez_compressed(tmp_path / "small.npz", embeddings=X, ids=ids)
+    for name in ("plain.npz", "small.npz"):
+        src = open_embeddings(tmp_path / name)
+        chunks = list(src.iter_chunks(16))
+        assert [len(c[0]) for c in chunks] == [16, 16, 8]
+        np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), X)
+        assert chunks[2][0][0] == "r32"
+    assert isinstance(open_embeddings(tmp_path / "plain.npz")._blocks[0][0], stores.RawRows)  # read in place
+    np.savez_compressed(tmp_path / "bomb.npz", embeddings=np.zeros((4096, 64)))  # 2 MiB of zeros in ~2 KiB
+    monkeypatch.setattr(stores, "NPZ_INFLATE_LIMIT", 1 << 20, raising=False)
+    with pytest.raises(InputError, match=r"bomb\.npz: member 'embeddings\.npy' would inflate to .* limit"):
+        open_embeddings(tmp_path / "bomb.npz")
+    np.savez(tmp_path / "bad_ids.npz", embeddings=X, ids=ids[:3])
+    with pytest.raises(InputError, match="bad_ids.npz: 'ids' of shape"):
+        open_embeddings(tmp_path / "bad_ids.npz")
+    (tmp_path / "notzip.npz").write_bytes(b"\x93NUMPY not a zip")
+    with pytest.raises(InputError, match="notzip.npz: not a readable .npz file"):
+        open_embeddings(tmp_path / "notzip.npz")
+
+
+def _store(directory, meta, rows=20, dim=4):
+    StoreWriter(directory, dim=dim, meta={"encoder": "e"})
+    w = StoreWriter(directory, dim=dim)
+    X = np.random.default_rng(2).standard_normal((rows, dim))
+    w.write_shard([f"i{k}" for k in range(rows)], X, rows)
+    doc = json.loads((directory / "meta.json").read_text())
+    doc.update(meta)
+    (directory / "meta.json").write_text(json.dumps(doc).replace('"NaN"', "NaN"))
+    return X
+
+
+@pytest.mark.parametrize("meta, needle", [
+    ({"n_items": "abc"}, "'n_items' must be a non-negative integer"),
+    ({"n_items": "NaN"}, "'n_items' must be a non-negative integer, got nan"),
+    ({"n_items": 2.5}, "'n_items' must be a non-negative integer"),
+    ({"dim": "abc"}, "'dim' must be a positive integer"),
+    ({"dim": 5}, "shard has dimension 4, store says 5"),
+    ({"dtype": "int8"}, "'dtype' must be one of"),
+    ({"n_items": 5}, "shards cover 20 items, but meta.json says n_items = 5"),
+    ({"n_items": 1000}, "store is incomplete: 20 of 1000 items"),
+])
+def test_bad_store_meta_refused_by_both_paths(tmp_path, meta, needle):
+    from whitenclip.shards import discover_shards
+
+    _store(tmp_path / "s", meta)
+    with pytest.raises(InputError, match=re.escape(needle)):
+        open_embeddings(tmp_path / "s")
+    with pytest.raises(InputError, match=re.escape(needle)):
+        discover_shards([tmp_path / "s"])
+
+
+def test_partial_store_allowed_on_both_paths(tmp_path):
+    from whitenclip.shards import discover_shards
+
+    X = _store(tmp_path / "s", {"n_items": 1000})
+    np.testing.assert_allclose(open_embeddings(tmp_path / "s", allow_partial=True).read_all()[1], X, rtol=1e-6)
+    [shard] = discover_shards([tmp_path / "s"], allow_partial=True)
+    assert shard.n_rows == 20
