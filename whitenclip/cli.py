@@ -343,7 +343,7 @@ def fit(
     method: Method = typer.Option(Method.pca, "--method", help="Form of W: pca (W-CLIP), zca or cholesky."),
     shrinkage: Optional[str] = typer.Option(None, "--shrinkage", help="none, ledoit-wolf, oas, or a float in [0, 1]."),
     floor: float = typer.Option(1e-10, "--floor", min=0.0, max=1.0, help="Drop eigenvalues below floor x the largest."),
-    rank: Optional[int] = typer.Option(None, "--rank", min=1, help="Keep at most this many directions."),
+    rank: Optional[int] = typer.Option(None, "--rank", min=1, max=2 ** 53, help="Keep at most this many directions."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows read per chunk (memory vs speed)."),
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
