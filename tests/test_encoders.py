@@ -257,8 +257,19 @@ def test_modality_and_decode_errors(minilm, tiny, image_dir):
     np.testing.assert_array_equal(X, tiny.encode(paths, modality="image"))
     with pytest.raises(WhitenclipError, match="unknown decode"):
         list(embed_items(tiny, paths, modality="image", decode="nvjpeg"))
-    with pytest.raises(WhitenclipError, match="decode='gpu'"):
-        list(embed_items(tiny, _images(image_dir), modality="image", decode="gpu"))
+    # decode="gpu" runs its tensor path on the CPU too (tests/test_decode.py checks its pixels);
+    # an encoder whose preprocessing has no tensor equivalent refuses it in one line
+    from whitenclip.encoders import DecodeFallbackWarning, resolve_decode
+
+    assert resolve_decode("auto", tiny) == "pil" == resolve_decode("cpu", tiny)
+    with pytest.warns(DecodeFallbackWarning, match="not a JPEG"):
+        ids, Xg = embed(tiny, paths, modality="image", decode="gpu", num_workers=0)
+    assert ids == paths and np.abs(Xg - X).max() < 0.05 * np.abs(X).max()
+    odd = load_encoder(TINY)
+    odd.image_transform = lambda im: torch.zeros(3, 32, 32)
+    with pytest.raises(WhitenclipError, match="--decode gpu: the preprocessing of .* has no tensor equivalent"):
+        list(embed_items(odd, paths, modality="image", decode="gpu"))
+    assert resolve_decode("auto", odd) == "pil"
 
 
 def test_progress_flag_is_silent_off_a_terminal(tiny, capsys):

@@ -233,12 +233,12 @@ def _open_sources(inputs: List[str], encoding=None, *, recorded: Optional[dict] 
 
 
 def _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers,
-                    allow_partial: bool = False):
+                    allow_partial: bool = False, decode: str = "auto"):
     from whitenclip.sources import EncodeOptions
 
     return EncodeOptions(model=model, modality=modality.value if modality else None, normalize=normalize,
                          column=column, strict=strict, device=device, precision=precision.value,
-                         batch_size=batch_size, num_workers=num_workers, allow_partial=allow_partial)
+                         batch_size=batch_size, num_workers=num_workers, allow_partial=allow_partial, decode=decode)
 
 
 def _report_skips(sources) -> None:
@@ -295,6 +295,12 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
+class Decode(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    gpu = "gpu"
+
+
 # Options for raw inputs, shared by every command that reads INPUTs (typer reads the defaults).
 ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_envvar=True,
                         help="Encoder for raw images/captions: openclip:ARCH/TAG (images default to "
@@ -310,6 +316,7 @@ DeviceOpt = typer.Option("auto", "--device", envvar="WHITENCLIP_DEVICE", show_en
 PrecisionOpt = typer.Option(Precision.auto, "--precision", help="Autocast on CUDA: auto (fp16), fp32, fp16, bf16.")
 BatchOpt = typer.Option(None, "--batch-size", min=1, help="Items per forward pass (default 64 images / 128 captions).")
 WorkersOpt = typer.Option(None, "--num-workers", min=0, help="Image decode worker processes (default: one per core, at most 8).")
+DecodeOpt = typer.Option(Decode.auto, "--decode", help="Image decoding: cpu (PIL in the workers), gpu (JPEGs decoded, resized and normalised on the device; other files on the CPU), auto (gpu on CUDA, else cpu).")
 
 # Engine options shared by fit, moments, entropy, score and gaussianity-report (logic: whitenclip/engine.py).
 EngineOpt = typer.Option("local", "--engine", help="local (this process) or dask (a LocalCluster, or --scheduler).")
@@ -353,7 +360,7 @@ def fit(
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
-    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
@@ -379,7 +386,7 @@ def fit(
              f"-> {output}")
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                               num_workers, allow_partial)
+                               num_workers, allow_partial, decode=decode.value)
     sources = _open_sources(inputs, encoding)
     raw = [s for s in sources if isinstance(s, EncodedSource)]
     if save_embeddings is not None and not raw:
@@ -415,7 +422,7 @@ def embed(
     shard_items: Optional[int] = typer.Option(None, "--shard-items", min=1, help="Input items per shard (exactly; default 4096 captions / 1024 images)."),
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
-    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Embed images or captions into a store directory (shards written atomically; a killed run resumes)."""
@@ -427,7 +434,7 @@ def embed(
     check_output_dir(output, inputs=inputs)
     if shard_items is not None and shard_items < 1:
         raise InputError(f"--shard-items must be a positive number of items, got {shard_items}")
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers, decode=decode.value)
     sources = _open_sources(inputs, encoding)
     if not all(isinstance(s, EncodedSource) for s in sources):
         raise InputError("embed reads raw images or captions; these inputs are embeddings already")
@@ -468,7 +475,7 @@ def score(
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
-    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
@@ -503,7 +510,7 @@ def score(
         _log(f"scored {n_rows} rows")
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                               num_workers, allow_partial)
+                               num_workers, allow_partial, decode=decode.value)
     sources = _open_sources(inputs, encoding, recorded=_recorded(wh))
     for src in sources:
         if src.dim != wh.n_features_:
@@ -585,7 +592,7 @@ def gaussianity_report_cmd(
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
-    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
@@ -606,7 +613,7 @@ def gaussianity_report_cmd(
         X = gather_rows(inputs, eng, drop_nonfinite=drop_nonfinite)
     else:
         encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                                   num_workers, allow_partial)
+                                   num_workers, allow_partial, decode=decode.value)
         wh, X = _whitener_and_rows(inputs, whitener, encoding, drop_nonfinite=drop_nonfinite)
     if wh is None:
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
@@ -696,7 +703,7 @@ def entropy(
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
-    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt,
@@ -711,7 +718,7 @@ def entropy(
         result = entropy_summary(inputs, eng, base=base.value, whitener=_load_whitener(whitener) if whitener else None)
     else:
         encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                                   num_workers, allow_partial)
+                                   num_workers, allow_partial, decode=decode.value)
         wh, X = _whitener_and_rows(inputs, whitener, encoding)
         est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
         result = est.fit(X).result()
@@ -737,7 +744,7 @@ def mi(
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, normalize: Optional[bool] = NormalizeOpt, strict: bool = StrictOpt,
     device: str = DeviceOpt, precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt,
-    num_workers: Optional[int] = WorkersOpt,
+    num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Mutual information between paired embeddings, from canonical correlations (Gaussian), with CI."""
@@ -750,7 +757,7 @@ def mi(
     if pairs is not None:
         if x is not None or y is not None:
             raise InputError("give either X Y embeddings or --pairs TABLE, not both")
-        encoding = _encode_options(model, None, normalize, None, strict, device, precision, batch_size, num_workers)
+        encoding = _encode_options(model, None, normalize, None, strict, device, precision, batch_size, num_workers, decode=decode.value)
         encoding.progress = not _state["quiet"]
         paired = embed_pairs(pairs, encoding, image_col=image_col, text_col=text_col, image_root=image_root)
         ids, X, Y = paired.ids, paired.X, paired.Y

@@ -55,6 +55,7 @@ class EncodeOptions:
     precision: str = "auto"
     batch_size: int | None = None
     num_workers: int | None = None
+    decode: str = "auto"
     progress: bool = True
     allow_partial: bool = False
 
@@ -85,7 +86,7 @@ class EncodedSource:
 
         o = self.options
         yield from embed_items(self.encoder, self.inputs, batch_size=o.batch_size, num_workers=o.num_workers,
-                               progress=o.progress, start_item=start_item, chunk_size=chunk_size)
+                               progress=o.progress, start_item=start_item, chunk_size=chunk_size, decode=o.decode)
 
     @property
     def items_hash(self) -> str:
@@ -358,7 +359,8 @@ def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_
         encoder.check_modality(modality)
     unique_images = list(dict.fromkeys(img for _, img, _ in rows))
     kw = {"batch_size": options.batch_size, "progress": options.progress}
-    img_ids, img_X = embed(encoder, Inputs(unique_images, "image", skips), num_workers=options.num_workers, **kw)
+    img_ids, img_X = embed(encoder, Inputs(unique_images, "image", skips), num_workers=options.num_workers,
+                           decode=options.decode, **kw)
     by_image = {img: k for k, img in enumerate(img_ids)}
     kept = [r for r in rows if r[1] in by_image]
     if not kept:
