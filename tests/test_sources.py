@@ -221,3 +221,82 @@ def test_mi_pairs_with_no_image_found_suggests_image_root(tmp_path):
     res = run(*args, "--image-root", imgs)
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["n"] == 6
+
+
+# --------------------------------------------------------------------------- issue 14: one store reader, crashes
+
+
+def _store_1000(directory, rows=200, dim=6):
+    """A store whose meta.json says 1000 items with 200 rows committed (a killed embed)."""
+    writer = StoreWriter(directory, dim=dim, meta={"n_items": 1000, "command": f"whitenclip embed x -o {directory}"})
+    X = np.random.default_rng(3).standard_normal((rows, dim)) + 2.0
+    writer.write_shard([f"r{i}" for i in range(rows)], X, rows)
+    return X
+
+
+@pytest.mark.parametrize("command", [
+    ["fit", "{s}", "-o", "{t}/w.safetensors"],
+    ["moments", "{s}", "-o", "{t}/m.moments.safetensors"],
+    ["fit", "{s}", "-o", "{t}/w.safetensors", "--engine", "dask", "--workers", "1"],
+    ["fit", "{s}", "-o", "{t}/w.safetensors", "--moments-dir", "{t}/parts"],
+    ["entropy", "{s}", "--engine", "dask", "--workers", "1"],
+])
+def test_incomplete_store_refused_on_the_sharded_path_too(tmp_path, command):
+    store = tmp_path / "store"
+    _store_1000(store)
+    res = run(*[a.format(s=store, t=tmp_path) for a in command])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().splitlines() == [
+        f"whitenclip: error: {store}: store is incomplete: 200 of 1000 items; rerun `whitenclip embed x -o {store}` "
+        "to finish it (or pass --allow-partial to use the rows it has)"]
+
+
+def test_allow_partial_honoured_on_the_sharded_path(tmp_path):
+    store = tmp_path / "store"
+    X = _store_1000(store)
+    res = run("fit", store, "-o", tmp_path / "w.safetensors", "--moments-dir", tmp_path / "parts", "--allow-partial")
+    assert res.exit_code == 0, res.output
+    wh = Whitener.load(tmp_path / "w.safetensors")
+    assert wh.n_samples_ == 200
+    np.testing.assert_allclose(wh.mean_, X.astype(np.float32).astype(np.float64).mean(axis=0), rtol=1e-10)
+    res = run("moments", store, "-o", tmp_path / "m.moments.safetensors", "--allow-partial")
+    assert res.exit_code == 0, res.output
+
+
+@pytest.mark.parametrize("meta", [{"n_items": "abc"}, {"dim": "abc"}])
+def test_store_meta_of_wrong_type_is_exit_2(tmp_path, meta):
+    store = tmp_path / "store"
+    _store_1000(store)
+    doc = {**json.loads((store / "meta.json").read_text()), **meta}
+    (store / "meta.json").write_text(json.dumps(doc))
+    for args in (["fit", store, "-o", tmp_path / "w.safetensors"],
+                 ["moments", store, "-o", tmp_path / "m.moments.safetensors"]):
+        res = run(*args)
+        assert res.exit_code == 2, res.output
+        assert "meta.json: " in res.stderr and "must be a" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_sparse_pt_is_exit_2_in_score_and_import_wclip(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "ref.npy", rng.standard_normal((60, 4)))
+    assert run("fit", tmp_path / "ref.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    torch.save(torch.eye(4).to_sparse(), tmp_path / "sparse.pt")
+    torch.save(torch.zeros(4), tmp_path / "mean_image.pt")
+    for args in (["score", tmp_path / "sparse.pt", "-w", tmp_path / "w.safetensors"],
+                 ["import-wclip", "--mean", tmp_path / "mean_image.pt", "--matrix", tmp_path / "sparse.pt",
+                  "-o", tmp_path / "wc.safetensors", "--n-samples", "100"]):
+        res = run(*args)
+        assert res.exit_code == 2, res.output
+        errors = [line for line in res.stderr.splitlines() if "error" in line]  # torch may warn first
+        assert errors == [f"whitenclip: error: {tmp_path / 'sparse.pt'}: holds a sparse tensor (sparse_coo); "
+                          "save a dense one" + (" (tensor.to_dense())" if args[0] == "score" else "")]
+        assert "Traceback" not in res.output
+
+
+def test_underscore_number_in_text_vectors_is_exit_2(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "ref.npy", rng.standard_normal((60, 2)))
+    assert run("fit", tmp_path / "ref.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
+    res = run("score", "-", "-w", tmp_path / "w.safetensors", input="1 2\n1_000 2\n")
+    assert res.exit_code == 2, res.output
+    assert "<stdin>:2: not a vector of numbers: '1_000 2'" in res.stderr

@@ -374,7 +374,7 @@ def fit(
     if save_embeddings is not None:
         check_output_dir(save_embeddings, inputs=inputs)
     shrink = _parse_shrinkage(shrinkage)
-    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows)
+    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial)
     if eng.handles(inputs):  # moments files, shard directories/globs, --engine dask
         from whitenclip.engine import fit_whitener
 
@@ -488,7 +488,7 @@ def score(
     from whitenclip.render.tables import header_line
     from whitenclip.stores import RowStats, iter_rows
 
-    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows)
+    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial)
     sharded = eng.handles(inputs)
     if output is not None and str(output) != "-":
         if sharded and wants_directory(output):  # one output file per shard: each checked by write_scores
@@ -605,7 +605,7 @@ def gaussianity_report_cmd(
     out = out if out is not None else out_alias  # --out: the option's name before 0.2
     if out is not None:
         check_output_dir(out, inputs=[*inputs, whitener])
-    eng = _engine(engine, workers, scheduler, moments_dir)
+    eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial)
     if eng.handles(inputs):  # rows read piece by piece (shards, --engine dask): the same X, the same report
         from whitenclip.engine import gather_rows
 
@@ -638,7 +638,7 @@ def moments(
     chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows read per chunk inside a piece."),
     calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=0, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
-    moments_dir: Optional[Path] = MomentsDirOpt,
+    moments_dir: Optional[Path] = MomentsDirOpt, allow_partial: bool = AllowPartialOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Count, mean, centred scatter, power sums and a calibration sample of embeddings, with metadata and input hash."""
@@ -646,7 +646,8 @@ def moments(
     from whitenclip.outputs import check_output_file
 
     check_output_file(output, inputs=inputs, suffix=".safetensors")
-    eng = _engine(engine, workers, scheduler, moments_dir, piece_rows=piece_rows, chunk_rows=chunk_rows)
+    eng = _engine(engine, workers, scheduler, moments_dir, piece_rows=piece_rows, chunk_rows=chunk_rows,
+                  allow_partial=allow_partial)
     part = compute_moments(inputs, eng, drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64",
                            calibration_rows=calibration_rows)
     part.save(output)
@@ -711,7 +712,7 @@ def entropy(
     """Differential entropy of the Gaussian fitted to embeddings: bias-corrected, with CI and a k-NN check."""
     from whitenclip.information import GaussianEntropy
 
-    eng = _engine(engine, workers, scheduler, moments_dir)
+    eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial)
     if eng.handles(inputs):  # moments files, shards, --engine dask: Gaussian entropy from moments alone
         from whitenclip.engine import entropy_summary
 

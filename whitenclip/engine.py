@@ -76,6 +76,7 @@ class EngineOptions:
     client: Any = None
     debug: bool = False
     log: Callable[[str], None] | None = None
+    allow_partial: bool = False  # read incomplete stores (--allow-partial), as the local path does
 
     def __post_init__(self):
         self.engine = str(getattr(self.engine, "value", self.engine))
@@ -371,7 +372,7 @@ def tree_merge(items: list, merge: Callable) -> Any:
 
 def plan(inputs, opts: EngineOptions):
     """Shards and pieces of embedding INPUTs (headers only)."""
-    shards = discover_shards(inputs)
+    shards = discover_shards(inputs, allow_partial=opts.allow_partial)
     pieces = plan_pieces(shards, opts.piece_rows)
     return shards, pieces
 
