@@ -223,3 +223,30 @@ def test_conformal_pvalue_on_minilm_captions(capsys):
     assert 0.02 <= frac["pvalue_conformal"][0] <= 0.10
     assert frac["pvalue_conformal"][1] >= 0.8
     assert np.median(o["pvalue_conformal"]) < 0.01
+
+
+def test_rows_near_1e300_are_refused_never_scored_inf(tmp_path):
+    """Issue 14: rows near 1e300 scored loglik -inf / sqnorm inf with exit 0."""
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+    from whitenclip.errors import InputError
+    from whitenclip.whitening import whitener_from_matrix
+
+    rng = np.random.default_rng(3)
+    wh = Whitener().fit(rng.standard_normal((200, 4)))
+    X = np.zeros((3, 4))
+    X[1] = 1e300
+    with pytest.raises(InputError, match=r"row 1 \(id 'b'\)"):
+        score(wh, X, ids=["a", "b", "c"])
+    huge_gain = whitener_from_matrix(np.zeros(4), np.eye(4) * 1e150)  # finite rows, overflowing ||w||^2
+    with pytest.raises(InputError, match="row 0.*overflows"):
+        score(huge_gain, np.full((2, 4), 1e10))
+    with pytest.raises(InputError, match="underflows"):
+        whitener_from_matrix(np.zeros(4), np.eye(4) * 1e200)
+    wh.save(tmp_path / "w.safetensors")
+    np.save(tmp_path / "x.npy", X)
+    for extra in ([], ["--engine", "dask"]):
+        r = CliRunner().invoke(app, ["score", str(tmp_path / "x.npy"), "-w", str(tmp_path / "w.safetensors"), *extra])
+        assert r.exit_code == 2 and "inf" not in r.output.replace("rows", "").lower().split("error")[0]
+        assert "row 1" in r.output and "internal error" not in r.output

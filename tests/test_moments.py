@@ -3,6 +3,7 @@ import pytest
 
 from whitenclip.errors import InputError
 from whitenclip.moments import Moments
+from whitenclip.whitening import Whitener
 
 
 def test_one_shot_matches_numpy(anisotropic):
@@ -234,3 +235,177 @@ def test_reservoir_copies_rows_and_checks_inputs():
         r.merge(Reservoir(3, 2, seed=1))
     with pytest.raises(InputError, match="size must be"):
         Reservoir(0, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# issue 14: what a part covers, huge values, empty parts, header numbers, option caps
+# ---------------------------------------------------------------------------------------
+import shutil  # noqa: E402
+
+from typer.testing import CliRunner  # noqa: E402
+
+from whitenclip import engine  # noqa: E402
+from whitenclip.cli import app  # noqa: E402
+
+_runner = CliRunner()
+
+
+def cli(*args):
+    return _runner.invoke(app, [str(a) for a in args])
+
+
+def test_overlapping_row_ranges_of_one_file_are_refused_however_cut(tmp_path, anisotropic):
+    """`moments s --piece-rows 100`, `moments s`, `merge-moments a b` gave n = 1000 from 500 rows."""
+    from whitenclip.shards import Piece, discover_shards, plan_pieces
+
+    X = anisotropic[:500].astype(np.float32)
+    s, a, b, ab = (tmp_path / n for n in ("s.npy", "a.moments.safetensors", "b.moments.safetensors",
+                                          "ab.moments.safetensors"))
+    np.save(s, X)
+    assert cli("moments", s, "--piece-rows", 100, "-o", a).exit_code == 0
+    assert cli("moments", s, "-o", b).exit_code == 0
+    r = cli("merge-moments", a, b, "-o", ab)
+    assert r.exit_code == 2 and "counted twice" in r.output and str(s) in r.output and not ab.exists()
+    shutil.copy(s, tmp_path / "copy.npy")  # a copy holds the same rows
+    r = cli("moments", tmp_path / "copy.npy", "--piece-rows", 64, "-o", tmp_path / "c.moments.safetensors")
+    assert r.exit_code == 0
+    r = cli("merge-moments", a, tmp_path / "c.moments.safetensors", "-o", ab)
+    assert r.exit_code == 2 and "counted twice" in r.output
+    # disjoint pieces of one file merge exactly; a piece overlapping them does not
+    [shard] = discover_shards([s])
+    parts = [engine.piece_moments(p, meta={}) for p in plan_pieces([shard], 128)]
+    merged = parts[0]
+    for p in parts[1:]:
+        merged = merged.merge(p)
+    assert merged.n == 500 and [c["rows"] for c in merged.coverage] == [[0, 128], [128, 256], [256, 384], [384, 500]]
+    np.testing.assert_allclose(merged.mean, X.astype(np.float64).mean(0), rtol=1e-12)
+    np.testing.assert_allclose(merged.moments.covariance(), np.cov(X.astype(np.float64), rowvar=False), rtol=1e-10)
+    for lo, hi in [(100, 200), (0, 1), (499, 500), (127, 129)]:
+        with pytest.raises(InputError, match="counted twice"):
+            merged.merge(engine.piece_moments(Piece(shard, 9, lo, hi), meta={}))
+
+
+def test_huge_values_are_refused_naming_file_and_row_never_written(tmp_path, rng):
+    """|x| ~ 1e200 gave an inf/NaN scatter written to a moments file; fit/entropy/report crashed."""
+    X = rng.standard_normal((50, 4))
+    X[17] *= 1e200
+    big = tmp_path / "big.npy"
+    np.save(big, X)
+    out = tmp_path / "big.moments.safetensors"
+    for args in (["moments", big, "-o", out], ["moments", big, "--fast-gram", "-o", out],
+                 ["fit", big, "-o", tmp_path / "w.safetensors"], ["entropy", big], ["gaussianity-report", big],
+                 ["fit", big, "--engine", "dask", "-o", tmp_path / "w.safetensors"]):
+        r = cli(*args)
+        assert r.exit_code == 2, (args, r.output)
+        assert "internal error" not in r.output and "row 17" in r.output, (args, r.output)
+    assert not out.exists() and not (tmp_path / "w.safetensors").exists()
+    with pytest.raises(InputError, match="row 17"):
+        MomentsPart(4).update(X)
+    with pytest.raises(InputError, match="a.npy: row 27"):
+        Moments(4).update(X, origin=("a.npy", 10))
+
+
+@pytest.mark.parametrize("scale", [1e20, 1e-25, 1e35])
+def test_float32_gram_is_scale_safe(anisotropic, scale):
+    """--fast-gram: ~1e20 overflowed float32 to inf, ~1e-25 underflowed to 'every coordinate is constant'."""
+    X = anisotropic * scale
+    exact = Moments.from_array(X)
+    for got in (Moments(12).update(X, gram="float32"), MomentsPart(12, {"gram": "float32"}).update(X).moments):
+        assert np.isfinite(got.scatter).all()
+        assert np.abs(got.scatter - exact.scatter).max() <= 1e-5 * np.abs(exact.scatter).max()
+    wh = Whitener(calibration=False).fit_moments(Moments(12).update(X, gram="float32"))
+    assert wh.rank_ == 12
+
+
+def test_cli_fast_gram_on_tiny_and_huge_values(tmp_path, anisotropic):
+    for scale in (1e20, 1e-25):
+        np.save(tmp_path / "x.npy", (anisotropic * scale).astype(np.float32))
+        r = cli("moments", tmp_path / "x.npy", "--fast-gram", "-o", tmp_path / "x.moments.safetensors")
+        assert r.exit_code == 0, r.output
+        part = MomentsPart.load(tmp_path / "x.moments.safetensors")
+        ref = Moments.from_array((anisotropic * scale).astype(np.float32))
+        assert np.abs(part.scatter - ref.scatter).max() <= 1e-5 * np.abs(ref.scatter).max()
+        r = cli("fit", tmp_path / "x.npy", "--fast-gram", "-o", tmp_path / "w.safetensors")
+        assert r.exit_code == 0 and "constant" not in r.output, r.output
+
+
+def test_a_non_finite_part_is_never_written(tmp_path, anisotropic):
+    p = MomentsPart(12).update(anisotropic)
+    p.power4 = float("inf")
+    with pytest.raises(InputError, match="NaN or inf"):
+        p.save(tmp_path / "p.moments.safetensors")
+    assert not (tmp_path / "p.moments.safetensors").exists()
+
+
+def test_empty_shard_gives_an_empty_part_that_merges_as_the_identity(tmp_path, anisotropic):
+    """A SLURM task whose shard is empty: `moments` writes n = 0; merging it changes nothing; fit refuses
+    only an empty total."""
+    e, s = tmp_path / "e.npy", tmp_path / "s.npy"
+    np.save(e, np.zeros((0, 12), dtype=np.float32))
+    np.save(s, anisotropic.astype(np.float32))
+    em, sm, esm = (tmp_path / f"{n}.moments.safetensors" for n in ("e", "s", "es"))
+    assert cli("moments", e, "-o", em, "--calibration-rows", 50).exit_code == 0
+    assert cli("moments", s, "-o", sm, "--calibration-rows", 50).exit_code == 0
+    assert MomentsPart.load(em).n == 0
+    r = cli("merge-moments", em, sm, "-o", esm)
+    assert r.exit_code == 0, r.output
+    a, b = MomentsPart.load(esm), MomentsPart.load(sm)
+    assert a.n == b.n == 600
+    np.testing.assert_array_equal(a.mean, b.mean)
+    np.testing.assert_array_equal(a.scatter, b.scatter)
+    assert a.power4 == b.power4 and "reservoir" in a.extras
+    np.testing.assert_array_equal(a.extras["reservoir"]["rows"], b.extras["reservoir"]["rows"])
+    r = cli("fit", em, "-o", tmp_path / "w.safetensors")
+    assert r.exit_code == 2 and "got 0" in r.output
+    assert cli("fit", esm, "-o", tmp_path / "w.safetensors").exit_code == 0
+
+
+def test_calibration_rows_is_capped_with_a_clear_message(tmp_path, anisotropic):
+    np.save(tmp_path / "s.npy", anisotropic)
+    for cmd in ("moments", "fit"):
+        r = cli(cmd, tmp_path / "s.npy", "-o", tmp_path / "o.safetensors", "--calibration-rows", 16_000_000)
+        assert r.exit_code == 2 and "--calibration-rows" in r.output and not (tmp_path / "o.safetensors").exists()
+
+
+def _crafted(tmp_path, anisotropic, **edit):
+    """A valid part file with header fields replaced (``n``) or tensors replaced (others)."""
+    import json
+
+    from safetensors.numpy import save_file
+
+    from whitenclip.stores import read_safetensors
+
+    np.save(tmp_path / "s.npy", anisotropic)
+    assert cli("moments", tmp_path / "s.npy", "-o", tmp_path / "ok.moments.safetensors").exit_code == 0
+    tensors, header = read_safetensors(tmp_path / "ok.moments.safetensors")
+    for k, v in edit.items():
+        if k in header:
+            header[k] = v if isinstance(v, str) else json.dumps(v)
+        else:
+            tensors[k] = v
+    out = tmp_path / "bad.moments.safetensors"
+    save_file(tensors, str(out), metadata=header)
+    return out
+
+
+def test_negative_power4_is_refused_not_a_negative_intensity(tmp_path, anisotropic):
+    """A moments file with power4 < 0 gave a Ledoit-Wolf intensity of -1687 and exit 0."""
+    bad = _crafted(tmp_path, anisotropic, power4=np.array([-5.0]))
+    r = cli("fit", bad, "--shrinkage", "ledoit-wolf", "-o", tmp_path / "w.safetensors")
+    assert r.exit_code == 2 and "power4" in r.output and not (tmp_path / "w.safetensors").exists()
+
+
+@pytest.mark.parametrize("n", ["1e30", str(10**30), "abc", "1e3", "-3"])
+def test_absurd_counts_are_refused(tmp_path, anisotropic, n):
+    """n = 1e30 was fitted; "abc"/"1e3" crashed (internal error)."""
+    bad = _crafted(tmp_path, anisotropic, n=n)
+    for args in (["fit", bad, "-o", tmp_path / "w.safetensors"], ["merge-moments", bad, "-o", tmp_path / "m.safetensors"]):
+        r = cli(*args)
+        assert r.exit_code == 2 and "header field n=" in r.output and "internal error" not in r.output
+
+
+def test_crafted_reservoir_size_is_refused_before_allocation(tmp_path, anisotropic):
+    """Two 71 KB parts with a reservoir size of 2^25 made merge-moments use 4.8 GB."""
+    bad = _crafted(tmp_path, anisotropic, **{"extra.reservoir.state": np.array([2**25, 0, 600, 600], dtype=np.int64)})
+    r = cli("merge-moments", bad, bad, "-o", tmp_path / "m.moments.safetensors")
+    assert r.exit_code == 2 and "33554432" in r.output

@@ -42,7 +42,7 @@ import numpy as np
 
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError
-from whitenclip.moments import MOMENTS_FORMAT, MomentsPart
+from whitenclip.moments import MOMENTS_FORMAT, MomentsPart, check_calibration_rows
 from whitenclip.shards import (
     PIECE_ROWS,
     Piece,
@@ -146,7 +146,7 @@ def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gra
     rows keyed by their global positions (``row_offset`` + row in the shard), so that the
     reservoirs of all pieces merge into the one uniform sample a whole-data pass would draw.
     """
-    from whitenclip.moments import RESERVOIR_EXTRA, Reservoir, reservoir_to_tensors
+    from whitenclip.moments import RESERVOIR_EXTRA, Reservoir, coverage_entry, reservoir_to_tensors
 
     _maybe_fault()
     stem, stale = None, []
@@ -168,10 +168,11 @@ def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gra
                                           dropped=dropped):
             if reservoir is not None:
                 reservoir.update(X, start=row_offset + lo)
-            part.update(X, gram=gram)
+            part.update(X, gram=gram, origin=(piece.shard.path, lo))
     if reservoir is not None:
         part.extras[RESERVOIR_EXTRA] = reservoir_to_tensors(reservoir)
     part.inputs = [digest.hexdigest()]
+    part.coverage = [coverage_entry(piece.shard.path, piece.start, piece.stop)]  # file identity + rows
     part.stats = {"pieces": 1, "resumed": 0, "dropped_nonfinite": dropped[0]}
     if stem is not None:
         saved = Path(moments_dir) / f"{stem}-{digest.hexdigest()}{PIECE_SUFFIX}"
@@ -389,10 +390,13 @@ def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False
                          "embeddings first")
     if files:
         return merge_moment_files(files)
+    calibration_rows = check_calibration_rows(int(calibration_rows))
     shards, pieces = plan(inputs, opts)
-    if not pieces:
-        raise InputError(f"{', '.join(inputs)}: no rows (every shard is empty)")
     meta = shard_meta(shards)
+    if not pieces:  # every shard empty (one SLURM task's share may be): an empty part, the identity of merges
+        opts.say(f"{', '.join(inputs)}: no rows (every shard is empty): an empty part (n = 0)")
+        return MomentsPart.empty(shards[0].dim, {**meta, "gram": gram}, files=[s.path for s in shards],
+                                 calibration_rows=calibration_rows)
     mdir = None
     if opts.moments_dir is not None:
         check_moments_dir(opts.moments_dir, inputs, shards)

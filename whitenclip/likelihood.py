@@ -175,12 +175,11 @@ def score(whitener, X, ids=None) -> ScoreTable:
     """
     from whitenclip.validation import as_matrix, check_magnitude
 
-    X = np.asarray(X, dtype=np.float64)
+    X = np.asarray(X)
     if X.ndim == 1:
         X = X[None, :]
-    X = np.asarray(X)
-    if X.ndim == 2 and np.isfinite(X).all():
-        check_magnitude(X, "X", ids=None if ids is None else [str(i) for i in ids])
+    if ids is not None and X.ndim == 2 and X.dtype.kind == "f" and np.isfinite(X).all():
+        check_magnitude(X, "X", ids=[str(i) for i in ids])  # names the row by its id too
     X = as_matrix(X)
     with np.errstate(over="ignore", invalid="ignore"):
         sq = squared_norms(whitener.transform(X))

@@ -969,8 +969,12 @@ def whitener_from_matrix(mean, W, *, n_samples: int | None = None, metadata: dic
     if not (np.isfinite(mean).all() and np.isfinite(W).all()):
         raise InputError("mean or whitening matrix holds NaN or inf")
     U, s, Vt = np.linalg.svd(W)
-    if s[-1] <= 0 or not np.isfinite(1.0 / s[-1] ** 2):
-        raise InputError("whitening matrix is singular: it cannot define a Gaussian density")
+    with np.errstate(over="ignore", under="ignore", divide="ignore"):
+        if s[-1] <= 0 or not np.isfinite(1.0 / s[-1] ** 2):
+            raise InputError("whitening matrix is singular: it cannot define a Gaussian density")
+        if not s[0] ** -2.0 > 0:  # covariance eigenvalue 1/s^2 underflows to 0
+            raise InputError(f"whitening matrix has a gain of {s[0]:.3g}: its implied covariance eigenvalue "
+                             "1/s^2 underflows float64")
     order = np.argsort(s)  # ascending s = descending covariance eigenvalue 1/s^2
     U, s = U[:, order], s[order]
     wh = Whitener(method="pca", floor=0.0, calibration=False)
