@@ -864,7 +864,8 @@ class Reservoir:
     def _absorb(self, keys: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> None:
         """Keep the rows with key <= T among the held rows and these (T: the row cap, whole groups)."""
         all_keys = np.concatenate([self._keys, keys])
-        keep = _under_cap(all_keys, self.size)
+        keep = all_keys < self._bound  # after a merge, held rows may lie past the other part's bound
+        keep[keep] = _under_cap(all_keys[keep], self.size)
         turned_away = all_keys[~keep]
         if turned_away.size:
             self._bound = min(self._bound, turned_away.min())

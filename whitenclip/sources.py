@@ -58,6 +58,12 @@ class EncodeOptions:
     decode: str = "auto"
     progress: bool = True
     allow_partial: bool = False
+    group_column: str | bool | None = None
+    """Captions CSV column naming each row's group (True: an image column when the header has one,
+    see :data:`whitenclip.inputs.IMAGE_COLUMNS`; None: no groups; False: no groups, and those a
+    store records are dropped too)."""
+    groups_file: str | None = None
+    """A file of group ids, one line per input row (all INPUTs in order); an empty line: own group."""
 
 
 @dataclass
@@ -74,6 +80,11 @@ class EncodedSource:
     @property
     def dim(self) -> int:
         return int(self.encoder.dim)
+
+    @property
+    def groups(self) -> list | None:
+        """Group id of each item (= row: captions are never skipped once collected), or None."""
+        return getattr(self.inputs, "groups", None)
 
     def iter_chunks(self, chunk_rows: int = ENCODED_CHUNK_ITEMS, start_item: int = 0):
         """Yield ``(ids, X float64 (m, d))`` in input order; bad items are skipped and counted."""
@@ -130,8 +141,35 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     if "embeddings" in kinds.values():
         if options.model:
             raise InputError("--model applies to raw images or captions; these inputs are embeddings already")
-        return label_ids(_open_embedding(p, stdin, options.allow_partial) for p in paths)
+        sources = label_ids(_open_embedding(p, stdin, options.allow_partial) for p in paths)
+        if isinstance(options.group_column, str):
+            raise InputError(f"--group-column names a column of a captions CSV; {paths[0]} holds embeddings: "
+                             "give their groups with --groups FILE (one id per row)")
+        if options.group_column is False:
+            for src in sources:
+                src.groups = None
+        if options.groups_file is not None:
+            groups = read_groups_file(options.groups_file, sum(src.n_rows for src in sources))
+            at = 0
+            for src in sources:
+                src.groups, at = groups[at:at + src.n_rows], at + src.n_rows
+        return sources
     return [_open_raw(paths, options, recorded or {}, stdin)]
+
+
+def read_groups_file(path, n_rows: int) -> list:
+    """Group ids from ``path``, one line per row (UTF-8; an empty line: the row is its own group);
+    InputError unless there are exactly ``n_rows`` of them."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (--groups)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read group ids ({' '.join(str(exc).split())[:120]})") from None
+    lines = text.splitlines()
+    if len(lines) != n_rows:
+        raise InputError(f"{path}: {len(lines)} group ids for {n_rows} input rows (--groups needs one line per row)")
+    return [line.strip() or None for line in lines]
 
 
 _TEXT_SUFFIXES = ("", ".txt", ".tsv", ".csv", ".vec", ".vectors")
@@ -184,7 +222,12 @@ def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: b
     from whitenclip.inputs import collect_inputs
 
     inputs = collect_inputs(paths, modality=options.modality, column=options.column, strict=options.strict,
-                            stdin=io.BytesIO(stdin) if stdin is not None else None)
+                            stdin=io.BytesIO(stdin) if stdin is not None else None,
+                            group_column=options.group_column or None)
+    if options.groups_file is not None:
+        if inputs.modality != "text":
+            raise InputError("--groups applies to captions and embeddings; images are embedded one row per file")
+        inputs.groups = read_groups_file(options.groups_file, len(inputs.items))
     modality = inputs.modality
     label = ", ".join(paths)
     if recorded.get("modality") and recorded["modality"] != modality:
@@ -266,8 +309,11 @@ def write_store(src: EncodedSource, directory, *, dtype: str = "float32", shard_
     if writer.resume_item and log is not None:
         log(f"{directory}: resuming after item {writer.resume_item} of {len(src.inputs.items)} "
             f"({writer.n_rows} rows kept)")
+    start, groups = writer.resume_item, src.groups
     for ids, X, items_end in src.iter_encoded(start_item=writer.resume_item, chunk_size=shard_items):
-        writer.write_shard(ids, X, items_end)
+        shard_groups = groups[start:items_end] if groups is not None and items_end - start == len(ids) else None
+        writer.write_shard(ids, X, items_end, groups=shard_groups)
+        start = items_end
     return writer.n_rows
 
 

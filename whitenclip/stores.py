@@ -232,6 +232,9 @@ class EmbeddingFile:
     id_prefix: str | None = None
     """Rows without ids of their own get ``f"{id_prefix}:{row}"`` (set when a command reads several
     inputs, so ids stay unique and traceable), else ``str(row)``."""
+    groups: list | None = None
+    """Group id of each row (captions of one image...; None entries: own group), or None: from a
+    store that records them, or ``--groups FILE`` (:func:`whitenclip.sources.open_sources`)."""
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield ``(ids, X)`` with X of shape (m <= chunk_rows, dim), float64, in file order.
@@ -879,18 +882,36 @@ def read_store_layout(directory, *, allow_partial: bool = False) -> StoreLayout:
 
 def _open_store(directory: Path, *, allow_partial: bool = False) -> EmbeddingFile:
     layout = read_store_layout(directory, allow_partial=allow_partial)
-    blocks, n = [], 0
+    blocks, groups, n = [], [], 0
     for _, npy, ids_path in layout.shards:
         arr = _npy_rows(npy)
         _check_matrix(str(npy), arr.shape, arr.dtype)
         layout.check_shard(npy, arr.shape, arr.dtype)
         ids, _ = read_shard_ids(ids_path, arr.shape[0])
         blocks.append((arr, ids))
+        groups.append(read_shard_groups(ids_path, arr.shape[0]))
         n += arr.shape[0]
     if n == 0:
         raise InputError(f"{directory}: store holds zero rows")
     dtype = str(layout.meta.get("dtype", "float32"))
-    return EmbeddingFile(str(directory), n, layout.dim, dtype, layout.info, blocks)
+    out = EmbeddingFile(str(directory), n, layout.dim, dtype, layout.info, blocks)
+    if any(g is not None for g in groups):
+        out.groups = [v for g, (arr, _) in zip(groups, blocks) for v in (g if g is not None else [None] * len(arr))]
+    return out
+
+
+def read_shard_groups(ids_path: Path, n_rows: int) -> list | None:
+    """The ``groups`` list of a store shard's ``.ids.json`` (one id or null per row), or None when it
+    records none (``embed`` writes them when its captions had groups)."""
+    try:
+        groups = json.loads(Path(ids_path).read_text(encoding="utf-8")).get("groups")
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
+        return None  # read_shard_ids has refused an unreadable file already
+    if groups is None:
+        return None
+    if not isinstance(groups, list) or len(groups) != n_rows:
+        raise InputError(f"{ids_path}: 'groups' must be a list of {n_rows} ids (one per row)")
+    return [None if g is None else str(g) for g in groups]
 
 
 class StoreWriter:
@@ -958,8 +979,9 @@ class StoreWriter:
         """Rows in committed shards."""
         return sum(int(np.load(npy, mmap_mode="r", allow_pickle=False).shape[0]) for _, npy, _ in self._shards)
 
-    def write_shard(self, ids: list[str], X: np.ndarray, items_end: int) -> None:
-        """Commit one shard of rows X, shape (m, dim), covering input items up to ``items_end``."""
+    def write_shard(self, ids: list[str], X: np.ndarray, items_end: int, groups: list | None = None) -> None:
+        """Commit one shard of rows X, shape (m, dim), covering input items up to ``items_end``;
+        ``groups`` (m group ids or None) are recorded beside the ids."""
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.dim or X.shape[0] != len(ids):
             raise InputError(f"{self.directory}: shard of shape {X.shape} with {len(ids)} ids "
@@ -968,7 +990,10 @@ class StoreWriter:
         npy = self.directory / f"shard-{index:05d}.npy"
         ids_path = self.directory / f"shard-{index:05d}.ids.json"
         with atomic_write(ids_path, "w") as fh:
-            json.dump({"ids": list(map(str, ids)), "items_end": int(items_end)}, fh)
+            doc = {"ids": list(map(str, ids)), "items_end": int(items_end)}
+            if groups is not None:
+                doc["groups"] = [None if g is None else str(g) for g in groups]
+            json.dump(doc, fh)
         with atomic_write(npy) as fh:
             np.save(fh, X.astype(self.dtype, copy=False), allow_pickle=False)
         self._shards.append((index, npy, ids_path))

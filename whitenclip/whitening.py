@@ -1190,7 +1190,9 @@ class WhitenerSummary(Result):
     """What ``whitenclip info`` shows: the artifact header, its spectrum and calibration.
 
     ``to_dict()`` is ``{"path": ..., **header (without the eigenvalue list), "spectrum": {...}}``
-    with ``n_cal`` and ``calibration`` among the header keys (None when absent, with ``note``).
+    with ``n_cal`` and ``calibration`` among the header keys (None when absent, with ``note``);
+    ``calibration`` records ``mode`` ("rows": leave-one-out, or "groups": leave-one-group-out),
+    ``n_groups`` and ``warning`` (the grouped-rows warning of the fit, or None).
     """
 
     path: str | None
@@ -1198,6 +1200,23 @@ class WhitenerSummary(Result):
     spectrum: SpectrumSummary
     n_cal: int | None
     note: str | None = None
+
+    @property
+    def calibration_mode(self) -> str | None:
+        """"rows" or "groups" (None without calibration); artifacts from before groups say "rows"."""
+        cal = self.header.get("calibration")
+        return None if not isinstance(cal, dict) else str(cal.get("mode") or "rows")
+
+    @property
+    def n_groups(self) -> int | None:
+        cal = self.header.get("calibration")
+        return cal.get("n_groups") if isinstance(cal, dict) else None
+
+    @property
+    def warning(self) -> str | None:
+        """The grouped-rows warning recorded at fit time, or None."""
+        cal = self.header.get("calibration")
+        return cal.get("warning") if isinstance(cal, dict) else None
 
     def to_dict(self) -> dict:
         out = {"path": self.path, **json_safe(self.header), "spectrum": self.spectrum.to_dict()}

@@ -95,8 +95,20 @@ def _whitener_table(summary: WhitenerSummary, console) -> None:
     table.add_column("value")
     for key in INFO_FIELDS:
         table.add_row(key, short(data.get(key)))
+    if summary.calibration_mode is not None:
+        table.add_row("calibration", calibration_text(summary))
     for key, value in data["spectrum"].items():
         table.add_row(f"spectrum.{key}", short(value))
     console.print(table)
     if summary.note:
         console.print(f"note: {summary.note}", markup=False, highlight=False)
+    if summary.warning:
+        console.print(f"warning: {summary.warning}", markup=False, highlight=False)
+
+
+def calibration_text(summary: WhitenerSummary) -> str:
+    """How the calibration was made, in a few words: ``leave-one-group-out: 1000 rows in 200 groups``
+    or ``leave-one-out: 1000 rows``."""
+    if summary.calibration_mode == "groups":
+        return f"leave-one-group-out: {summary.n_cal} rows in {summary.n_groups} groups"
+    return f"leave-one-out: {summary.n_cal} rows (no groups)"
