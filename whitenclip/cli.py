@@ -233,12 +233,19 @@ def _open_sources(inputs: List[str], encoding=None, *, recorded: Optional[dict] 
 
 
 def _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers,
-                    allow_partial: bool = False, decode: str = "auto"):
+                    allow_partial: bool = False, decode: str = "auto", groups: tuple | None = None):
+    """EncodeOptions of the shared options; ``groups`` = (--group-column, --groups, --no-groups) of the
+    commands that read groups (fit, embed: an image column is then the default group column)."""
     from whitenclip.sources import EncodeOptions
 
+    group_column, groups_file, no_groups = groups or (None, None, False)
+    if no_groups and (group_column or groups_file):
+        raise InputError("--no-groups contradicts --group-column/--groups; give one of them")
     return EncodeOptions(model=model, modality=modality.value if modality else None, normalize=normalize,
                          column=column, strict=strict, device=device, precision=precision.value,
-                         batch_size=batch_size, num_workers=num_workers, allow_partial=allow_partial, decode=decode)
+                         batch_size=batch_size, num_workers=num_workers, allow_partial=allow_partial, decode=decode,
+                         group_column=False if no_groups else (group_column or (True if groups else None)),
+                         groups_file=None if groups_file is None else str(groups_file))
 
 
 def _report_skips(sources) -> None:
@@ -311,6 +318,9 @@ ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_e
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
 ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input.")
+GroupColumnOpt = typer.Option(None, "--group-column", help="CSV column naming each caption's group (e.g. its image); default: an image/image_id/filename... column when the header has one.")
+GroupsOpt = typer.Option(None, "--groups", help="File of group ids, one line per input row (rows of one group: one image, clip or source).")
+NoGroupsOpt = typer.Option(False, "--no-groups", help="Treat every row as independent (no image-column default, no recorded groups).")
 StrictOpt = typer.Option(False, "--strict", help="Fail on the first bad image or caption instead of skipping it.")
 DeviceOpt = typer.Option("auto", "--device", envvar="WHITENCLIP_DEVICE", show_envvar=True, help="auto, cpu, cuda or cuda:N.")
 PrecisionOpt = typer.Option(Precision.auto, "--precision", help="Autocast on CUDA: auto (fp16), fp32, fp16, bf16.")
@@ -356,7 +366,8 @@ def fit(
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32: ~2x faster fit, eigenvalues below ~1e-5 x the largest lose accuracy."),
     save_embeddings: Optional[Path] = typer.Option(None, "--save-embeddings", help="Also keep the embeddings of raw inputs in this store directory."),
     calibration: bool = typer.Option(True, "--calibration/--no-calibration", help="Keep a seeded sample of reference rows and store their leave-one-out distances for the distribution-free pvalue_conformal (default: on)."),
-    calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=2, help="Reference rows sampled for calibration (p-value resolution 1/(m+1))."),
+    calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=2, max=1 << 20, help="Reference rows sampled for calibration (p-value resolution 1/(m+1); whole groups)."),
+    group_column: Optional[str] = GroupColumnOpt, groups: Optional[Path] = GroupsOpt, no_groups: bool = NoGroupsOpt,
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
@@ -378,6 +389,10 @@ def fit(
     if eng.handles(inputs):  # moments files, shard directories/globs, --engine dask
         from whitenclip.engine import fit_whitener
 
+        if group_column or groups:
+            raise InputError("--group-column/--groups calibrate on the local path (--engine local, embeddings "
+                             "files or captions); the sharded path samples rows")
+
         wh, _ = fit_whitener(inputs, eng, method=method.value, shrinkage=shrink, floor=floor, rank=rank,
                              drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64",
                              calibration=calibration, calibration_rows=calibration_rows)
@@ -386,7 +401,7 @@ def fit(
              f"-> {output}")
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                               num_workers, allow_partial, decode=decode.value)
+                               num_workers, allow_partial, decode=decode.value, groups=(group_column, groups, no_groups))
     sources = _open_sources(inputs, encoding)
     raw = [s for s in sources if isinstance(s, EncodedSource)]
     if save_embeddings is not None and not raw:
@@ -402,6 +417,7 @@ def fit(
     _report_skips(raw)
     _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_}"
          + (f" (dropped {stats.dropped_nonfinite} non-finite rows)" if stats.dropped_nonfinite else "")
+         + (f", calibrated on {wh.n_cal_} rows in {wh.calibration_groups_} groups" if wh.calibration_groups_ else "")
          + f" -> {output}")
 
 
@@ -420,6 +436,7 @@ def embed(
     output: Path = typer.Option(..., "--output", "-o", help="Store directory to write (resumed when it exists)."),
     dtype: StoreDtype = typer.Option(StoreDtype.float32, "--dtype", help="Stored precision of the shards."),
     shard_items: Optional[int] = typer.Option(None, "--shard-items", min=1, help="Input items per shard (exactly; default 4096 captions / 1024 images)."),
+    group_column: Optional[str] = GroupColumnOpt, groups: Optional[Path] = GroupsOpt, no_groups: bool = NoGroupsOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
@@ -434,13 +451,16 @@ def embed(
     check_output_dir(output, inputs=inputs)
     if shard_items is not None and shard_items < 1:
         raise InputError(f"--shard-items must be a positive number of items, got {shard_items}")
-    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers, decode=decode.value)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers,
+                               decode=decode.value, groups=(group_column, groups, no_groups))
     sources = _open_sources(inputs, encoding)
     if not all(isinstance(s, EncodedSource) for s in sources):
         raise InputError("embed reads raw images or captions; these inputs are embeddings already")
     src = sources[0]
     rerun = ["whitenclip", "embed", *inputs, "-o", str(output), "--model", str(src.meta["encoder"]),
              *(["--normalize"] if src.meta.get("normalized") else []), *(["--column", column] if column else []),
+             *(["--group-column", group_column] if group_column else []), *(["--groups", str(groups)] if groups else []),
+             *(["--no-groups"] if no_groups else []),
              *(["--modality", modality.value] if modality else [])]
     n_rows = write_store(src, output, dtype=dtype.value, shard_items=shard_items, command=shlex.join(rerun), log=_log)
     _report_skips(sources)
@@ -636,7 +656,7 @@ def moments(
     fast_gram: bool = typer.Option(False, "--fast-gram", help="Chunk Gram products in float32."),
     piece_rows: int = typer.Option(config.PIECE_ROWS, "--piece-rows", min=1, help="Rows per piece (one task)."),
     chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows read per chunk inside a piece."),
-    calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=0, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
+    calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=0, max=1 << 20, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt, allow_partial: bool = AllowPartialOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
