@@ -812,7 +812,24 @@ def simulate(
     losses: str = typer.Option("infonce,aninfonce,icon-tdist,icon-label,supervised,untrained", "--losses",
                                help="Comma-separated: infonce, aninfonce, icon-tdist, icon-label, supervised, "
                                     "untrained (aninfonce-sphere: opt-in)."),
-    steps: int = typer.Option(500, "--steps", help="Training steps per run."),
+    steps: Optional[int] = typer.Option(None, "--steps",
+                                        help="Training steps per run, fresh rows every step (default 500)."),
+    encoder: str = typer.Option("auto", "--encoder", help="mlp, linear (f(x) = Wx) or cnn (digits); "
+                                                          "auto: cnn for digits, mlp otherwise."),
+    mixing: str = typer.Option("mlp", "--mixing", help="Synthetic inputs: mlp (x = g(z), random invertible MLP) "
+                                                       "or none (x = z)."),
+    sparsity: float = typer.Option(0.1, "--sparsity", help="Probability of a 1 in --data binary."),
+    train_size: Optional[int] = typer.Option(None, "--train-size",
+                                             help="Rows of the fixed training set of --epochs (default 10000; "
+                                                  "digits: its 1198 training images)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Train EPOCHS passes over a fixed training set "
+                                                                "(instead of --steps)."),
+    eval_epochs: Optional[str] = typer.Option(None, "--eval-epochs",
+                                              help="Comma-separated epochs to evaluate at, e.g. 0,50,100 "
+                                                   "(default: --evals evenly spaced)."),
+    preset: Optional[str] = typer.Option(None, "--preset",
+                                         help="iclr2026: the paper's synthetic table (and the digits stand-in for "
+                                              "CIFAR-10) beside ours; fixes every setting but --seeds."),
     batch_size: int = typer.Option(256, "--batch-size", help="Pairs per training step."),
     tau: float = typer.Option(0.1, "--tau", help="Temperature of InfoNCE and of I-Con's Gaussian kernel."),
     seeds: int = typer.Option(3, "--seeds", help="Seeds 0..N-1 (a fresh task and encoder init per seed)."),
@@ -843,13 +860,29 @@ def simulate(
     from whitenclip.simulate import simulate as run_simulation
 
     out = out if out is not None else out_alias
+    if preset is not None:
+        from whitenclip.simulate import preset_configs, run_preset
+
+        if out is not None or save_embeddings is not None:
+            raise InputError("--preset prints its table (or --json); -o and --save-embeddings are not supported")
+        configs = preset_configs(preset, seeds=seeds, device=device)
+        _log(f"simulate --preset {preset}: {len(configs)} data sets x {seeds} seeds (laplace, gmm, binary: "
+             "linear encoder; digits: CNN, infonce and supervised)")
+        result = run_preset(preset, configs=configs, progress=not _state["quiet"] and sys.stderr.isatty(),
+                            threads=threads)
+        _log(f"simulate: {result.wall_seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU")
+        _render(result, "json" if as_json else "table")
+        return
     for directory in (out, save_embeddings):
         if directory is not None:
             check_output_dir(directory)
     config = make_config(data=data, latent_dim=latent_dim, dim=dim, losses=losses, steps=steps, batch_size=batch_size,
-                         tau=tau, seeds=seeds, lr=lr, evals=evals, n_eval=n_eval, labels=labels, device=device)
+                         tau=tau, seeds=seeds, lr=lr, evals=evals, n_eval=n_eval, labels=labels, device=device,
+                         encoder=encoder, mixing=mixing, sparsity=sparsity, train_size=train_size, epochs=epochs,
+                         eval_epochs=eval_epochs)
     progress = not _state["quiet"] and sys.stderr.isatty()
-    _log(f"simulate: {len(config.losses)} loss(es) x {config.seeds} seed(s), {config.steps} steps on {config.data}, "
+    _log(f"simulate: {len(config.losses)} loss(es) x {config.seeds} seed(s), {config.steps} steps on {config.data} "
+         f"({config.encoder} encoder), "
          f"device {config.device}")
     result = run_simulation(config, save_embeddings=save_embeddings, progress=progress, threads=threads)
     _log(f"simulate: {result.wall_seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU")
