@@ -7,6 +7,7 @@ bookkeeping. The ratio simulate / peer says what the experiment around the train
     python benchmarks/bench_simulate.py            # the default run: gmm, six losses, 500 steps, 3 seeds
     python benchmarks/bench_simulate.py --quick    # smoke run (seconds, no timing claims)
     python benchmarks/bench_simulate.py --json-out run.json   # also keep the full result
+    python benchmarks/bench_simulate.py --preset   # `simulate --preset iclr2026` against a bare loop of its steps
 """
 
 from __future__ import annotations
@@ -45,7 +46,10 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="tiny smoke run")
     ap.add_argument("--json-out", type=Path, help="write the simulation result as JSON here")
     ap.add_argument("--data", default="gmm")
+    ap.add_argument("--preset", action="store_true", help="time `simulate --preset iclr2026` (the 5-minute claim)")
     args = ap.parse_args()
+    if args.preset:
+        return preset_main(args)
 
     import torch
 
@@ -77,6 +81,56 @@ def main() -> None:
               f"white {run.initial('w_ad_pass'):.3f} -> {run.final('w_ad_pass'):.3f}"
               + (f"  Lambda max/min {run.extra['lambda_ratio']:.2f}, mean ||f|| {run.final('norm_mean'):.1f}"
                  if "lambda" in run.extra else ""))
+    if args.json_out:
+        args.json_out.write_text(to_json(result) + "\n")
+
+
+def bare_linear_loop(total_steps: int, k: int, dim: int, batch: int, tau: float, lr: float) -> tuple[float, float]:
+    """The preset's synthetic training steps alone: a bias-free linear map, NT-Xent, Adam, Gaussian-noise views."""
+    import torch
+
+    from whitenclip.losses import info_nce
+
+    torch.manual_seed(0)
+    net = torch.nn.Linear(k, dim, bias=False)
+    opt = torch.optim.Adam(net.parameters(), lr)
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(total_steps):
+        x = torch.randn(batch, k)
+        loss = info_nce(net(x), net(x + 0.3 * torch.randn(batch, k)), tau)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def preset_main(args) -> None:
+    """Time the preset (every data set, 3 seeds) and a bare loop of its synthetic steps; print the table."""
+    import torch
+
+    from whitenclip.render import render, to_json
+    from whitenclip.simulate import PRESET_SYNTHETIC, preset_configs, run_preset
+
+    torch.set_num_threads(1)
+    configs = preset_configs("iclr2026", seeds=2 if args.quick else 3, device="cpu", smoke=args.quick)
+    load0 = os.getloadavg()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, load average {load0[0]:.1f} {load0[1]:.1f} "
+          f"{load0[2]:.1f}; torch {torch.__version__}, 1 thread" + (" (--quick: smoke sizes, no timing claims)"
+                                                                    if args.quick else ""), flush=True)
+    result = run_preset("iclr2026", configs=configs, threads=1)
+    render(result, "table")
+    cfg = configs["laplace"]
+    steps = 3 * cfg.seeds * cfg.steps
+    peer_wall, peer_cpu = bare_linear_loop(steps, cfg.latent_dim, cfg.dim, cfg.batch_size, cfg.tau,
+                                           PRESET_SYNTHETIC["lr"])
+    load1 = os.getloadavg()
+    print(f"preset: {result.wall_seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU; "
+          f"peer (bare linear NT-Xent loop, {steps} steps): {peer_wall:.1f} s wall, {peer_cpu:.1f} s CPU; "
+          f"load average at the end {load1[0]:.1f} {load1[1]:.1f} {load1[2]:.1f}")
+    for res in result.results:
+        secs = sum(r.seconds for r in res.runs)
+        print(f"  {res.config.data:<8} {len(res.runs)} runs, {secs:.1f} s wall, "
+              f"{sum(r.cpu_seconds for r in res.runs):.1f} s CPU")
     if args.json_out:
         args.json_out.write_text(to_json(result) + "\n")
 

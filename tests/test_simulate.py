@@ -349,3 +349,22 @@ def test_cli_epoch_schedule_runs_and_preset_options_are_checked():
         r = runner.invoke(app, ["simulate", *args])
         assert r.exit_code == 2, (args, r.output)
         assert r.output.count("whitenclip: error:") == 1 and needle in r.output, (args, r.output)
+
+
+def test_preset_pipeline_end_to_end_at_smoke_sizes():
+    """The whole preset (3 synthetic laws, linear encoder; digits CNN, two losses) at toy sizes."""
+    from whitenclip.simulate import preset_configs, run_preset
+
+    configs = preset_configs("iclr2026", seeds=2, device="cpu", smoke=True)
+    assert configs["binary"].encoder == "linear" and configs["binary"].mixing == "none"
+    assert configs["digits"].encoder == "cnn" and configs["laplace"].eval_epochs == (0, 1, 2)
+    full = preset_configs("iclr2026", seeds=3)
+    assert full["binary"].eval_epochs == (0, 50, 100) and full["binary"].steps == 100 * (5000 // 256)
+    res = run_preset(configs=configs)
+    for key in ("laplace", "gmm", "binary_e0", "binary_e100", "supervised", "contrastive"):
+        assert len(res.measured[key]["ad_pass"]["values"]) == 2
+    # epoch 0 is the untrained linear map: the same for every column of a seed's binary run
+    binary = next(r for r in res.results if r.config.data == "binary")
+    assert res.measured["binary_e0"]["ad_pass"]["values"] == [r.metrics["ad_pass"][0] for r in binary.runs]
+    doc = json.loads(json.dumps(res.to_dict(), allow_nan=False))
+    assert set(doc["results"]) == {"laplace", "gmm", "binary", "digits"} and doc["wall_seconds"] > 0
