@@ -833,11 +833,12 @@ def check_whitener_header(meta, path) -> dict:
         return float(v)
 
     def count(key, lo, hi=MAX_COUNT, optional=False):
-        if optional and meta.get(key) is None:
+        v = meta.get(key)
+        if optional and v is None:
             return None
-        if key not in meta or isinstance(meta[key], str):
-            raise bad(key, f"must be an integer in [{lo}, {hi}]")
-        return header_count(meta[key], path, key, lo=lo, hi=hi)
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise bad(key, f"must be an integer in [{lo}, {'2^53' if hi == MAX_COUNT else hi}]")
+        return v
 
     if not isinstance(meta, dict):
         raise InputError(f"{path}: whitener header is not a JSON object")
