@@ -216,3 +216,60 @@ def test_parse_captions_bytes_api():
     with pytest.warns(InputSkipWarning):
         caps = parse_captions(b"a\n\nb\n", "mem.txt", report=report)
     assert caps == ["a", "b"] and report.n_skipped == 1
+
+
+# --------------------------------------------------------------------------- caption groups
+
+
+def test_caption_groups_from_the_image_column(tmp_path):
+    import warnings as _w
+
+    from whitenclip.inputs import InputFormatWarning, parse_caption_groups
+
+    data = b"image,caption\na.jpg,one\na.jpg,two\nb.jpg,\nb.jpg,three\n,four\n"
+    with pytest.warns(InputFormatWarning, match="grouping captions by its 'image' column"):
+        caps, groups = parse_caption_groups(data, "c.csv", group_column=True)
+    assert caps == ["one", "two", "three", "four"] and groups == ["a.jpg", "a.jpg", "b.jpg", None]
+    with _w.catch_warnings():
+        _w.simplefilter("error", InputFormatWarning)  # an explicit column: no note
+        _w.simplefilter("ignore", InputSkipWarning)
+        assert parse_caption_groups(data, "c.csv", group_column="image")[1] == groups
+        assert parse_caption_groups(data, "c.csv")[1] is None  # groups are asked for, never implied
+        assert parse_caption_groups(b"file_name\tsentence\nx\ty\n", "c.tsv", group_column=0)[1] == ["x"]
+        assert parse_caption_groups(b"caption,id\nx,1\n", "c.csv", group_column=True)[1] is None  # no image column
+    with pytest.raises(InputError, match="no column 'clip'"):
+        parse_caption_groups(data, "c.csv", group_column="clip")
+    with pytest.raises(InputError, match="needs a CSV"):
+        parse_caption_groups(b"a caption\nanother\n", "c.txt", group_column="image")
+    (tmp_path / "c.csv").write_bytes(data)
+    (tmp_path / "d.txt").write_text("plain one\nplain two\n")
+    with pytest.warns(InputFormatWarning):
+        got = collect_inputs([tmp_path / "c.csv", tmp_path / "d.txt"], group_column=True)
+    assert got.groups == ["a.jpg", "a.jpg", "b.jpg", None, None, None] and len(got.items) == 6
+    assert collect_inputs([tmp_path / "d.txt"], group_column=True).groups is None
+
+
+def test_caption_groups_stay_aligned_with_captions_property():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from whitenclip.inputs import parse_caption_groups
+
+    cell = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=8)
+
+    @settings(max_examples=150, deadline=None, derandomize=True)
+    @given(st.lists(st.tuples(cell, cell), max_size=20))
+    def check(rows):
+        buf = io.StringIO()
+        import csv
+
+        csv.writer(buf, lineterminator="\n").writerows([("img", "caption"), *rows])
+        import warnings as _w
+
+        with _w.catch_warnings():
+            _w.simplefilter("ignore")
+            caps, groups = parse_caption_groups(buf.getvalue().encode(), "p.csv", group_column=True)
+        want = [(c.strip(), g.strip() or None) for g, c in rows if c.strip()]
+        assert list(zip(caps, groups or [])) == want or (not want and not caps)
+
+    check()
