@@ -356,7 +356,7 @@ def bench_e2e(args) -> dict:
         paths, src = make_jpeg_set(args.e2e_files, Path(tmp), args.peer_workers)
         mb = sum(os.path.getsize(p) for p in paths) / 2**20
         res.update(files=len(paths), source=src, set_mib=round(mb, 1), make_s=round(time.perf_counter() - t, 1))
-        print(f"\n== end to end: {len(paths)} JPEG files ({mb:.0f} MiB, re-encoded from {src} in "
+        print(f"\n== end to end{' (--quick: no timing claims)' if QUICK else ''}: {len(paths)} JPEG files ({mb:.0f} MiB, re-encoded from {src} in "
               f"{res['make_s']} s), device {name}, batch {args.e2e_batch}, {args.peer_workers} workers for both")
         for arch in args.e2e_archs.split(","):
             for precision in args.e2e_precisions.split(","):
@@ -376,7 +376,8 @@ def _e2e_model(arch: str, precision: str, paths, device, args, runs: list) -> di
 
     variants = [("whitenclip --decode gpu", {"decode": "gpu"}, None),
                 ("whitenclip --decode cpu", {"decode": "cpu"}, None)]
-    if device.type == "cuda" and arch == args.e2e_archs.split(",")[0] and precision == args.e2e_precisions.split(",")[0]:
+    if ((device.type == "cuda" or args.e2e_variants) and arch == args.e2e_archs.split(",")[0]
+            and precision == args.e2e_precisions.split(",")[0]):
         variants.append(("whitenclip --decode gpu, no side stream", {"decode": "gpu"}, "0"))
     out: dict = {"arch": arch, "precision": precision}
     feats = {}
@@ -401,6 +402,17 @@ def _e2e_model(arch: str, precision: str, paths, device, args, runs: list) -> di
                  "gpu_peak_mib": None if peak is None else round(peak, 1)})
     print(f"{arch} {precision} plain open_clip + PIL DataLoader ({w} workers): {n / dt:,.0f} img/s ({dt:.2f} s)"
           + (f", GPU peak {peak:,.0f} MiB" if peak is not None else ""))
+    if len(variants) > 2:  # channels_last (input and patch-embedding weights), measured once: keep it if it pays
+        model.to(memory_format=torch.channels_last)
+        plain_embed = enc.embed_batch
+        enc.embed_batch = lambda px, m: plain_embed(px.contiguous(memory_format=torch.channels_last), m)
+        label = "whitenclip --decode gpu, channels_last"
+        dt_cl, _, peak_cl = _timed(device, lambda: embed(enc, paths, modality="image", batch_size=bs, num_workers=w,
+                                                         decode="gpu"))
+        runs.append({"arch": arch, "precision": precision, "run": label, "seconds": round(dt_cl, 3),
+                     "images_per_s": round(n / dt_cl, 1),
+                     "gpu_peak_mib": None if peak_cl is None else round(peak_cl, 1)})
+        print(f"{arch} {precision} {label}: {n / dt_cl:,.0f} img/s ({dt_cl:.2f} s)")
     by = {r["run"]: r["images_per_s"] for r in runs if r["arch"] == arch and r["precision"] == precision}
     gpu, cpu, plain = by["whitenclip --decode gpu"], by["whitenclip --decode cpu"], n / dt
     out.update(gpu_img_s=gpu, cpu_img_s=cpu, plain_img_s=round(plain, 1), gpu_vs_plain=round(gpu / plain, 2),
@@ -435,6 +447,8 @@ def main() -> None:
     ap.add_argument("--e2e-batch", type=int, default=256, help="model batch of both sides")
     ap.add_argument("--peer-workers", type=int, default=16, help="DataLoader workers of both sides")
     ap.add_argument("--device", default="auto", help="device of --e2e (auto: cuda when present)")
+    ap.add_argument("--e2e-variants", action="store_true", help="also the one-off variants (no side stream, "
+                    "channels_last) off CUDA (gpu_check.sh's dry run)")
     ap.add_argument("--json", default=None, help="also write the --e2e figures to this JSON file")
     ap.add_argument("--quick", action="store_true", help="tiny smoke run (a few seconds), no timing claims")
     args = ap.parse_args()

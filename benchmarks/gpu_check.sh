@@ -76,7 +76,7 @@ else
         log "no wheels in .whl/ yet: run 'bash benchmarks/gpu_check.sh --prepare' before the device run"
     fi
     BENCH_ARGS=(--device cpu --e2e-files 32 --e2e-archs wc-small --e2e-precisions fp32,bf16 --e2e-batch 16
-        --peer-workers 2)
+        --peer-workers 2 --e2e-variants)
     TEST_LIMIT=120
 fi
 log "mode $MODE, python $PY, $NPROC CPUs, budget ${BUDGET}s, setup: $SETUP"

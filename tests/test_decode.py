@@ -177,6 +177,9 @@ def test_headers_route_what_the_tensor_decoder_cannot_match(odd_files, tmp_path)
     assert jpeg_header(Path(odd_files["progressive"]).read_bytes()) == (None, 1)
     assert jpeg_header(Path(odd_files["cmyk"]).read_bytes())[0] == "CMYK JPEG"
     assert jpeg_header(Path(odd_files["alpha"]).read_bytes())[0] == "not a JPEG (PNG)"
+    whole = Path(odd_files["large"]).read_bytes()
+    assert jpeg_header(whole + b"\x00" * 7) == (None, 1)  # padding after the end marker is fine
+    assert jpeg_header(whole[:4000])[0] == "no JPEG end marker"  # truncated: PIL decides, as with --decode cpu
     with pytest.raises(Exception, match="cannot identify"):
         jpeg_header(b"no image here")
 

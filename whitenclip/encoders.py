@@ -1053,7 +1053,8 @@ _JPEG_MODES = ("RGB", "L")
 
 def jpeg_header(data: bytes) -> tuple[str | None, int]:
     """``(why_not, orientation)``: None and the EXIF orientation when ``data`` is a JPEG that
-    :func:`decode_jpegs` decodes to PIL's pixels; else a reason such as ``"not a JPEG (PNG)"``.
+    :func:`decode_jpegs` decodes to PIL's pixels; else a reason such as ``"not a JPEG (PNG)"``,
+    ``"CMYK JPEG"`` or ``"no JPEG end marker"``.
 
     Reads the header only (PIL, no pixel decoding). Raises what ``PIL.Image.open`` raises for
     data that is no image at all.
@@ -1067,6 +1068,10 @@ def jpeg_header(data: bytes) -> tuple[str | None, int]:
             return f"not a JPEG ({im.format})", 1
         if im.mode not in _JPEG_MODES:
             return f"{im.mode} JPEG", 1
+        if not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+            # no end-of-image marker: likely truncated, which nvjpeg may decode as grey without a
+            # word; PIL decides (decoded if whole after all, else skipped as a truncated image)
+            return "no JPEG end marker", 1
         try:
             orientation = int(im.getexif().get(0x0112, 1) or 1)
         except Exception:  # noqa: BLE001 - a malformed EXIF block: PIL's exif_transpose would ignore it too
