@@ -4,7 +4,7 @@
 
 Outputs, next to this script:
 
-- ``captions.txt``: 400 everyday scene captions, one per line, written by the compositional
+- ``captions.txt``: 4000 everyday scene captions, one per line, written by the compositional
   grammar below (subjects, actions, places, details) -- the "in-domain" set a whitener is fit on;
 - ``captions_heldout.txt``: 100 more captions from the same grammar, none also in captions.txt;
 - ``captions_odd.txt``: 30 hand-written out-of-domain lines (code, finance, law, recipes, other
@@ -23,7 +23,7 @@ from PIL import Image, ImageDraw
 
 HERE = Path(__file__).resolve().parent
 SEED = 20240607
-N_TRAIN = 400
+N_TRAIN = 4000
 N_HELDOUT = 100
 
 # Subjects: (text, plural?, kind). Kinds pick scenes; a scene pairs actions with places where

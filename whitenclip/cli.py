@@ -399,6 +399,7 @@ def fit(
         wh.save(output)
         _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_} "
              f"-> {output}")
+        _note_few_rows(wh, shrink)
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
                                num_workers, allow_partial, decode=decode.value, groups=(group_column, groups, no_groups))
@@ -419,6 +420,16 @@ def fit(
          + (f" (dropped {stats.dropped_nonfinite} non-finite rows)" if stats.dropped_nonfinite else "")
          + (f", calibrated on {wh.n_cal_} rows in {wh.calibration_groups_} groups" if wh.calibration_groups_ else "")
          + f" -> {output}")
+    _note_few_rows(wh, shrink)
+
+
+def _note_few_rows(wh, shrinkage) -> None:
+    """One note on stderr when the fit had n < 5 d rows and no shrinkage (text: whitening.few_rows_note)."""
+    from whitenclip.whitening import few_rows_note
+
+    note = few_rows_note(wh.n_samples_, wh.n_features_, shrinkage)
+    if note:
+        _log(note)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1185,6 +1185,31 @@ CALIBRATION_MISSING_NOTE = ("no calibration distances in this whitener (fitted w
                             "or written before calibration existed): pvalue_conformal is not available; "
                             "refit to get it")
 
+FEW_ROWS_PER_DIM = 5
+"""``fit`` notes a fit without shrinkage on fewer than this many rows per dimension."""
+
+
+def few_rows_note(n_samples: int, n_features: int, shrinkage=None) -> str | None:
+    """The one-line note ``fit`` prints when n < 5 d without shrinkage (None otherwise).
+
+    With n close to d the smallest sample eigenvalues are far below the true ones, and 1/lambda
+    weights them in ||w||^2: loglik of new rows reaches -1e5 or less, while their *ranking* still
+    works. Measured with MiniLM (d = 384), n = 400, no shrinkage vs ``oas``: the demo captions'
+    held-out vs out-of-domain AUC 1.000 vs 0.999, held-out mean logpdf -5663 vs +318; Flickr8k
+    captions AUC 0.961 vs 0.932, logpdf -4179 vs +147 (at n = 4000: 0.986 vs 0.981, +221 vs +227).
+
+    >>> few_rows_note(4000, 384) is None, few_rows_note(400, 384, "oas") is None
+    (True, True)
+    >>> few_rows_note(400, 384)[:43]
+    'note: 400 rows for 384 dimensions (n < 5 d)'
+    """
+    if shrinkage is not None or n_samples >= FEW_ROWS_PER_DIM * n_features:
+        return None
+    return (f"note: {n_samples} rows for {n_features} dimensions (n < {FEW_ROWS_PER_DIM} d): the smallest "
+            "eigenvalues are underestimated, so loglik of new rows is far more negative than it would be with "
+            "more rows (compare logliks only under this whitener); ranking rows by loglik still works; for a "
+            "better density (logpdf of held-out rows) refit with --shrinkage oas, or use >= 10 rows per dimension")
+
 
 @dataclasses.dataclass(frozen=True)
 class WhitenerSummary(Result):
