@@ -19,17 +19,22 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
+from typer.testing import CliRunner
 
 from whitenclip import engine
+from whitenclip.cli import app
 from whitenclip.errors import InputError
 from whitenclip.moments import MomentsPart
 from whitenclip.whitening import Whitener
 
 MAX_COUNT = 2**53  # counts a float64 holds exactly
+_runner = CliRunner()
 
 FUZZ = settings(max_examples=60, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-LAYOUTS = settings(max_examples=8, deadline=None, derandomize=True,
+CLI_FUZZ = settings(max_examples=30, deadline=None, derandomize=True,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+LAYOUTS = settings(max_examples=15, deadline=None, derandomize=True,
                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 json_values = st.recursive(
@@ -77,7 +82,7 @@ def valid_part(tmp_path_factory):
     return _valid_part_file(tmp_path_factory.mktemp("part"))
 
 
-@FUZZ
+@CLI_FUZZ
 @given(key=st.sampled_from(["n", "d", "meta", "inputs", "coverage", "stats", "power_sums", "extras",
                             "meta.gram", "meta.encoder", "meta.normalized", "stats.pieces", "coverage.rows",
                             "format", "whitenclip"]),
@@ -113,6 +118,16 @@ def test_fuzzed_moments_headers_load_valid_or_refuse(valid_part, tmp_path, key, 
         tensors[tensor] = (t * scale).astype(t.dtype) if t.dtype.kind == "f" else np.full_like(t, 2**25)
     path = tmp_path / "f.moments.safetensors"
     _write(path, tensors, {k: v for k, v in header.items()})
+    # the commands that read it: exit 0 with finite numbers or exit 2 with one line naming the file
+    out = tmp_path / "w.safetensors"
+    for args in (["fit", path, "-o", out, "--shrinkage", "ledoit-wolf"], ["entropy", path, "--json"],
+                 ["merge-moments", path, "-o", tmp_path / "m.moments.safetensors"]):
+        r = _runner.invoke(app, [str(a) for a in args])
+        assert r.exit_code in (0, 2), (args, r.output)
+        if r.exit_code == 2:
+            assert r.output.count("error:") == 1 and "internal error" not in r.output, r.output
+        else:
+            assert "nan" not in r.stdout.lower() and "inf" not in r.stdout.lower()
     try:
         part = MomentsPart.load(path)
     except InputError as exc:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from whitenclip.errors import InputError
-from whitenclip.validation import check_magnitude
+from whitenclip.validation import MAX_ABS, check_magnitude
 
 MOMENTS_FORMAT = "whitenclip-moments"
 MOMENTS_VERSION = 1
@@ -184,7 +184,8 @@ def header_count(value, path, key: str, *, lo: int = 0, hi: int = MAX_COUNT) -> 
 def moments_from_file(tensors: dict, header: dict, path) -> Moments:
     """:class:`Moments` from a moments file's tensors and header, every number checked.
 
-    ``n`` a count in [0, 2^53]; ``mean`` (d,) with d >= 1 and ``scatter`` (d, d), finite, float;
+    ``n`` a count in [0, 2^53]; ``mean`` (d,) with d >= 1 and ``scatter`` (d, d), finite, float, the
+    mean within :data:`~whitenclip.validation.MAX_ABS` (as every accepted row);
     the scatter symmetric (to 1e-6 of its largest diagonal entry) with a non-negative diagonal;
     an empty part (n = 0) all zeros, a one-row part a zero scatter. Anything else is an
     :class:`InputError` naming the file.
@@ -203,6 +204,8 @@ def moments_from_file(tensors: dict, header: dict, path) -> Moments:
     mean, scatter = mean.astype(np.float64), scatter.astype(np.float64)
     if not (np.isfinite(mean).all() and np.isfinite(scatter).all()):
         raise InputError(f"{path}: moments file holds non-finite values")
+    if np.abs(mean).max() > MAX_ABS:
+        raise InputError(f"{path}: mean holds |m| = {np.abs(mean).max():.3g} > {MAX_ABS:.0e}, beyond any accepted row")
     diag = np.diag(scatter)
     top = float(diag.max(initial=0.0))
     if (diag < 0).any() or not np.allclose(scatter, scatter.T, rtol=0.0, atol=1e-6 * top):
@@ -474,7 +477,10 @@ class MomentsPart:
     def merge(self, other: "MomentsPart", name: str = "part") -> "MomentsPart":
         """A new part for the union of the rows behind ``self`` and ``other`` (checked)."""
         self.check_mergeable(other, name)
-        out = self._combine(other)
+        try:
+            out = self._combine(other)
+        except InputError as exc:  # overflow of the merged sums: name the part
+            raise InputError(f"{name}: {exc}") from None
         out.inputs = self.inputs + other.inputs
         out.coverage = self.coverage + other.coverage
         out.stats = {k: self.stats.get(k, 0) + other.stats.get(k, 0) for k in set(self.stats) | set(other.stats)}
