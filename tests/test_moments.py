@@ -399,7 +399,8 @@ def test_negative_power4_is_refused_not_a_negative_intensity(tmp_path, anisotrop
 def test_absurd_counts_are_refused(tmp_path, anisotropic, n):
     """n = 1e30 was fitted; "abc"/"1e3" crashed (internal error)."""
     bad = _crafted(tmp_path, anisotropic, n=n)
-    for args in (["fit", bad, "-o", tmp_path / "w.safetensors"], ["merge-moments", bad, "-o", tmp_path / "m.safetensors"]):
+    for args in (["fit", bad, "-o", tmp_path / "w.safetensors"],
+                 ["merge-moments", bad, "-o", tmp_path / "m.safetensors"]):
         r = cli(*args)
         assert r.exit_code == 2 and "header field n=" in r.output and "internal error" not in r.output
 
