@@ -950,7 +950,7 @@ def reservoir_to_tensors(res: Reservoir) -> dict[str, np.ndarray]:
             "state": np.array([res.size, res.seed, res.n_seen, res._next, int(res.grouped)], dtype=np.int64)}
 
 
-def reservoir_from_tensors(t: dict, name: str = "reservoir") -> Reservoir:
+def reservoir_from_tensors(t: dict, name: str = "calibration sample") -> Reservoir:
     """Inverse of :func:`reservoir_to_tensors`, validated (InputError naming ``name``): size in
     [1, :data:`RESERVOIR_MAX_ROWS`], k <= size rows of the part's width, finite, one key each,
     rows seen >= k. Samples written before groups existed (no ``positions``/``bound``) load as
@@ -959,19 +959,19 @@ def reservoir_from_tensors(t: dict, name: str = "reservoir") -> Reservoir:
         state = [int(v) for v in np.asarray(t["state"]).ravel()]
         rows, keys = np.asarray(t["rows"]), np.asarray(t["keys"])
     except (KeyError, TypeError, ValueError):
-        raise InputError(f"{name}: calibration sample lacks its rows, keys or state") from None
+        raise InputError(f"{name}: lacks its rows, keys or state") from None
     if len(state) not in (4, 5):
-        raise InputError(f"{name}: calibration sample state has {len(state)} fields, expected 4 or 5")
+        raise InputError(f"{name}: state has {len(state)} fields, expected 4 or 5")
     size, seed, n_seen, nxt = state[:4]
     if not 1 <= size <= RESERVOIR_MAX_ROWS:
-        raise InputError(f"{name}: calibration sample size {size} is outside [1, {RESERVOIR_MAX_ROWS}]")
+        raise InputError(f"{name}: size {size} is outside [1, {RESERVOIR_MAX_ROWS}]")
     if rows.ndim != 2 or rows.shape[1] < 1 or keys.shape != (rows.shape[0],) or keys.dtype != np.uint64:
-        raise InputError(f"{name}: calibration sample has rows {rows.shape} and keys {keys.shape} {keys.dtype}")
+        raise InputError(f"{name}: has rows {rows.shape} and keys {keys.shape} {keys.dtype}")
     k = rows.shape[0]
     if k > size or n_seen < k or nxt < 0 or seed < 0:
-        raise InputError(f"{name}: calibration sample holds {k} rows for size {size} and {n_seen} rows seen")
+        raise InputError(f"{name}: holds {k} rows for size {size} and {n_seen} rows seen")
     if rows.dtype.kind != "f" or not np.isfinite(rows).all():
-        raise InputError(f"{name}: calibration sample holds non-finite or non-float rows")
+        raise InputError(f"{name}: holds non-finite or non-float rows")
     res = Reservoir(size, rows.shape[1], seed)
     res.n_seen, res._next = n_seen, nxt
     res._keys, res._rows = keys, np.asarray(rows, dtype=np.float64)
@@ -982,10 +982,10 @@ def reservoir_from_tensors(t: dict, name: str = "reservoir") -> Reservoir:
     else:
         pos, bound = np.asarray(pos), np.asarray(t.get("bound", [_NO_BOUND])).ravel()
         if pos.shape != (k,) or pos.dtype != np.uint64 or bound.shape != (1,) or bound.dtype != np.uint64:
-            raise InputError(f"{name}: calibration sample positions/bound have shapes {pos.shape}/{bound.shape}")
+            raise InputError(f"{name}: positions/bound have shapes {pos.shape}/{bound.shape}")
         res._pos, res._bound = pos, bound[0]
         if k and keys.max() >= res._bound:
-            raise InputError(f"{name}: calibration sample keeps a row past its own bound")
+            raise InputError(f"{name}: keeps a row past its own bound")
     res.grouped = bool(state[4]) if len(state) == 5 else False
     return res
 
