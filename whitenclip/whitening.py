@@ -30,6 +30,11 @@ moves by (x_i - mu)/(n - 1) and the scatter loses a rank-one term, Sherman-Morri
 A new row x with distance s = ||w||^2 then gets p = (1 + #{i : D_(i)^2 >= s}) / (n_cal + 1),
 valid for any distribution of exchangeable rows (see :func:`calibration_distances`, which also
 covers shrinkage and rank truncation, and :class:`~whitenclip.moments.Reservoir` for the sample).
+
+Rows that come in groups (captions of one image, frames of one clip) are exchangeable only group
+by group: ``fit(X, groups=...)`` samples whole groups and leaves each row's whole group out (a
+rank-k update, :func:`calibration_distances`); without groups, :func:`grouping_check` warns when
+the rows look grouped.
 """
 
 from __future__ import annotations
@@ -472,6 +477,10 @@ class Whitener(TransformerMixin, BaseEstimator, auto_wrap_output_keys=None):
         Leave-one-out squared distances of the calibration rows, ascending (may hold +inf);
         None when not computed (``calibration=False``, :meth:`fit_moments` without rows, an
         imported W, or an artifact written before calibration existed).
+    calibration_groups_ : int or None
+        Groups behind ``calibration_`` when the fit was given groups (leave-one-group-out), else None.
+    calibration_warning_ : str or None
+        The :class:`GroupedRowsWarning` of a fit without groups whose rows look grouped.
     metadata_ : dict
         Free-form provenance (encoder, modality, normalized, input_hash, ...).
 
@@ -820,7 +829,7 @@ def check_whitener_header(meta, path) -> dict:
     in [0, 1], ``floor`` in [0, 1), ``d`` >= 1, ``rank`` in [1, d], ``rank_requested`` null or >= 1,
     ``n`` null or a count in [1, 2^53], ``dropped`` {n_dropped, reason}, ``calibration`` null or
     {rows_max in [1, RESERVOIR_MAX_ROWS], seed >= 0}. Returns a copy with those fields normalised."""
-    from whitenclip.moments import MAX_COUNT, RESERVOIR_MAX_ROWS, header_count
+    from whitenclip.moments import MAX_COUNT, RESERVOIR_MAX_ROWS
 
     def bad(key, what):
         return InputError(f"{path}: whitener header field {key}={meta.get(key, '<missing>')!r} {what}")
