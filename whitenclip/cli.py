@@ -551,7 +551,8 @@ def score(
         with warnings.catch_warnings():
             warnings.simplefilter("once", CalibrationWarning)
             for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
-                sink.write(header + render_rows(score_rows(wh, X, ids), fmt.value, header=False))
+                table = score_rows(wh, X, ids, name=inputs[0] if len(inputs) == 1 else "INPUT")
+                sink.write(header + render_rows(table, fmt.value, header=False))
                 header = ""  # written with the first rows: a run failing before them writes nothing
         sink.write(header)
     _report_skips(sources)

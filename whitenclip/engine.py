@@ -263,9 +263,10 @@ def piece_scores(piece: Piece, whitener, *, drop_nonfinite: bool = False, chunk_
         warnings.simplefilter("ignore")
         for lo, X, ok in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite):
             chunk_ids = ids_all[lo - piece.start:lo - piece.start + ok.size]
-            ids += [i for i, k in zip(chunk_ids, ok) if k]
+            kept = [i for i, k in zip(chunk_ids, ok) if k]
+            ids += kept
             if X.shape[0]:
-                tables.append(score(whitener, X))
+                tables.append(score(whitener, X, kept, name=piece.shard.path))  # names a refused row
     return ScoreTable.concat(tables, ids=ids, calibrated=getattr(whitener, "calibration_", None) is not None)
 
 

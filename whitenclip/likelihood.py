@@ -161,13 +161,14 @@ class ScoreTable(Result):
         return {"ids": None if self.ids is None else list(self.ids), **dict(self.items())}
 
 
-def score(whitener, X, ids=None) -> ScoreTable:
+def score(whitener, X, ids=None, *, name: str = "X") -> ScoreTable:
     """Score rows X of shape (m, d) under a fitted :class:`~whitenclip.whitening.Whitener`.
 
     Returns a :class:`ScoreTable` of float64 arrays of shape (m,): ``sqnorm``, ``loglik``,
     ``logpdf``, ``pvalue`` (Hotelling predictive F law, chi2 fallback), ``pvalue_chi2`` and
     ``pvalue_conformal`` (None, with a ``note``, when the whitener has no calibration
-    distances). ``ids`` (m strings) are carried along for the renderers.
+    distances). ``ids`` (m strings) are carried along for the renderers; ``name`` (the file) and
+    the ids name a refused row.
 
     Rows are refused (:class:`InputError` naming the row and its id), never scored as inf or NaN:
     values beyond :data:`~whitenclip.validation.MAX_ABS` = 1e50, or a squared norm that
@@ -179,15 +180,15 @@ def score(whitener, X, ids=None) -> ScoreTable:
     if X.ndim == 1:
         X = X[None, :]
     if ids is not None and X.ndim == 2 and X.dtype.kind == "f" and np.isfinite(X).all():
-        check_magnitude(X, "X", ids=[str(i) for i in ids])  # names the row by its id too
+        check_magnitude(X, name, first_row=None, ids=[str(i) for i in ids])  # names the row by its id
     X = as_matrix(X)
     with np.errstate(over="ignore", invalid="ignore"):
         sq = squared_norms(whitener.transform(X))
     bad = ~np.isfinite(sq)
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        label = f"row {i}" + (f" (id {str(ids[i])!r})" if ids is not None and i < len(ids) else "")
-        raise InputError(f"X: {label}: its whitened squared norm overflows float64 (|x| up to "
+        label = f"the row with id {str(ids[i])!r}" if ids is not None and i < len(ids) else f"row {i}"
+        raise InputError(f"{name}: {label}: its whitened squared norm overflows float64 (|x| up to "
                          f"{float(np.abs(X[i]).max()):.3g}): it cannot be scored")
     r = int(whitener.rank_)
     loglik = loglik_from_sqnorm(sq, r)

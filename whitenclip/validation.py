@@ -17,9 +17,10 @@ MAX_ABS = 1e50
 """Largest |value| accepted in a row (see the module doc)."""
 
 
-def check_magnitude(X: np.ndarray, name: str = "X", first_row: int = 0, ids=None) -> None:
+def check_magnitude(X: np.ndarray, name: str = "X", first_row: int | None = 0, ids=None) -> None:
     """Raise :class:`InputError` naming ``name`` and the first row (``first_row`` + index, and its id
-    when ``ids`` are given) of finite X (m, d) holding a value beyond :data:`MAX_ABS` in magnitude.
+    when ``ids`` are given; by its id alone when ``first_row`` is None) of finite X (m, d) holding a
+    value beyond :data:`MAX_ABS` in magnitude.
 
     >>> try:
     ...     check_magnitude(np.array([[1.0, 2.0], [3.0, -1e60]]), "v.npy")
@@ -32,7 +33,11 @@ def check_magnitude(X: np.ndarray, name: str = "X", first_row: int = 0, ids=None
     big = np.abs(X).max(axis=1) > MAX_ABS
     if big.any():
         i = int(np.flatnonzero(big)[0])
-        label = f"row {first_row + i}" + (f" (id {ids[i]!r})" if ids is not None and i < len(ids) else "")
+        has_id = ids is not None and i < len(ids)
+        if first_row is None:
+            label = f"the row with id {ids[i]!r}" if has_id else f"row {i} of a chunk"
+        else:
+            label = f"row {first_row + i}" + (f" (id {ids[i]!r})" if has_id else "")
         raise InputError(f"{name}: {label} holds |x| = {float(np.abs(X[i]).max()):.3g} > {MAX_ABS:.0e}: too large "
                          "for float64 statistics (squares and 4th powers overflow); rescale the rows")
 
