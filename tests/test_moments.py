@@ -334,6 +334,10 @@ def test_a_non_finite_part_is_never_written(tmp_path, anisotropic):
     p.power4 = float("inf")
     with pytest.raises(InputError, match="NaN or inf"):
         p.save(tmp_path / "p.moments.safetensors")
+    m = Moments.from_array(anisotropic)
+    m.scatter[0, 0] = np.nan
+    with pytest.raises(InputError, match="NaN or inf"):
+        m.save(tmp_path / "p.moments.safetensors")
     assert not (tmp_path / "p.moments.safetensors").exists()
 
 

@@ -136,6 +136,8 @@ class Moments:
 
         from whitenclip.stores import atomic_write
 
+        if not (np.isfinite(self.mean).all() and np.isfinite(self.scatter).all()):
+            raise InputError(f"{path}: refusing to write moments holding NaN or inf")
         meta = {"format": MOMENTS_FORMAT, "version": str(MOMENTS_VERSION), "n": str(self.n)}
         blob = st_save({"mean": self.mean, "scatter": self.scatter}, metadata=meta)
         with atomic_write(path) as fh:
