@@ -1707,7 +1707,8 @@ def _embed_images(encoder: Encoder, items, *, start: int, batch_size: int, chunk
         pil_stage = split_transform(transform)[0]
         loader = torch.utils.data.DataLoader(_BytesDataset(rest, pil_stage, start), collate_fn=_collate_list,
                                              **loader_kw)
-        batches = _tensor_batches(loader, plan, start=start, device=device, prep=prep, items=items,
+        # iter() here: worker processes fork from the main thread, before the prefetch thread exists
+        batches = _tensor_batches(iter(loader), plan, start=start, device=device, prep=prep, items=items,
                                   pil_stage=pil_stage)
     else:
         split = split_transform(transform) if workers > 0 else None
@@ -1715,7 +1716,7 @@ def _embed_images(encoder: Encoder, items, *, start: int, batch_size: int, chunk
         dataset = (_ImageDataset(rest, split[0], start, to_uint8=True, reduce_to=reduce_to) if split is not None
                    else _ImageDataset(rest, transform, start, reduce_to=reduce_to))
         loader = torch.utils.data.DataLoader(dataset, collate_fn=_collate_images, **loader_kw)
-        batches = _pil_batches(loader, plan, start=start, device=device, split=split)
+        batches = _pil_batches(iter(loader), plan, start=start, device=device, split=split)
     if cuda:
         batches = _on_side_stream(batches, device)
     if cuda or decode == "gpu":
