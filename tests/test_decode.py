@@ -144,7 +144,7 @@ def test_preprocess_is_read_from_open_clip_transforms(tiny):
         assert TensorPreprocess.from_transform(other) is None
 
 
-@settings(max_examples=200, deadline=None, derandomize=True)
+@settings(max_examples=100, deadline=None, derandomize=True)
 @given(h=st.integers(1, 3000), w=st.integers(1, 3000), size=st.sampled_from([32, 224, 336]),
        max_size=st.sampled_from([None, 400]))
 def test_output_size_is_torchvision_resize(h, w, size, max_size):
