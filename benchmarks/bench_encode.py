@@ -371,7 +371,8 @@ def _e2e_model(arch: str, precision: str, paths, device, args, runs: list) -> di
     model, preprocess = enc.model, enc.image_transform
     n, bs, w = len(paths), args.e2e_batch, args.peer_workers
     warm = paths[: min(n, 2 * bs)]
-    embed(enc, warm, modality="image", batch_size=bs, num_workers=0, decode="cpu")
+    for decode in ("cpu", "gpu"):
+        embed(enc, warm, modality="image", batch_size=bs, num_workers=0, decode=decode)
     plain_loop(model, preprocess, warm, device=device, precision=precision, batch_size=bs, workers=0)
 
     variants = [("whitenclip --decode gpu", {"decode": "gpu"}, None),
