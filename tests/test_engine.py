@@ -373,16 +373,16 @@ def test_moments_dir_reuses_a_piece_only_when_its_bytes_match(tmp_path):
     o = opts(moments_dir=tmp_path / "parts", piece_rows=25)
     first = engine.compute_moments([src], o)
     assert first.stats["resumed"] == 0 and first.mean == pytest.approx(np.concatenate([X1, B]).mean(0))
-    # the same bytes, touched: still resumed (size and mtime are not the evidence; the bytes are)
-    os.utime(src / "b.npy")
-    assert engine.compute_moments([src], o).stats["resumed"] == first.stats["pieces"]
     # new content, same size and mtime: every piece of a.npy is recomputed, b.npy's reused
     _rewrite_keeping_size_and_mtime(src / "a.npy", X2)
     again = engine.compute_moments([src], o)
-    assert again.stats["resumed"] == 2  # b.npy's 2 pieces
     np.testing.assert_allclose(again.mean, np.concatenate([X2, B]).mean(0), rtol=1e-12)
     np.testing.assert_allclose(again.scatter, Moments.from_array(np.concatenate([X2, B])).scatter, rtol=1e-10)
+    assert again.stats["resumed"] == 2  # b.npy's 2 pieces
     assert len(os.listdir(tmp_path / "parts")) == first.stats["pieces"]  # stale parts replaced, not piled up
+    # the same bytes, touched: still resumed (size and mtime are not the evidence; the bytes are)
+    os.utime(src / "b.npy")
+    assert engine.compute_moments([src], o).stats["resumed"] == first.stats["pieces"]
     # through the CLI: the rerun fits the new mean
     res = run("fit", src / "a.npy", "-o", tmp_path / "w.safetensors", "--moments-dir", tmp_path / "p2",
               "--engine", "dask")
