@@ -8,6 +8,8 @@ import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats
 
 from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning
@@ -227,19 +229,22 @@ def test_ksg_matches_sklearn_mutual_info_regression():
     assert ksg_mi(X, Y, k=3) == pytest.approx(ref, abs=0.01)
 
 
-def test_mi_rank_deficient_blocks_are_finite():
+def test_mi_rank_deficient_blocks_are_finite_and_determined_ones_infinite():
     rng = np.random.default_rng(40)
     Z = rng.standard_normal((500, 4))
     X = np.hstack([Z, Z[:, :2] + Z[:, 2:]])  # rank 4 in 6 dims
     Y = Z[:, :3] @ rng.standard_normal((3, 3))  # exactly determined by X: rho = 1
     with pytest.warns(RankDeficiencyWarning):
         est = GaussianMI(ksg_dims=1).fit(X, Y)
-    values = [est.mi_, est.mi_plugin_, *est.ci_, est.ksg_["mi"], *est.pointwise(X, Y)]
-    assert np.isfinite(values).all()
-    assert est.rank_x_ == 4 and est.canonical_correlations_[0] < 1.0
+    assert est.rank_x_ == 4 and est.deterministic_ and est.mi_ == math.inf and est.ci_ is None
+    res = est.result()
+    assert res.deterministic and res.detectable is True
+    assert res.note.startswith("deterministic relation: MI is infinite")
+    assert res.to_dict()["mi"] is None and np.isfinite([est.mi_plugin_, *est.pointwise(X, Y)]).all()
     with pytest.warns(RankDeficiencyWarning):  # more dims than rows
         est = GaussianMI(ksg_dims=0).fit(rng.standard_normal((40, 30)), rng.standard_normal((40, 30)))
     assert est.rank_x_ + est.rank_y_ < 40 and np.isfinite([est.mi_, *est.ci_]).all()
+    assert est.rank_x_ == est.rank_y_  # the rank budget is shared symmetrically
 
 
 @pytest.mark.parametrize("shrinkage", ["ledoit-wolf", "oas", 0.3])
@@ -447,7 +452,8 @@ def test_mi_summary_keeps_raw_estimate_and_adds_detectable():
     est = GaussianMI(ksg_dims=1).fit(X, Y)
     out = est.summary()
     assert out == est.result().to_dict() == json.loads(json.dumps(out, allow_nan=False))
-    assert out["mi"] == est.mi_ and out["detectable"] is False and "contains 0" in out["note"]
+    assert out["mi"] == est.mi_ and out["detectable"] is False and out["note"].startswith("no detectable dependence")
+    assert out["headline"] == "in-sample" and out["headline_mi"] == est.mi_ and "5000 / 32" in out["headline_reason"]
     assert list(out)[:10] == ["mi", "mi_plugin", "ci", "canonical_correlations", "n", "rank_x", "rank_y", "base",
                               "shrinkage", "ksg"]
     assert out["ksg"]["space"] == "top canonical variate pairs"
@@ -543,3 +549,216 @@ def test_pointwise_rows_renderer():
     assert est.pointwise_result(X, Y).ids[:2] == ("0", "1")
     with pytest.raises(InputError):
         est.pointwise_result(X, Y, ids[:-1])
+
+
+# ---------------------------------------------------------------- n close to d: cross-fitted MI (issue 17)
+
+
+def _spectrum_pairs(n, d=512, m=20, rho=0.8, isotropic=False, seed=0):
+    """Blocks shaped like real embeddings: variance of direction i ~ 1/i (or all equal), ``m``
+    canonical correlations ``rho`` in the ``m`` highest-variance directions, random rotations."""
+    from scipy.stats import ortho_group
+
+    rng = np.random.default_rng(seed)
+    var = np.ones(d) if isotropic else 1.0 / np.arange(1, d + 1)
+    zx, e = rng.standard_normal((n, d)), rng.standard_normal((n, d))
+    zy = e.copy()
+    zy[:, :m] = rho * zx[:, :m] + math.sqrt(1 - rho**2) * e[:, :m]
+    X = (zx * np.sqrt(var)) @ ortho_group.rvs(d, random_state=seed + 1)
+    Y = (zy * np.sqrt(var)) @ ortho_group.rvs(d, random_state=seed + 2)
+    return X, Y, -0.5 * m * math.log(1 - rho**2)
+
+
+def test_cross_fitted_mi_recovers_known_mi_when_n_is_close_to_d():
+    """d_x = d_y = 512, n = 500, 1/i spectrum, 20 correlations of 0.8: true MI 10.2 nats. The in-sample
+    estimate is far off (ranks 244 x 244 from 500 rows); the cross-fitted one is the headline, positive,
+    detectable and within 30% of the truth (measured 7.84, interval [7.46, 8.23])."""
+    X, Y, truth = _spectrum_pairs(500)
+    assert truth == pytest.approx(10.216, abs=1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficiencyWarning)
+        res = GaussianMI(ksg_dims=0, ci=None).fit(X, Y).result()
+    assert res.headline == "cross-fitted" and "< 10" in res.headline_reason
+    assert res.rank_x == res.rank_y  # the budget is shared symmetrically, never 487 x 1
+    cf = res.crossfit
+    assert cf.ci[0] > 0 and res.detectable is True and res.headline_mi == cf.mi
+    assert abs(cf.mi - truth) / truth < 0.30
+    assert all(16 <= k <= 64 and 1 <= m <= k for k, m in cf.ranks)  # PCA to tens of dims, chosen by likelihood
+
+
+def test_cross_fitted_mi_says_cannot_resolve_isotropic_blocks():
+    """The same 20 correlations in directions of equal variance: n = 500 < d_eff(X) + d_eff(Y) ~ 1024,
+    so the tool says it cannot resolve dependence, not that there is none."""
+    X, Y, _ = _spectrum_pairs(500, isotropic=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficiencyWarning)
+        res = GaussianMI(ksg_dims=0, ci=None).fit(X, Y).result()
+    assert res.detectable is None and res.resolvable is False
+    assert res.note.startswith("cannot resolve dependence at this n") and "no detectable" not in res.note
+    assert min(res.effective_dims) > 450
+    assert "cannot resolve dependence at this n" in _table_text(res)
+
+
+def test_effective_dimension_is_unbiased_for_isotropic_and_exact_for_known_spectra():
+    from whitenclip.information import effective_dimension
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((500, 512))
+    S = np.cov(X, rowvar=False)
+    plugin = np.trace(S) ** 2 / (S * S).sum()
+    assert plugin < 300 and effective_dimension(S, 500) == pytest.approx(512, rel=0.05)
+    lam = 1.0 / np.arange(1, 101)
+    assert effective_dimension(np.diag(lam), 10**12) == pytest.approx(lam.sum() ** 2 / (lam**2).sum())
+
+
+def test_cross_fitted_null_is_not_detectable_and_its_pointwise_values_are_held_out():
+    rng = np.random.default_rng(8)
+    alarms = 0
+    for seed in range(10):
+        r = np.random.default_rng(seed)
+        res = GaussianMI(ksg_dims=0, ci=None).fit(r.standard_normal((120, 40)), r.standard_normal((120, 40))).result()
+        alarms += bool(res.detectable)
+        assert res.headline == "cross-fitted" and res.crossfit.mi <= res.crossfit.ci[1]
+    assert alarms <= 1
+    X, Y, _ = _paired_gaussian(120, np.linspace(0.9, 0.5, 5), rng)
+    X = np.hstack([X, rng.standard_normal((120, 35))])
+    est = GaussianMI(ksg_dims=0, ci=None).fit(X, Y)
+    res = est.result()
+    assert res.headline == "cross-fitted" and res.detectable is True
+    pw = est.pointwise_result(X, Y)
+    assert np.mean(pw.pmi) == pytest.approx(res.crossfit.mi) and not np.allclose(pw.pmi, est.pointwise(X, Y))
+    # other pairs (not the fitted ones) get the fitted Gaussian's pointwise MI
+    assert np.allclose(est.pointwise_result(X[:50], Y[:50]).pmi, est.pointwise(X[:50], Y[:50]))
+
+
+def test_cross_fitted_folds_hold_whole_groups():
+    from whitenclip.information import _fold_indices, cross_fitted_mi
+
+    groups = np.repeat(np.arange(60), 5)
+    folds = _fold_indices(300, 5, list(groups), np.random.default_rng(0))
+    assert sorted(np.concatenate(folds).tolist()) == list(range(300))
+    assert all(len({groups[i] for i in f} & {groups[i] for i in g}) == 0
+               for a, f in enumerate(folds) for g in folds[a + 1:])
+    rng = np.random.default_rng(9)
+    X, Y, _ = _paired_gaussian(300, np.array([0.7, 0.4]), rng)
+    grouped = cross_fitted_mi(X, Y, groups=list(groups))
+    plain = cross_fitted_mi(X, Y)
+    assert grouped["grouped"] and not plain["grouped"] and grouped["ci"][0] > 0
+    assert cross_fitted_mi(X[:10], Y[:10]) is None  # too few rows for 5 folds
+    with pytest.raises(InputError, match="group id is missing"):
+        GaussianMI().fit(X, Y, groups=[None] * 300)
+
+
+def test_mi_of_identical_inputs_is_infinite_not_a_clipped_number():
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((300, 20))
+    with pytest.warns(RankDeficiencyWarning, match="deterministic"):
+        res = GaussianMI().fit(X, X).result()
+    assert res.deterministic and res.mi == math.inf and res.ci is None and res.detectable is True
+    assert "deterministic relation: MI is infinite" in _table_text(res)
+    small = rng.standard_normal((10, 50))  # n = 10 < d = 50: never "no detectable dependence"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficiencyWarning)
+        res = GaussianMI().fit(small, small).result()
+    assert res.deterministic and "no detectable" not in res.note
+    with pytest.raises(InputError, match="at least 2 resamples"):
+        GaussianMI(ci="bootstrap", n_boot=1).fit(X, X[:, :3])
+    with pytest.raises(InputError, match="at least 2 resamples"):
+        GaussianEntropy(ci="bootstrap", n_boot=1).fit(X)
+
+
+def test_cli_mi_a_a_bootstrap_one_and_huge_values(pair_files):
+    x = pair_files / "x.npy"
+    res = _cli("mi", x, x, "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["deterministic"] is True and out["mi"] is None and out["note"].startswith("deterministic relation")
+    table = _cli("mi", x, x)
+    assert "infinite (deterministic relation)" in table.stdout and "80." not in table.stdout
+    for cmd in (("mi", x, pair_files / "y.npy"), ("entropy", x)):
+        res = _cli(*cmd, "--bootstrap", "1")
+        assert res.exit_code == 2 and "at least 2 resamples" in res.output and "200 or more" in res.output
+    np.save(pair_files / "huge.npy", np.load(x).astype(np.float64) * 1e200)
+    for cmd in (("entropy", pair_files / "huge.npy"), ("mi", pair_files / "huge.npy", pair_files / "y.npy")):
+        res = _cli(*cmd)
+        assert res.exit_code == 2 and "too large" in res.output and "Traceback" not in res.output
+
+
+def _save_with_ids(path, X, ids):
+    from safetensors.numpy import save_file
+
+    save_file({"embeddings": np.ascontiguousarray(X, dtype=np.float32)}, str(path), metadata={"ids": json.dumps(ids)})
+
+
+def test_cli_mi_pairs_by_id_or_refuses_the_first_mismatch(tmp_path):
+    rng = np.random.default_rng(12)
+    X, Y, _ = _paired_gaussian(200, np.array([0.8, 0.5]), rng)
+    ids = [f"img{i}" for i in range(200)]
+    perm = rng.permutation(200)
+    _save_with_ids(tmp_path / "x.safetensors", X, ids)
+    _save_with_ids(tmp_path / "y.safetensors", Y, ids)
+    _save_with_ids(tmp_path / "y_shuffled.safetensors", Y[perm], [ids[i] for i in perm])
+    ref = json.loads(_cli("mi", tmp_path / "x.safetensors", tmp_path / "y.safetensors", "--json").stdout)
+    res = _cli("mi", tmp_path / "x.safetensors", tmp_path / "y_shuffled.safetensors", "--json")
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["mi"] == pytest.approx(ref["mi"], rel=1e-6) and "paired by id" in res.stderr
+    other = ids[:7] + ["stranger"] + ids[8:]
+    _save_with_ids(tmp_path / "y_other.safetensors", Y, other)
+    res = _cli("mi", tmp_path / "x.safetensors", tmp_path / "y_other.safetensors")
+    assert res.exit_code == 2 and "'img7' (row 7 of" in res.output and "different ids" in res.output
+    _save_with_ids(tmp_path / "y_null.safetensors", Y, [None] * 200)
+    res = _cli("mi", tmp_path / "x.safetensors", tmp_path / "y_null.safetensors")
+    assert res.exit_code == 2 and "null id" in res.output
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(n=st.integers(2, 30), data=st.data())
+def test_pair_rows_property(n, data):
+    """Any order of the same unique ids pairs each Y row with its X row; any other id set is refused;
+    inputs without ids of their own pair by position."""
+    from whitenclip.information import pair_rows
+
+    ids = [f"k{i}" for i in range(n)]
+    perm = data.draw(st.permutations(range(n)))
+    X = np.arange(n, dtype=float)[:, None]
+    Y = X[list(perm)] * 10
+    out_ids, X2, Y2, how = pair_rows(ids, X, [ids[i] for i in perm], Y)
+    assert out_ids == ids and np.array_equal(Y2, X2 * 10) and how == ("row" if list(perm) == list(range(n)) else "id")
+    drop = data.draw(st.integers(0, n - 1))
+    with pytest.raises(InputError, match="different ids"):
+        pair_rows(ids, X, [ids[i] if i != drop else "zz" for i in perm], Y)
+    rows = [str(i) for i in range(n)]  # what a reader gives rows without ids
+    assert pair_rows(rows, X, [ids[i] for i in perm], Y)[3] == "row"
+
+
+def test_minilm_caption_pairs_are_dependent_and_shuffled_ones_are_not():
+    """Captions 1 and 2 of 300 Flickr8k images, embedded with MiniLM (d = 384 + 384, n = 300 < d_x + d_y):
+    dependence detected; Y shuffled: no detectable dependence (n = 1000 and 4000: benchmarks/bench_information.py)."""
+    import csv
+
+    from conftest import shared_path
+
+    from whitenclip import load_encoder
+    from whitenclip.encoders import embed
+
+    path = shared_path("flickr8k", "all_captions.txt")
+    try:
+        enc = load_encoder("minilm", device="cpu")
+    except Exception as exc:  # pragma: no cover - the offline model is a dependency
+        pytest.skip(f"minilm unavailable: {exc}")
+    by_image: dict = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            by_image.setdefault(row["image"], []).append(row["caption"])
+    images = [k for k, v in by_image.items() if len(v) >= 2]
+    pick = np.random.default_rng(0).choice(len(images), 300, replace=False)
+    _, X = embed(enc, [by_image[images[i]][0] for i in pick], modality="text")
+    _, Y = embed(enc, [by_image[images[i]][1] for i in pick], modality="text")
+    X, Y = X.astype(np.float64), Y.astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RankDeficiencyWarning)
+        dep = GaussianMI(ksg_dims=0, ci=None).fit(X, Y).result()
+        null = GaussianMI(ksg_dims=0, ci=None).fit(X, Y[np.random.default_rng(1).permutation(300)]).result()
+    assert dep.headline == "cross-fitted" and dep.detectable is True and dep.crossfit.ci[0] > 0
+    assert null.detectable is False and null.note.startswith("no detectable dependence")
+    assert null.resolvable  # d_eff ~ 52 per side: 300 rows resolve it

@@ -718,8 +718,9 @@ class Base(str, Enum):
 
 def _ci_options(bootstrap: Optional[int], seed: int) -> dict:
     """--bootstrap B replaces the default group-jackknife interval by B bootstrap resamples."""
-    if bootstrap is not None and bootstrap < 1:
-        raise InputError(f"--bootstrap must be a positive number of resamples, got {bootstrap}")
+    if bootstrap is not None and bootstrap < 2:
+        raise InputError(f"--bootstrap needs at least 2 resamples for an interval, got {bootstrap}; "
+                         "200 or more are sensible (1000+ for a 99% interval)")
     return {"ci": "jackknife" if bootstrap is None else "bootstrap", "n_boot": bootstrap or 200, "random_state": seed}
 
 
@@ -781,7 +782,7 @@ def mi(
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Mutual information between paired embeddings, from canonical correlations (Gaussian), with CI."""
-    from whitenclip.information import GaussianMI
+    from whitenclip.information import GaussianMI, pair_rows
     from whitenclip.sources import embed_pairs
     from whitenclip.stores import read_embeddings
 
@@ -799,7 +800,10 @@ def mi(
         raise InputError("mi needs two embeddings inputs X Y (row i with row i), or --pairs TABLE")
     else:
         ids, X = read_embeddings([x], allow_partial=allow_partial)
-        _, Y = read_embeddings([y], allow_partial=allow_partial)
+        ids_y, Y = read_embeddings([y], allow_partial=allow_partial)
+        ids, X, Y, how = pair_rows(ids, X, ids_y, Y, x, y)
+        if how == "id":
+            _log(f"mi: {x} and {y} list the same ids in another order; rows paired by id")
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
     est = GaussianMI(base=base.value, shrinkage=_parse_shrinkage(shrinkage), ksg_dims=ksg_dims,
@@ -809,7 +813,8 @@ def mi(
         from whitenclip.render.information import fmt_ci
 
         _render(est.pointwise_result(X, Y, ids), "tsv")
-        _log(f"mi {result.mi:.6g} ci {fmt_ci(result.ci)} over {result.n} pairs; {result.note}")
+        _log(f"mi ({result.headline}) {result.headline_mi:.6g} ci {fmt_ci(result.headline_ci)} over {result.n} "
+             f"pairs; {result.note}")
         return
     _render(result, "json" if as_json else "table")
 

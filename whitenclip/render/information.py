@@ -3,8 +3,11 @@
 Registered on import (see ``_RENDERER_MODULES`` in :mod:`whitenclip.render`):
 
 * :class:`~whitenclip.information.EntropyResult` -> ``render_table`` (``whitenclip entropy``);
-* :class:`~whitenclip.information.MIResult` -> ``render_table`` (``whitenclip mi``); an MI whose
-  interval contains 0 is shown as "no detectable dependence (...)", never as a bare number;
+* :class:`~whitenclip.information.MIResult` -> ``render_table`` (``whitenclip mi``): the headline
+  estimate first (cross-fitted or in-sample), the other beside it, and why; an MI whose interval
+  contains 0 is shown as "no detectable dependence (...)" ("cannot resolve dependence at this n"
+  when n is below the effective dimensions), never as a bare number; deterministic inputs as
+  "infinite (deterministic relation)";
 * :class:`~whitenclip.information.PointwiseMIResult` -> ``render_rows`` (``mi --pointwise``):
   ``id<TAB>pmi`` lines with ``repr`` floats (TSV), or CSV / JSONL.
 
@@ -77,16 +80,40 @@ def entropy_rows(result: EntropyResult) -> list[tuple[str, str]]:
 
 
 def mi_rows(result: MIResult) -> list[tuple[str, str]]:
-    """(field, value) rows of the ``mi`` table; a non-detectable MI is not shown as a measurement."""
-    label = "mi (bias-corrected)" if result.bias_corrected else ("mi (shrunk)" if result.shrinkage else "mi (plug-in)")
-    if result.detectable is False:
-        where = "no interval" if result.ci is None else f"{_ci_label(result.confidence)} {fmt_ci(result.ci)}"
-        value = f"no detectable dependence (estimate {result.mi:.6g}; {where})"
+    """(field, value) rows of the ``mi`` table; a non-detectable MI is not shown as a measurement.
+
+    The first row is the headline estimate (cross-fitted or in-sample, ``result.headline``); the
+    other estimate follows it, then why the headline was chosen.
+    """
+    insample = ("mi (bias-corrected)" if result.bias_corrected
+                else ("mi (shrunk)" if result.shrinkage else "mi (plug-in)"))
+    cf = result.crossfit
+    level = _ci_label(result.confidence)
+    if result.deterministic:
+        rows = [("mi", "infinite (deterministic relation)"), (level, "-")]
     else:
-        value = f"{result.mi:.6g}"
-    rows = [
-        (label, value),
-        (_ci_label(result.confidence), fmt_ci(result.ci)),
+        crossfit_head = cf is not None and result.headline == "cross-fitted"
+        head_mi, head_ci = (cf.mi, cf.ci) if crossfit_head else (result.mi, result.ci)
+        label = f"mi (cross-fitted, {cf.folds} folds)" if crossfit_head else insample
+        if result.detectable is None and result.resolvable is False:
+            value = f"cannot resolve dependence at this n (estimate {head_mi:.6g}; {level} {fmt_ci(head_ci)})"
+        elif result.detectable is False:
+            where = "no interval" if head_ci is None else f"{level} {fmt_ci(head_ci)}"
+            value = f"no detectable dependence (estimate {head_mi:.6g}; {where})"
+        else:
+            value = f"{head_mi:.6g}"
+        rows = [(label, value), (level, fmt_ci(head_ci))]
+        if cf is not None and not crossfit_head:
+            rows.append((f"mi (cross-fitted, {cf.folds} folds)", f"{cf.mi:.6g} {fmt_ci(cf.ci)}"))
+        elif crossfit_head:
+            rows.append((f"{insample}, large-n estimate", f"{result.mi:.6g} {fmt_ci(result.ci)}"))
+    if cf is not None:
+        ranks = ", ".join(f"{k}/{m}" for k, m in cf.ranks)
+        grouped = " (folds hold whole groups)" if cf.grouped else ""
+        rows.append(("cross-fit model (k dirs/m pairs)", f"{ranks} per fold{grouped}"))
+    if result.headline_reason:
+        rows.append(("headline", f"{result.headline}: {result.headline_reason}"))
+    rows += [
         ("mi (plug-in)", f"{result.mi_plugin:.6g}"),
         ("top canonical correlations", ", ".join(f"{r:.4f}" for r in result.canonical_correlations)),
     ]
