@@ -206,3 +206,13 @@ def test_check_output_files_by_name_and_samefile(tmp_path):
         with pytest.raises(InputError, match=message):
             check_output_files(outputs, inputs=inputs)
     assert a.read_text() == "input\n"
+
+
+def test_report_dir_never_writes_over_an_input(fitted):
+    """`gaussianity-report DIR/report.json -o DIR` would replace its own input: refused, input intact."""
+    X = np.load(fitted / "x.npy")
+    (fitted / "report.json").write_text("".join(" ".join(f"{v:.6f}" for v in row) + "\n" for row in X))
+    before = (fitted / "report.json").read_bytes()
+    res = run("gaussianity-report", fitted / "report.json", "-o", fitted, "--trials", "1", "--projections", "5")
+    assert res.exit_code == 2 and "report.json: is also an input" in res.stderr, res.output
+    assert (fitted / "report.json").read_bytes() == before and not (fitted / "report.html").exists()

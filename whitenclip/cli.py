@@ -637,6 +637,7 @@ def gaussianity_report_cmd(
     out = out if out is not None else out_alias  # --out: the option's name before 0.2
     if out is not None:
         check_output_dir(out, inputs=[*inputs, whitener])
+        check_output_files([out / "report.json", out / "report.html"], inputs=[*inputs, whitener])
     eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial)
     if eng.handles(inputs):  # rows read piece by piece (shards, --engine dask): the same X, the same report
         from whitenclip.engine import gather_rows
