@@ -636,6 +636,8 @@ def gaussianity_report_cmd(
 
     out = out if out is not None else out_alias  # --out: the option's name before 0.2
     if out is not None:
+        from whitenclip.outputs import check_output_files
+
         check_output_dir(out, inputs=[*inputs, whitener])
         check_output_files([out / "report.json", out / "report.html"], inputs=[*inputs, whitener])
     eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial)
