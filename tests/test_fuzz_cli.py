@@ -123,6 +123,8 @@ def test_numeric_options_exit_0_or_2_with_one_line(data, command, draw):
     (("moments", "{x}", "-o", "{m}", "--piece-rows", "0"), "--piece-rows"),
     (("fit", "{x}", "-o", "{m}", "--rank", "0"), "--rank"),
     (("fit", "{x}", "-o", "{m}", "--engine", "dask", "--workers", "0"), "--workers"),
+    (("fit", "{x}", "-o", "{m}", "--engine", "dask", "--workers", "100000"), "--workers"),  # not 1e5 processes
+    (("fit", "{x}", "-o", "{m}", "--rank", str(2 ** 63)), "--rank"),  # was: a whitener its loader refuses
     (("fit", "{x}", "-o", "{m}", "--engine", "dask", "--scheduler", "foo://x"), "--scheduler"),  # was: exit 1
     (("score", "{x}", "-w", "{w}", "--engine", "dask", "--scheduler", "foo://x"), "--scheduler"),
     (("entropy", "{x}", "--seed", "-1"), "--seed"),                            # was: internal error

@@ -330,7 +330,7 @@ DecodeOpt = typer.Option(Decode.auto, "--decode", help="Image decoding: cpu (PIL
 
 # Engine options shared by fit, moments, entropy, score and gaussianity-report (logic: whitenclip/engine.py).
 EngineOpt = typer.Option("local", "--engine", help="local (this process) or dask (a LocalCluster, or --scheduler).")
-DaskWorkersOpt = typer.Option(None, "--workers", min=1, help="Dask LocalCluster worker processes (default: cores, at most 8).")
+DaskWorkersOpt = typer.Option(None, "--workers", min=1, max=256, help="Dask LocalCluster worker processes, 1-256 (default: cores, at most 8).")
 SchedulerOpt = typer.Option(None, "--scheduler", help="Address of an existing Dask scheduler, e.g. tcp://host:8786.")
 MomentsDirOpt = typer.Option(None, "--moments-dir", help="Keep piece moments here; a rerun skips pieces already there.")
 
