@@ -191,12 +191,25 @@ def _clustered(rng, n_groups, size, d=64, spread=0.3):
 
 
 def test_grouping_check_rule(rng):
-    grouped_rows = _clustered(rng, 200, 5)
+    grouped_rows = _clustered(rng, 200, 5)  # each group's rows next to each other, as in caption files
     found = grouping_check(grouped_rows)
-    assert found.warning is not None and found.excess > 0.3 and "--group-column" in found.warning
+    assert found.adjacent_excess > 0.1 and found.adjacent_z > 5 and found.excess > 0.25
+    assert found.warning is not None and "--group-column" in found.warning
     assert grouping_check(rng.standard_normal((1000, 64))).warning is None
-    low_d = rng.standard_normal((600, 3)) * [5.0, 1.0, 0.2]  # low dimension alone makes k-NN graphs transitive
-    assert knn_transitivity(low_d) > 0.3 and grouping_check(low_d).warning is None
+    # the same rows in random order: exchangeable order, nothing to see (the documented blind spot)
+    shuffled = rng.permutation(1000)
+    assert grouping_check(grouped_rows[shuffled]).warning is None
+    # ... unless the sample knows where each row was in the input
+    assert grouping_check(grouped_rows[shuffled], positions=shuffled).warning == found.warning
+    # a population of near-duplicates drawn independently (tight clusters, random order): quiet,
+    # though its k-NN graph is as clique-like as grouped rows (condition 2 alone would warn)
+    population = _clustered(rng, 50, 20)[rng.permutation(1000)]
+    assert grouping_check(population).warning is None
+    assert knn_transitivity(population) > 0.3 > knn_transitivity(rng.standard_normal((1000, 64)))
+    # sorted but independent rows: adjacent rows alike, no cliques
+    line = np.sort(rng.standard_normal(1000))[:, None] * np.r_[3.0, np.zeros(63)] + rng.standard_normal((1000, 64))
+    ordered = grouping_check(line)
+    assert ordered.adjacent_excess > 0.1 and ordered.warning is None
     assert grouping_check(grouped_rows[:40]).transitivity is None  # too few rows to tell
     with pytest.warns(GroupedRowsWarning, match="look grouped"):
         wh = Whitener().fit(grouped_rows)

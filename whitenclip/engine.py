@@ -486,8 +486,9 @@ def fit_whitener(inputs, opts: EngineOptions, *, method: str = "pca", shrinkage=
     if calibration and sample is None:
         opts.say("no calibration sample in these moments (written without one, or merged with parts that had "
                  "none): the whitener has no pvalue_conformal")
-    wh = proto.fit_moments(part.moments, sum_sqnorm4=sum4,
-                           calibration_sample=None if sample is None else reservoir_from_tensors(sample).rows)
+    res = None if sample is None else reservoir_from_tensors(sample)
+    wh = proto.fit_moments(part.moments, sum_sqnorm4=sum4, calibration_sample=None if res is None else res.rows,
+                           calibration_positions=None if res is None else res.positions)
     wh.metadata_.update({k: v for k, v in part.meta.items() if v is not None and k != "gram"})
     wh.metadata_.update({"gram_dtype": part.meta.get("gram", "float64"), "inputs_hash": part.input_hash,
                          "engine": opts.engine, "pieces": int(part.stats.get("pieces", 0))})

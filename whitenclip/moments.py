@@ -915,6 +915,11 @@ class Reservoir:
         return self._rows[self._order()]
 
     @property
+    def positions(self) -> np.ndarray:
+        """Global positions of the kept rows in :attr:`rows` order (uint64; 0 in samples saved before groups)."""
+        return self._pos[self._order()]
+
+    @property
     def n_groups(self) -> int:
         """Distinct groups among the kept rows (= rows when no group ids were given)."""
         return int(np.unique(self._keys).size)
