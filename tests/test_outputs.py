@@ -202,6 +202,7 @@ def test_check_output_files_by_name_and_samefile(tmp_path):
         ([tmp_path / "future.tsv"], [tmp_path / "future.tsv"], "is also an input"),  # by name, not there yet
         ([tmp_path / "o.tsv", f"{tmp_path}/./o.tsv"], [], "written twice"),
         ([tmp_path], [], "is a directory"),
+        ([tmp_path / "a.tsv" / "sub" / "o.tsv"], [], "is not a directory"),
     ]:
         with pytest.raises(InputError, match=message):
             check_output_files(outputs, inputs=inputs)

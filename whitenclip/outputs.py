@@ -130,6 +130,9 @@ def check_output_files(paths, *, inputs: Iterable = ()) -> list[Path]:
             raise InputError(f"{path}: is also an input ({hit}); refusing to overwrite it")
         if target.is_dir():
             raise InputError(f"{path}: is a directory; expected a file name")
+        above = next((a for a in target.parents if a.exists()), None)
+        if above is not None and not above.is_dir():
+            raise InputError(f"{path}: {above} exists and is not a directory")
         _refuse_inputs(p, target, inputs)
         out.append(p)
     return out
