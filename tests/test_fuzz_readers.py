@@ -226,6 +226,32 @@ def test_npy_readers(case):
         check(outcome(sharded_rows, path), expect_sharded)
 
 
+# --------------------------------------------------------------------------- .npz members
+@FUZZ
+@given(n=st.integers(0, 5), d=st.integers(0, 3), dtype=st.sampled_from(["<f4", "<f8", "<f2", ">f8", ">f4", "<i4"]),
+       compressed=st.booleans(), fortran=st.booleans(), key=st.sampled_from(["embeddings", "embeddings", "x"]),
+       extra=st.booleans(), ids=st.sampled_from(["none", "good"] * 3 + ["short", "2d"]),
+       cut=st.sampled_from([0] * 8 + [1, 50]))
+def test_npz_readers(n, d, dtype, compressed, fortran, key, extra, ids, cut):
+    X = (np.arange(n * d, dtype=np.float64).reshape(n, d) / 3).astype(dtype)
+    arrays = {key: np.asfortranarray(X) if fortran else X}
+    if extra:
+        arrays["other"] = np.ones(2)
+    if ids != "none":
+        arrays["ids"] = {"good": np.array([f"r{i}" for i in range(n)]), "short": np.array(["a"] * (n + 1)),
+                         "2d": np.zeros((n, 2))}[ids]
+    good = (("embeddings" in arrays or not extra) and np.dtype(dtype).kind == "f" and n > 0 and d > 0
+            and ids in ("none", "good") and not cut)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "f.npz"
+        (np.savez_compressed if compressed else np.savez)(path, **arrays)
+        if cut:
+            path.write_bytes(path.read_bytes()[:-cut])
+        expect = X.astype(np.float64) if good else None
+        check(outcome(local_rows, path), expect)
+        check(outcome(sharded_rows, path), expect)
+
+
 # --------------------------------------------------------------------------- store meta.json
 ROWS, DIM = 6, 3
 STORE_X = np.arange(ROWS * DIM, dtype=np.float32).reshape(ROWS, DIM) / 7
