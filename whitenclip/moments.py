@@ -835,6 +835,7 @@ class Reservoir:
         self._pos = np.empty(0, dtype=np.uint64)
         self._rows = np.empty((0, self.n_features), dtype=np.float64)
         self._bound = _NO_BOUND  # smallest key ever turned away (2^64 - 1: none yet)
+        self._owned = True  # _rows/_keys/_pos are this reservoir's own, writable arrays
         self.grouped = False  # some row came with a group id
 
     def __len__(self) -> int:
@@ -866,11 +867,13 @@ class Reservoir:
                 keys[named] = group_keys([g for g in groups if g is not None], self.seed)
         cand = np.flatnonzero(keys < self._bound)
         if cand.size:
-            self._absorb(keys[cand], pos[cand], X[cand])
+            self._absorb(keys[cand], pos[cand], X, cand)
         return self
 
-    def _absorb(self, keys: np.ndarray, pos: np.ndarray, rows: np.ndarray) -> None:
-        """Keep the rows with key <= T among the held rows and these (T: the row cap, whole groups)."""
+    def _absorb(self, keys: np.ndarray, pos: np.ndarray, X: np.ndarray, idx: np.ndarray | None = None) -> None:
+        """Keep the rows with key <= T among the held rows and the offered ones (T: the row cap, whole
+        groups): ``keys``/``pos`` of the offered rows ``X[idx]`` (``X`` itself when ``idx`` is None).
+        Only the offered rows that stay are copied."""
         all_keys = np.concatenate([self._keys, keys])
         keep = all_keys < self._bound  # after a merge, held rows may lie past the other part's bound
         keep[keep] = _under_cap(all_keys[keep], self.size)
@@ -879,9 +882,25 @@ class Reservoir:
             self._bound = min(self._bound, turned_away.min())
         have = self._keys.size
         old, new = keep[:have], keep[have:]
-        self._keys = all_keys[keep]
-        self._pos = np.concatenate([self._pos[old], pos[new]])
-        self._rows = np.concatenate([self._rows[old], np.asarray(rows[new], dtype=np.float64)])
+        take = new if idx is None else idx[new]
+        evicted = np.flatnonzero(~old)
+        n_in = int(np.count_nonzero(new))
+        if have == 0:
+            self._keys, self._pos = keys[new], pos[new]
+            self._rows, self._owned = np.array(X[take], dtype=np.float64), True
+        elif self._owned and 0 < n_in <= evicted.size:  # entrants take evicted slots: nothing reallocated
+            slots, drop = evicted[:n_in], evicted[n_in:]
+            self._rows[slots], self._keys[slots], self._pos[slots] = X[take], keys[new], pos[new]
+            if drop.size:
+                live = np.ones(have, dtype=bool)
+                live[drop] = False
+                self._rows, self._keys, self._pos = self._rows[live], self._keys[live], self._pos[live]
+        else:  # grow (or shrink without entrants): one new array of the rows kept
+            held = self._rows if old.all() else self._rows[old]
+            self._rows = np.concatenate([held, np.asarray(X[take], dtype=np.float64)])
+            self._keys = np.concatenate([self._keys[old], keys[new]])
+            self._pos = np.concatenate([self._pos[old], pos[new]])
+            self._owned = True
 
     def merge(self, other: "Reservoir") -> "Reservoir":
         """The reservoir of the union of both streams (a new object; same size, seed and d)."""
@@ -890,7 +909,8 @@ class Reservoir:
                              f"and {(other.size, other.n_features, other.seed)}")
         out = Reservoir(self.size, self.n_features, self.seed)
         out.n_seen, out._next = self.n_seen + other.n_seen, max(self._next, other._next)
-        out._keys, out._pos, out._rows = self._keys, self._pos, self._rows  # shared until _absorb replaces them
+        out._keys, out._pos, out._rows = self._keys, self._pos, self._rows  # shared: never written in place
+        out._owned = False
         out._bound, out.grouped = min(self._bound, other._bound), self.grouped or other.grouped
         out._absorb(other._keys, other._pos, other._rows)
         return out
@@ -951,7 +971,8 @@ RESERVOIR_EXTRA = "reservoir"
 def reservoir_to_tensors(res: Reservoir) -> dict[str, np.ndarray]:
     """A reservoir as named arrays: ``rows`` (k, d) float64, ``keys`` and ``positions`` (k,) uint64,
     ``bound`` (1,) uint64 and ``state`` = [size, seed, rows seen, next position, grouped] int64
-    (arrays are shared, not copied)."""
+    (arrays are shared, not copied: the reservoir stops writing into them)."""
+    res._owned = False
     return {"rows": res._rows, "keys": res._keys, "positions": res._pos,
             "bound": np.array([res._bound], dtype=np.uint64),
             "state": np.array([res.size, res.seed, res.n_seen, res._next, int(res.grouped)], dtype=np.int64)}
@@ -981,7 +1002,7 @@ def reservoir_from_tensors(t: dict, name: str = "calibration sample") -> Reservo
         raise InputError(f"{name}: holds non-finite or non-float rows")
     res = Reservoir(size, rows.shape[1], seed)
     res.n_seen, res._next = n_seen, nxt
-    res._keys, res._rows = keys, np.asarray(rows, dtype=np.float64)
+    res._keys, res._rows, res._owned = keys, np.asarray(rows, dtype=np.float64), False
     pos = t.get("positions")
     if pos is None:  # before groups: keys were distinct positions' hashes, rows in no particular order
         res._pos = np.zeros(k, dtype=np.uint64)
