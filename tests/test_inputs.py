@@ -237,6 +237,8 @@ def test_caption_groups_from_the_image_column(tmp_path):
         assert parse_caption_groups(data, "c.csv")[1] is None  # groups are asked for, never implied
         assert parse_caption_groups(b"file_name\tsentence\nx\ty\n", "c.tsv", group_column=0)[1] == ["x"]
         assert parse_caption_groups(b"caption,id\nx,1\n", "c.csv", group_column=True)[1] is None  # no image column
+    with pytest.warns(InputFormatWarning):  # Flickr8k's captions.txt: a .txt holding an image,caption table
+        assert parse_caption_groups(b"image,caption\na.jpg,x\n", "captions.txt", group_column=True)[1] == ["a.jpg"]
     with pytest.raises(InputError, match="no column 'clip'"):
         parse_caption_groups(data, "c.csv", group_column="clip")
     with pytest.raises(InputError, match="needs a CSV"):
