@@ -185,7 +185,7 @@ def test_headers_route_what_the_tensor_decoder_cannot_match(odd_files, tmp_path)
 
 
 def test_a_device_that_cannot_decode_is_refused_or_skipped_by_auto(small, monkeypatch):
-    import whitenclip.encoders as E
+    import whitenclip.encoders.embedding as E
 
     assert E.device_decoder_error("cpu") is None
     monkeypatch.setattr(E, "_DECODER_CHECKED", {"cpu": "Not compiled with GPU support"})
@@ -302,7 +302,7 @@ def test_gpu_style_pipeline_on_cpu_equals_the_pil_path(small, odd_files, tmp_pat
 
 
 def test_device_decoder_failure_falls_back_to_pil(small, odd_files, monkeypatch):
-    import whitenclip.encoders as E
+    import whitenclip.encoders.embedding as E
 
     paths = [odd_files[k] for k in ("exif1", "gray", "exif3")]
     real = E._decode_jpeg_call

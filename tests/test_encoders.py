@@ -362,12 +362,12 @@ PLUGINS = Path(__file__).resolve().parent / "plugins"
 @pytest.fixture
 def toy_plugin(monkeypatch):
     """The toy encoder 'installed': tests/plugins holds its package and a dist-info with the entry point."""
-    from whitenclip import encoders
+    from whitenclip.encoders import base
 
     monkeypatch.syspath_prepend(str(PLUGINS))
-    monkeypatch.delitem(encoders._REGISTRY, "toy", raising=False)
+    monkeypatch.delitem(base._REGISTRY, "toy", raising=False)
     yield
-    encoders._REGISTRY.pop("toy", None)
+    base._REGISTRY.pop("toy", None)
     sys.modules.pop("whitenclip_toy", None)
 
 
@@ -408,11 +408,10 @@ def test_entry_point_plugin_loads_through_registry(toy_plugin, image_dir):
 
 
 def test_register_encoder_in_process_and_errors(monkeypatch, tmp_path):
-    from whitenclip import encoders
-    from whitenclip.encoders import Encoder, register_encoder
+    from whitenclip.encoders import Encoder, base, register_encoder
 
-    monkeypatch.setattr(encoders, "_REGISTRY", dict(encoders._REGISTRY))
-    monkeypatch.setattr(encoders, "_ALIASES", dict(encoders._ALIASES))
+    monkeypatch.setattr(base, "_REGISTRY", dict(base._REGISTRY))
+    monkeypatch.setattr(base, "_ALIASES", dict(base._ALIASES))
 
     @register_encoder("ones", aliases=("all-ones",))
     class Ones(Encoder):
@@ -464,12 +463,12 @@ def test_register_encoder_in_process_and_errors(monkeypatch, tmp_path):
 
 
 def test_no_private_encoder_methods_used_outside():
-    """Other modules use only the public encoder API (embed_batch etc. are called by encoders.py alone)."""
+    """Other modules use only the public encoder API (embed_batch etc. are called by whitenclip/encoders/ alone)."""
     import re
 
     pkg = Path(__file__).resolve().parents[1] / "whitenclip"
     for path in pkg.rglob("*.py"):
-        if path.name == "encoders.py":
+        if path.parent.name == "encoders":
             continue
         text = path.read_text()
         assert not re.search(r"\.(_encode_\w+|_text_chunk|_finish|embed_batch)\(", text), path
@@ -492,12 +491,12 @@ def _use_hub(monkeypatch, home: Path, *, offline: bool) -> None:
 
 
 def _no_network(monkeypatch):
-    from whitenclip import encoders
+    from whitenclip.encoders import hub
 
     def refuse(*args, **kwargs):
         raise AssertionError("the network was consulted")
 
-    monkeypatch.setattr(encoders, "probe_network", refuse)
+    monkeypatch.setattr(hub, "probe_network", refuse)
     import open_clip.pretrained
 
     monkeypatch.setattr(open_clip.pretrained, "download_pretrained", refuse)
@@ -587,7 +586,7 @@ def test_tag_preprocessing_and_activation_reach_open_clip(monkeypatch):
     """A tag's preprocessing (here SigLIP's: mean/std 0.5, squash) and QuickGELU flag are passed on."""
     import open_clip
 
-    from whitenclip import encoders
+    from whitenclip.encoders import openclip
 
     calls = []
 
@@ -595,7 +594,7 @@ def test_tag_preprocessing_and_activation_reach_open_clip(monkeypatch):
         calls.append((args, kwargs))
         raise RuntimeError("captured")
 
-    monkeypatch.setattr(encoders, "_pretrained_checkpoint", lambda spec, cfg: "/cached/weights.safetensors")
+    monkeypatch.setattr(openclip, "_pretrained_checkpoint", lambda spec, cfg: "/cached/weights.safetensors")
     monkeypatch.setattr(open_clip, "create_model_and_transforms", capture)
     for spec in ("openclip:ViT-B-16-SigLIP/webli", "openclip:ViT-B-32/openai"):
         with pytest.raises(WhitenclipError, match="bad checkpoint /cached/weights.safetensors"):
@@ -623,19 +622,19 @@ def test_uncached_weights_without_network_fail_fast_in_one_line(tmp_path, monkey
     choices, after a single probe; no hub log lines (issue 8 section 3)."""
     import open_clip.pretrained
 
-    from whitenclip import encoders
+    from whitenclip.encoders import hub
 
     _use_hub(monkeypatch, tmp_path / "empty_home", offline=False)
     probes = []
 
-    def no_dns(url, timeout=encoders.NET_PROBE_TIMEOUT):
+    def no_dns(url, timeout=hub.NET_PROBE_TIMEOUT):
         probes.append((url, timeout))
         return "Name or service not known"
 
     def refuse(*args, **kwargs):
         raise AssertionError("download attempted without network")
 
-    monkeypatch.setattr(encoders, "probe_network", no_dns)
+    monkeypatch.setattr(hub, "probe_network", no_dns)
     monkeypatch.setattr(open_clip.pretrained, "download_pretrained", refuse)
     caplog.set_level(logging.DEBUG)
     with pytest.raises(WhitenclipError) as info:
@@ -645,7 +644,7 @@ def test_uncached_weights_without_network_fail_fast_in_one_line(tmp_path, monkey
                    f"({tmp_path}/empty_home/hub) and huggingface.co cannot be reached (Name or service not known); "
                    "offline choices: a local checkpoint openclip:ARCH@/path/to/weights.safetensors "
                    "(ARCH-quickgelu for OpenAI weights) or the text model 'minilm'")
-    assert probes == [("https://huggingface.co", encoders.NET_PROBE_TIMEOUT)]
+    assert probes == [("https://huggingface.co", hub.NET_PROBE_TIMEOUT)]
     out, err = capfd.readouterr()
     assert out == "" and err == ""
     assert not [r for r in caplog.records if r.name.startswith("huggingface_hub") or r.name == "root"]
@@ -661,7 +660,7 @@ def test_uncached_weights_without_network_fail_fast_in_one_line(tmp_path, monkey
 
     # network up but the download fails: still one line, the cause not cut mid-word
     _use_hub(monkeypatch, tmp_path / "empty_home", offline=False)
-    monkeypatch.setattr(encoders, "probe_network", lambda url, timeout=0: None)
+    monkeypatch.setattr(hub, "probe_network", lambda url, timeout=0: None)
 
     full = "401 Client Error. " + "Repository access is gated; " * 20
 
@@ -700,8 +699,7 @@ def test_probe_network_is_quick_and_honest():
 def test_local_openai_style_checkpoint_warns_about_quickgelu(tmp_path, monkeypatch):
     import open_clip
 
-    from whitenclip import encoders
-    from whitenclip.encoders import ActivationWarning, _quickgelu_variant
+    from whitenclip.encoders import ActivationWarning, _quickgelu_variant, openclip
 
     assert _quickgelu_variant("ViT-L-14") == "ViT-L-14-quickgelu"
     assert _quickgelu_variant("ViT-L-14-quickgelu") is None and _quickgelu_variant("wc-tiny") is None
@@ -712,7 +710,7 @@ def test_local_openai_style_checkpoint_warns_about_quickgelu(tmp_path, monkeypat
         raise RuntimeError("not loading in this test")
 
     monkeypatch.setattr(open_clip, "create_model_and_transforms", stop)
-    monkeypatch.setattr(encoders, "_ACTIVATION_WARNED", set())
+    monkeypatch.setattr(openclip, "_ACTIVATION_WARNED", set())
     expect = (rf"openclip:ViT-L-14@{ckpt} runs GELU; OpenAI-trained \(QuickGELU\) weights need "
               r"openclip:ViT-L-14-quickgelu@PATH")
     with pytest.warns(ActivationWarning, match=expect), pytest.raises(WhitenclipError, match="bad checkpoint"):
