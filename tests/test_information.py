@@ -762,3 +762,18 @@ def test_minilm_caption_pairs_are_dependent_and_shuffled_ones_are_not():
     assert dep.headline == "cross-fitted" and dep.detectable is True and dep.crossfit.ci[0] > 0
     assert null.detectable is False and null.note.startswith("no detectable dependence")
     assert null.resolvable  # d_eff ~ 52 per side: 300 rows resolve it
+
+
+def test_cli_mi_pointwise_writes_held_out_values_when_cross_fitted_is_the_headline(tmp_path):
+    rng = np.random.default_rng(13)
+    X, Y, _ = _paired_gaussian(80, np.array([0.9, 0.7]), rng)
+    np.save(tmp_path / "x.npy", np.hstack([X, rng.standard_normal((80, 18))]))
+    np.save(tmp_path / "y.npy", np.hstack([Y, rng.standard_normal((80, 18))]))
+    out = json.loads(_cli("mi", tmp_path / "x.npy", tmp_path / "y.npy", "--json").stdout)
+    assert out["headline"] == "cross-fitted" and out["headline_mi"] == out["crossfit"]["mi"] > 0
+    assert out["detectable"] is True and set(out["crossfit"]) >= {"mi", "ci", "se", "folds", "ranks"}
+    pw = _cli("mi", tmp_path / "x.npy", tmp_path / "y.npy", "--pointwise")
+    assert pw.exit_code == 0, pw.output
+    values = [float(line.split("\t")[1]) for line in pw.stdout.splitlines()[1:]]
+    assert len(values) == 80 and np.mean(values) == pytest.approx(out["crossfit"]["mi"])
+    assert "mi (cross-fitted)" in pw.stderr

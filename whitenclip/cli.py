@@ -775,7 +775,7 @@ def mi(
     base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
     ksg_dims: int = typer.Option(2, "--ksg-dims", min=0, help="Top canonical pairs for the KSG cross-check (0: off)."),
-    pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout."),
+    pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout: held-out values when the cross-fitted estimate is the headline."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     allow_partial: bool = AllowPartialOpt,

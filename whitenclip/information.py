@@ -549,10 +549,21 @@ class GaussianMI:
     ksg_max_samples : int, default 10000
     floor : float, default 1e-12
     max_corr : float, default 1 - 1e-9
+        A leading canonical correlation above it (or identical X and Y) is a deterministic
+        relation: ``mi_`` is then ``inf`` (reported as "deterministic relation: MI is infinite").
+    folds : int, default 5
+        Folds of the cross-fitted estimate (:func:`cross_fitted_mi`); 0 turns it off. It is the
+        headline when ``n < HEADLINE_RATIO * (rank_x + rank_y)``, and decides detectability.
     random_state : int, default 0
 
     Attributes
     ----------
+    crossfit_ : dict or None
+        :func:`cross_fitted_mi` of the fitted pairs (nats), or None (``folds=0``, too few rows).
+    headline_ : {"in-sample", "cross-fitted"}
+    deterministic_ : bool
+    effective_dims_ : tuple of float
+        :func:`effective_dimension` of X and of Y.
     mi_, mi_plugin_ : float
     ci_ : tuple of float (lo, hi) or None
     canonical_correlations_ : ndarray of shape (min(rank_x_, rank_y_),), descending
