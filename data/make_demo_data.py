@@ -27,7 +27,8 @@ N_TRAIN = 4000
 """Training captions: >= 10 rows per dimension for MiniLM (d = 384), so the demo's whitener is not
 ruled by the smallest of d sample eigenvalues (at 400 rows the least likely caption scored loglik
 -859,007, now -19,847). The first 400 are the 0.2 demo set (same seed, same order). Cost: `make
-demo` embeds 4100 captions instead of 500 (50.6 s vs 19.6 s CPU on a 2-core x86_64 machine)."""
+demo` embeds 4100 captions instead of 500: 48.7 s wall (38.1 s CPU) vs 20.0 s (17.6 s CPU), measured
+back to back on a shared 2-core x86_64 machine (load average ~4)."""
 N_HELDOUT = 100
 
 # Subjects: (text, plural?, kind). Kinds pick scenes; a scene pairs actions with places where
