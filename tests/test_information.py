@@ -645,8 +645,10 @@ def test_cross_fitted_folds_hold_whole_groups():
     plain = cross_fitted_mi(X, Y)
     assert grouped["grouped"] and not plain["grouped"] and grouped["ci"][0] > 0
     assert cross_fitted_mi(X[:10], Y[:10]) is None  # too few rows for 5 folds
-    with pytest.raises(InputError, match="group id is missing"):
-        GaussianMI().fit(X, Y, groups=[None] * 300)
+    singles = GaussianMI(ksg_dims=0, ci=None).fit(X, Y, groups=[None] * 300).crossfit_  # None: own group
+    assert singles["grouped"] and singles["ci"][0] > 0
+    with pytest.raises(InputError, match="group ids for"):
+        GaussianMI().fit(X, Y, groups=[1, 2])
 
 
 def test_mi_of_identical_inputs_is_infinite_not_a_clipped_number():
@@ -777,3 +779,18 @@ def test_cli_mi_pointwise_writes_held_out_values_when_cross_fitted_is_the_headli
     values = [float(line.split("\t")[1]) for line in pw.stdout.splitlines()[1:]]
     assert len(values) == 80 and np.mean(values) == pytest.approx(out["crossfit"]["mi"])
     assert "mi (cross-fitted)" in pw.stderr
+
+
+def test_cli_mi_groups_file_keeps_groups_in_one_fold(tmp_path):
+    rng = np.random.default_rng(14)
+    X, Y, _ = _paired_gaussian(100, np.array([0.8, 0.6]), rng)
+    np.save(tmp_path / "x.npy", np.hstack([X, rng.standard_normal((100, 20))]))
+    np.save(tmp_path / "y.npy", np.hstack([Y, rng.standard_normal((100, 20))]))
+    (tmp_path / "g.txt").write_text("".join(f"img{i // 4}\n" for i in range(100)))
+    res = _cli("mi", tmp_path / "x.npy", tmp_path / "y.npy", "--groups", tmp_path / "g.txt", "--json")
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["crossfit"]["grouped"] is True and out["detectable"] is True
+    (tmp_path / "short.txt").write_text("a\nb\n")
+    res = _cli("mi", tmp_path / "x.npy", tmp_path / "y.npy", "--groups", tmp_path / "short.txt")
+    assert res.exit_code == 2 and "2 group ids for 100" in res.output

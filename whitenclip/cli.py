@@ -776,6 +776,7 @@ def mi(
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
     ksg_dims: int = typer.Option(2, "--ksg-dims", min=0, help="Top canonical pairs for the KSG cross-check (0: off)."),
     pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout: held-out values when the cross-fitted estimate is the headline."),
+    groups: Optional[Path] = typer.Option(None, "--groups", help="File of group ids, one line per pair: pairs of one group (one image, clip or source) share a cross-fitting fold."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     allow_partial: bool = AllowPartialOpt,
@@ -809,8 +810,12 @@ def mi(
             _log(f"mi: {x} and {y} list the same ids in another order; rows paired by id")
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
+    if groups is not None:
+        from whitenclip.sources import read_groups_file
+
+        groups = read_groups_file(groups, X.shape[0])
     est = GaussianMI(base=base.value, shrinkage=_parse_shrinkage(shrinkage), ksg_dims=ksg_dims,
-                     **_ci_options(bootstrap, seed)).fit(X, Y)
+                     **_ci_options(bootstrap, seed)).fit(X, Y, groups=groups)
     result = est.result()
     if pointwise:
         from whitenclip.render.information import fmt_ci

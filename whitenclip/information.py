@@ -600,7 +600,8 @@ class GaussianMI:
         """Fit on paired rows: ``X`` (n_samples, dx), ``Y`` (n_samples, dy); returns ``self``.
 
         ``groups`` (n_samples ids, optional): rows sharing an id (captions of one image, frames
-        of one clip) are kept in one cross-fitting fold and clustered in its interval.
+        of one clip) are kept in one cross-fitting fold and clustered in its interval; a None id
+        makes the row its own group.
         """
         unit = _unit(self.base)
         X, Y = _paired(X, Y, min_rows=4)
@@ -608,9 +609,8 @@ class GaussianMI:
         _check_n_boot(self.ci, self.n_boot)
         if groups is not None and len(groups) != X.shape[0]:
             raise InputError(f"mi: {len(groups)} group ids for {X.shape[0]} pairs")
-        if groups is not None and any(g is None for g in groups):
-            raise InputError("mi: a group id is missing (None); give every pair a group")
-        row_groups = None if groups is None else list(groups)
+        # a missing id (None) makes the pair its own group
+        row_groups = None if groups is None else [f"\0row{i}" if g is None else str(g) for i, g in enumerate(groups)]
         rng = np.random.default_rng(self.random_state)
         n = X.shape[0]
         dx, dy = X.shape[1], Y.shape[1]
