@@ -313,8 +313,9 @@ ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_e
                         help="Encoder for raw images/captions: openclip:ARCH/TAG (images default to "
                              "openclip:ViT-B-32/openai; weights from the Hugging Face cache, else downloaded once; "
                              "HF_HUB_OFFLINE=1: cache only), openclip:ARCH@PATH (local checkpoint; OpenAI weights need "
-                             "ARCH-quickgelu, e.g. openclip:ViT-L-14-quickgelu@PATH), minilm (text, offline), or a "
-                             "plugin's KIND[:ARG].")
+                             "ARCH-quickgelu, e.g. openclip:ViT-L-14-quickgelu@PATH), minilm (text, offline; raw mean-pooled "
+                             "features), st:NAME_OR_PATH (a sentence-transformers model: exactly its encode, with its own "
+                             "pooling and its Normalize layer when it has one), or a plugin's KIND[:ARG].")
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
 ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input.")

@@ -116,11 +116,13 @@ from whitenclip.encoders.openclip import (
     _pretrained_checkpoint,
     _quickgelu_variant,
 )
+from whitenclip.encoders.st import SentenceTransformerEncoder
 
 __all__ = [
     "DECODERS", "ENTRY_POINT_GROUP", "EXTRA_OPENCLIP_CONFIGS", "MAX_FALLBACK_WARNINGS", "MINILM_MAX_TOKENS",
     "NET_PROBE_TIMEOUT", "PRECISIONS", "WORKER_BATCH", "ActivationWarning", "DecodeFallbackWarning", "Encoder",
-    "EncoderSpec", "MiniLMEncoder", "OpenClipEncoder", "TensorPreprocess", "autocast", "available_encoders",
+    "EncoderSpec", "MiniLMEncoder", "OpenClipEncoder", "SentenceTransformerEncoder", "TensorPreprocess", "autocast",
+    "available_encoders",
     "check_activation", "decode_jpegs", "default_num_workers", "device_decoder_error", "embed", "embed_items",
     "encoder_class", "encoder_from_meta", "jpeg_header", "load_encoder", "minilm_model_dir", "parse_spec",
     "probe_network", "register_encoder", "resize_target", "resolve_decode", "resolve_device", "resolve_precision",

@@ -209,6 +209,34 @@ def _no_tf32_convolutions():
         torch.backends.cudnn.allow_tf32 = before
 
 
+def model_fingerprint(module, *configs) -> str:
+    """12 hex digits identifying a torch model: its configs (JSON) and the first 16 values of every parameter.
+
+    Recorded (in ``activation``) by backends whose spec alone does not pin the weights (``hf:DIR``,
+    ``st:DIR``), so a whitener is refused for raw inputs embedded by a different model at that name.
+    Device-independent: parameters are read as loaded, before any autocast.
+    """
+    import hashlib
+    import json
+
+    import torch
+
+    h = hashlib.sha256(json.dumps(configs, sort_keys=True, default=str).encode())
+    for name, p in module.named_parameters():
+        h.update(f"{name}{tuple(p.shape)}".encode())
+        h.update(p.detach().flatten()[:16].to("cpu", torch.float32).numpy().tobytes())
+    return h.hexdigest()[:12]
+
+
+def clean_config(config: dict) -> dict:
+    """A transformers config dict without bookkeeping (paths, versions, dtypes) that does not change outputs."""
+    skip = {"transformers_version", "torch_dtype", "dtype", "architectures", "name_or_path"}
+    if not isinstance(config, dict):
+        return {}
+    return {k: clean_config(v) if isinstance(v, dict) else v for k, v in config.items()
+            if not str(k).startswith("_") and k not in skip}
+
+
 # --------------------------------------------------------------------------- encoders
 
 

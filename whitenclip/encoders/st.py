@@ -1,0 +1,87 @@
+"""``st:NAME_OR_PATH`` -- any sentence-transformers model (texts), exactly ``SentenceTransformer.encode``."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+
+from whitenclip.encoders.base import (
+    Encoder,
+    EncoderSpec,
+    _one_line,
+    autocast,
+    clean_config,
+    model_fingerprint,
+    register_encoder,
+)
+from whitenclip.encoders.hub import hub_location, is_local_model, quiet_transformers
+from whitenclip.errors import InputError, WhitenclipError
+
+_HINT = ("offline choices: a local sentence-transformers folder st:/path/to/model (SentenceTransformer.save "
+         "output) or the text model 'minilm'")
+
+
+@register_encoder("st")
+class SentenceTransformerEncoder(Encoder):
+    """A sentence-transformers model run through its own module pipeline.
+
+    Each batch is ``SentenceTransformer.encode(batch)``: the model's tokenizer (truncation at its
+    ``max_seq_length``), transformer, pooling and, when the model has one, its ``Normalize`` layer
+    (then the features are unit vectors whatever ``--normalize`` says). Captions of a chunk are
+    sorted by length and batched, as ``minilm`` does and as ``encode`` itself sorts; rows come back
+    in input order. ``activation`` records the transformer's hidden activation and a fingerprint of
+    the model (:func:`~whitenclip.encoders.base.model_fingerprint`).
+    """
+
+    modalities = ("text",)
+    cpu_batch_size: ClassVar[dict[str, int]] = {"text": 64}
+    cuda_batch_size: ClassVar[dict[str, int]] = {"text": 512}
+
+    @classmethod
+    def parse(cls, arg: str | None, spec: str) -> EncoderSpec:
+        name = (arg or "").strip()
+        if not name:
+            raise InputError(f"encoder spec {spec!r}: expected st:NAME_OR_PATH (a sentence-transformers hub name "
+                             "or a local model folder)")
+        if is_local_model(name):
+            import os
+
+            name = os.path.abspath(os.path.expanduser(name))
+        return EncoderSpec("st", arch=name)
+
+    def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):
+        super().__init__(spec, normalize=normalize, device=device, precision=precision)
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise WhitenclipError(f"cannot load {self.spec}: sentence-transformers is not installed; "
+                                  "pip install sentence-transformers") from None
+        where, local_only = hub_location(self.spec, spec.arch, ("modules.json",), _HINT,
+                                         default_org="sentence-transformers")
+        try:
+            with quiet_transformers():
+                self.model = SentenceTransformer(where, device=str(device), local_files_only=local_only).eval()
+        except Exception as exc:  # noqa: BLE001 - missing files, bad config, download errors: one line
+            raise WhitenclipError(f"cannot load {self.spec}: {_one_line(exc)}; {_HINT}") from None
+        first = self.model[0] if len(self.model) else None
+        auto = getattr(first, "auto_model", None) or getattr(first, "model", None)
+        config = getattr(auto, "config", None)
+        act = str(getattr(config, "hidden_act", "") or "") or "unknown"
+        modules = [type(m).__name__ for m in self.model]
+        cfg = clean_config(config.to_dict()) if config is not None else {}
+        self.activation = f"{act} (st {model_fingerprint(self.model, cfg, modules, self.model.max_seq_length)})"
+        self.has_normalize = "Normalize" in modules
+        self.dim = int(self.model.encode(["a"], convert_to_numpy=True, show_progress_bar=False).shape[-1])
+
+    def text_batches(self, texts, batch_size):
+        """Sort the chunk by caption length (characters, as ``encode`` does) and yield lists of str."""
+        order = np.argsort(np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)), kind="stable")
+        for a in range(0, len(order), batch_size):
+            rows = order[a:a + batch_size]
+            yield rows, [texts[i] for i in rows]
+
+    def embed_batch(self, batch, modality: str):
+        """``SentenceTransformer.encode(batch)`` as one batch: float (m, d) tensor."""
+        with autocast(self.device, self.precision):
+            return self.model.encode(batch, batch_size=len(batch), convert_to_tensor=True, show_progress_bar=False)
