@@ -233,7 +233,8 @@ def _open_sources(inputs: List[str], encoding=None, *, recorded: Optional[dict] 
 
 
 def _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers,
-                    allow_partial: bool = False, decode: str = "auto", groups: tuple | None = None):
+                    allow_partial: bool = False, decode: str = "auto", groups: tuple | None = None,
+                    id_column: Optional[str] = None):
     """EncodeOptions of the shared options; ``groups`` = (--group-column, --groups, --no-groups) of the
     commands that read groups (fit, embed: an image column is then the default group column)."""
     from whitenclip.sources import EncodeOptions
@@ -245,7 +246,7 @@ def _encode_options(model, modality, normalize, column, strict, device, precisio
                          column=column, strict=strict, device=device, precision=precision.value,
                          batch_size=batch_size, num_workers=num_workers, allow_partial=allow_partial, decode=decode,
                          group_column=False if no_groups else (group_column or (True if groups else None)),
-                         groups_file=None if groups_file is None else str(groups_file))
+                         groups_file=None if groups_file is None else str(groups_file), id_column=id_column)
 
 
 def _report_skips(sources) -> None:
@@ -318,7 +319,8 @@ ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_e
                              "pooling and its Normalize layer when it has one), or a plugin's KIND[:ARG].")
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
-ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input.")
+ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input, or the embedding column (list<float>) of a parquet/Arrow table (default: its only one).")
+IdColumnOpt = typer.Option(None, "--id-column", help="Row id column of a parquet/Arrow table (default: 'id' when present, else the row index).")
 GroupColumnOpt = typer.Option(None, "--group-column", help="CSV column naming each caption's group (e.g. its image); default: an image/image_id/filename... column when the header has one.")
 GroupsOpt = typer.Option(None, "--groups", help="File of group ids, one line per input row (rows of one group: one image, clip or source).")
 NoGroupsOpt = typer.Option(False, "--no-groups", help="Treat every row as independent (no image-column default, no recorded groups).")
@@ -371,7 +373,7 @@ def fit(
     group_column: Optional[str] = GroupColumnOpt, groups: Optional[Path] = GroupsOpt, no_groups: bool = NoGroupsOpt,
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
-    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
@@ -386,7 +388,8 @@ def fit(
     if save_embeddings is not None:
         check_output_dir(save_embeddings, inputs=inputs)
     shrink = _parse_shrinkage(shrinkage)
-    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial)
+    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial,
+                  column=column, id_column=id_column)
     if eng.handles(inputs):  # moments files, shard directories/globs, --engine dask
         from whitenclip.engine import fit_whitener
 
@@ -403,7 +406,8 @@ def fit(
         _note_few_rows(wh, shrink)
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                               num_workers, allow_partial, decode=decode.value, groups=(group_column, groups, no_groups))
+                               num_workers, allow_partial, decode=decode.value, groups=(group_column, groups, no_groups),
+                               id_column=id_column)
     sources = _open_sources(inputs, encoding)
     raw = [s for s in sources if isinstance(s, EncodedSource)]
     if save_embeddings is not None and not raw:
@@ -501,12 +505,12 @@ def score(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings, raw images/captions (embedded with the whitener's encoder), or - for stdin."),
     whitener: Path = typer.Option(..., "--whitener", "-w", help="Whitener artifact from `whitenclip fit`."),
     fmt: RowFormat = typer.Option(RowFormat.tsv, "--format", "-f", help="Row format on stdout."),
-    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout; with the sharded path, DIR/ (trailing slash or an existing folder) writes one file per shard."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout; a name ending in .parquet writes parquet (needs pyarrow); with the sharded path, DIR/ (trailing slash or an existing folder) writes one file per shard."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows scored per chunk."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
-    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
@@ -519,8 +523,10 @@ def score(
     from whitenclip.render import render_rows
     from whitenclip.render.tables import header_line
     from whitenclip.stores import RowStats, iter_rows
+    from whitenclip.tables import is_parquet_output, parquet_score_writer
 
-    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial)
+    eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial,
+                  column=column, id_column=id_column)
     sharded = eng.handles(inputs)
     if output is not None and str(output) != "-":
         if sharded and wants_directory(output):  # one output file per shard: each checked by write_scores
@@ -533,29 +539,41 @@ def score(
 
         _log(f"{whitener}: {CALIBRATION_MISSING_NOTE}")
     header = header_line(score_columns(wh), fmt.value)
+    parquet = is_parquet_output(output)  # -o NAME.parquet: one parquet file (id, then the score columns)
     if sharded:  # rows in input order; -o DIR (an existing directory): one file per shard
-        from whitenclip.engine import write_scores
+        from whitenclip.engine import iter_scores, write_scores
 
-        n_rows = write_scores(inputs, eng, wh, output=output, header=header, suffix=fmt.value,
-                              format_rows=lambda table: render_rows(table, fmt.value, header=False),
-                              drop_nonfinite=drop_nonfinite, protected=[whitener])
+        if parquet:
+            n_rows = 0
+            with parquet_score_writer(output, score_columns(wh)) as add:
+                for _, table in iter_scores(inputs, eng, wh, drop_nonfinite=drop_nonfinite):
+                    add(table)
+                    n_rows += table.n_rows
+        else:
+            n_rows = write_scores(inputs, eng, wh, output=output, header=header, suffix=fmt.value,
+                                  format_rows=lambda table: render_rows(table, fmt.value, header=False),
+                                  drop_nonfinite=drop_nonfinite, protected=[whitener])
         _log(f"scored {n_rows} rows")
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                               num_workers, allow_partial, decode=decode.value)
+                               num_workers, allow_partial, decode=decode.value, id_column=id_column)
     sources = _open_sources(inputs, encoding, recorded=_recorded(wh))
     for src in sources:
         if src.dim != wh.n_features_:
             raise InputError(f"{src.path}: rows have dimension {src.dim}, whitener {whitener} expects {wh.n_features_}")
     stats = RowStats()
-    with _row_sink(output) as sink:
+    with parquet_score_writer(output, score_columns(wh)) if parquet else _row_sink(output) as sink:
         with warnings.catch_warnings():
             warnings.simplefilter("once", CalibrationWarning)
             for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
                 table = score_rows(wh, X, ids, name=inputs[0] if len(inputs) == 1 else "INPUT")
+                if parquet:
+                    sink(table)
+                    continue
                 sink.write(header + render_rows(table, fmt.value, header=False))
                 header = ""  # written with the first rows: a run failing before them writes nothing
-        sink.write(header)
+        if not parquet:
+            sink.write(header)
     _report_skips(sources)
     _log(f"scored {stats.kept} rows" + (f", skipped {stats.dropped_nonfinite} non-finite" if stats.dropped_nonfinite else ""))
 
@@ -624,7 +642,7 @@ def gaussianity_report_cmd(
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
-    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
@@ -641,7 +659,8 @@ def gaussianity_report_cmd(
 
         check_output_dir(out, inputs=[*inputs, whitener])
         check_output_files([out / "report.json", out / "report.html"], inputs=[*inputs, whitener])
-    eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial)
+    eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial, column=column,
+                  id_column=id_column)
     if eng.handles(inputs):  # rows read piece by piece (shards, --engine dask): the same X, the same report
         from whitenclip.engine import gather_rows
 
@@ -649,7 +668,7 @@ def gaussianity_report_cmd(
         X = gather_rows(inputs, eng, drop_nonfinite=drop_nonfinite)
     else:
         encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                                   num_workers, allow_partial, decode=decode.value)
+                                   num_workers, allow_partial, decode=decode.value, id_column=id_column)
         wh, X = _whitener_and_rows(inputs, whitener, encoding, drop_nonfinite=drop_nonfinite)
     if wh is None:
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
@@ -675,6 +694,7 @@ def moments(
     calibration_rows: int = typer.Option(config.CALIBRATION_ROWS, "--calibration-rows", min=0, max=1 << 20, help="Size of the mergeable row sample kept for the conformal calibration of `fit` (0: none)."),
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt, allow_partial: bool = AllowPartialOpt,
+    column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
     """Count, mean, centred scatter, power sums and a calibration sample of embeddings, with metadata and input hash."""
@@ -683,7 +703,7 @@ def moments(
 
     check_output_file(output, inputs=inputs, suffix=".safetensors")
     eng = _engine(engine, workers, scheduler, moments_dir, piece_rows=piece_rows, chunk_rows=chunk_rows,
-                  allow_partial=allow_partial)
+                  allow_partial=allow_partial, column=column, id_column=id_column)
     part = compute_moments(inputs, eng, drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64",
                            calibration_rows=calibration_rows)
     part.save(output)
@@ -740,7 +760,7 @@ def entropy(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
-    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
@@ -749,14 +769,15 @@ def entropy(
     """Differential entropy of the Gaussian fitted to embeddings: bias-corrected, with CI and a k-NN check."""
     from whitenclip.information import GaussianEntropy
 
-    eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial)
+    eng = _engine(engine, workers, scheduler, moments_dir, allow_partial=allow_partial, column=column,
+                  id_column=id_column)
     if eng.handles(inputs):  # moments files, shards, --engine dask: Gaussian entropy from moments alone
         from whitenclip.engine import entropy_summary
 
         result = entropy_summary(inputs, eng, base=base.value, whitener=_load_whitener(whitener) if whitener else None)
     else:
         encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
-                                   num_workers, allow_partial, decode=decode.value)
+                                   num_workers, allow_partial, decode=decode.value, id_column=id_column)
         wh, X = _whitener_and_rows(inputs, whitener, encoding)
         est = GaussianEntropy(base=base.value, knn_dims=knn_dims, whitener=wh, **_ci_options(bootstrap, seed))
         result = est.fit(X).result()

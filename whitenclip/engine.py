@@ -80,6 +80,8 @@ class EngineOptions:
     debug: bool = False
     log: Callable[[str], None] | None = None
     allow_partial: bool = False  # read incomplete stores (--allow-partial), as the local path does
+    column: str | None = None  # embedding column of parquet/Arrow inputs (--column)
+    id_column: str | None = None  # their id column (--id-column)
 
     def __post_init__(self):
         self.engine = str(getattr(self.engine, "value", self.engine))
@@ -212,7 +214,7 @@ def piece_content_hash(piece: Piece, chunk_rows: int = CHUNK_ROWS) -> str:
     costs 0.21x (d = 384) to 0.34x (d = 768) of recomputing it."""
     digest = _piece_digest(piece)
     s = piece.shard
-    if s.kind == "whole":
+    if s.kind in ("whole", "table"):  # no byte range: hash the rows as read
         for _ in iter_piece_rows(piece, chunk_rows, digest=digest):
             pass
         return digest.hexdigest()
@@ -376,7 +378,7 @@ def tree_merge(items: list, merge: Callable) -> Any:
 
 def plan(inputs, opts: EngineOptions):
     """Shards and pieces of embedding INPUTs (headers only)."""
-    shards = discover_shards(inputs, allow_partial=opts.allow_partial)
+    shards = discover_shards(inputs, allow_partial=opts.allow_partial, column=opts.column, id_column=opts.id_column)
     pieces = plan_pieces(shards, opts.piece_rows)
     return shards, pieces
 

@@ -14,7 +14,10 @@ Accepted INPUTs (see :func:`discover_shards`), in a stable order:
 * directories: a whitenclip store (``meta.json`` + shards), a clip-retrieval embeddings folder
   (``img_emb/`` or ``text_emb/``, with ``metadata/metadata_N.parquet`` giving row ids when
   pyarrow is installed: ``pip install whitenclip[parquet]``), or a folder of ``.npy`` /
-  ``.safetensors`` shards.
+  ``.safetensors`` shards;
+* tables (:mod:`whitenclip.tables`): ``.parquet`` / Arrow IPC files, folders of them and
+  ``datasets.save_to_disk`` folders, with the embedding column ``column`` (``--column``) and ids
+  from ``id_column``; each row group (parquet) or record batch (Arrow) is one piece.
 
 Every check that needs no data happens at planning: dimension agreement, dtype, truncated
 files (size smaller than the header promises, naming the first missing row).
@@ -53,10 +56,11 @@ class Shard:
     """One file of rows, described from its header.
 
     ``offset`` is the byte where row 0 starts; rows are C-ordered ``dtype`` of ``dim`` values.
-    ``kind`` is ``raw`` (byte ranges readable here) or ``whole`` (read through
-    :func:`whitenclip.stores.open_embeddings`, one piece). ``ids`` says where row ids come
-    from: ``("json", path)``, ``("parquet", path, column)``, ``("header", path)`` or None
-    (row index in the file).
+    ``kind`` is ``raw`` (byte ranges readable here), ``whole`` (read through
+    :func:`whitenclip.stores.open_embeddings`, one piece) or ``table`` (a parquet/Arrow file read
+    unit by unit: ``table`` is ``(TableInfo, id_prefix)``, see :mod:`whitenclip.tables`). ``ids``
+    says where row ids come from: ``("json", path)``, ``("parquet", path, column)``,
+    ``("header", path)`` or None (row index in the file; a table's own id column).
     """
 
     path: str
@@ -67,6 +71,7 @@ class Shard:
     kind: str = "raw"
     ids: tuple | None = None
     meta: dict = field(default_factory=dict, compare=False, hash=False)
+    table: tuple | None = None
 
     @property
     def row_bytes(self) -> int:
@@ -119,8 +124,12 @@ def is_glob(text: str) -> bool:
     return any(c in str(text) for c in "*?[") and not Path(text).exists()
 
 
-def discover_shards(inputs, *, allow_partial: bool = False) -> list[Shard]:
+def discover_shards(inputs, *, allow_partial: bool = False, column: str | None = None,
+                    id_column: str | None = None) -> list[Shard]:
     """The shards behind a command's INPUTs, in order (see module doc); all share one dimension.
+
+    ``column`` / ``id_column`` name a table's embedding and id columns (refused when no INPUT
+    is a table).
 
     Store directories go through :func:`whitenclip.stores.read_store_layout`, the reader the local
     path uses: an incomplete store is refused unless ``allow_partial``, and every shard must have
@@ -135,6 +144,7 @@ def discover_shards(inputs, *, allow_partial: bool = False) -> list[Shard]:
     if not inputs:
         raise InputError("no INPUT given")
     shards: list[Shard] = []
+    cols = (column, id_column)
     for text in inputs:
         if text == "-":
             raise InputError("-: standard input cannot be split into pieces; use --engine local")
@@ -142,11 +152,14 @@ def discover_shards(inputs, *, allow_partial: bool = False) -> list[Shard]:
             matches = sorted(glob.glob(text), key=natural_key)
             if not matches:
                 raise InputError(f"{text}: pattern matches no file")
-            shards += [_file_shard(Path(m)) for m in matches if Path(m).is_file()]
+            shards += [_file_shard(Path(m), table=cols) for m in matches if Path(m).is_file()]
         elif Path(text).is_dir():
-            shards += _directory_shards(Path(text), allow_partial=allow_partial)
+            shards += _directory_shards(Path(text), allow_partial=allow_partial, table=cols)
         else:
-            shards.append(_file_shard(Path(text)))
+            shards.append(_file_shard(Path(text), table=cols))
+    if (column is not None or id_column is not None) and not any(s.kind == "table" for s in shards):
+        raise InputError(f"{', '.join(inputs)}: --column/--id-column name columns of parquet/Arrow tables; "
+                         "these inputs hold none")
     dim = None
     for s in shards:
         if dim is not None and s.dim != dim:
@@ -157,12 +170,16 @@ def discover_shards(inputs, *, allow_partial: bool = False) -> list[Shard]:
     return shards
 
 
-def _file_shard(p: Path, *, ids=None, meta=None) -> Shard:
+def _file_shard(p: Path, *, ids=None, meta=None, table=(None, None), id_prefix=None) -> Shard:
+    from whitenclip.tables import TABLE_SUFFIXES
+
     if not p.exists():
         raise InputError(f"{p}: no such file or directory")
     if not p.is_file():
         raise InputError(f"{p}: not a regular file")
     suffix = p.suffix.lower()
+    if suffix in TABLE_SUFFIXES:
+        return _table_shard(p, *table, id_prefix=id_prefix)
     if suffix == ".npy":
         shard = _npy_shard(p, ids=ids, meta=meta)
     elif suffix == ".safetensors":
@@ -225,15 +242,34 @@ def _safetensors_shard(p: Path, *, meta=None) -> Shard:
                  {**decoded, **(meta or {})})
 
 
+def _table_shard(p: Path, column, id_column, *, id_prefix=None) -> Shard:
+    """A parquet/Arrow file from :func:`whitenclip.tables.inspect_table` (the reader the local path
+    uses): one piece per row group / record batch."""
+    from whitenclip.tables import inspect_table
+
+    info = inspect_table(p, column, id_column)
+    return Shard(str(p), info.n_rows, info.dim, np.dtype(info.dtype).newbyteorder("<").str, 0, "table", None, {},
+                 (info, id_prefix))
+
+
 def _check_size(s: Shard) -> None:
     from whitenclip.stores import check_extent
 
     check_extent(s.path, os.path.getsize(s.path), s.offset, s.n_rows, s.row_bytes)
 
 
-def _directory_shards(d: Path, *, allow_partial: bool = False) -> list[Shard]:
+def _directory_shards(d: Path, *, allow_partial: bool = False, table=(None, None)) -> list[Shard]:
+    from whitenclip.tables import is_table_path, table_files
+
     if (d / "meta.json").is_file():
         return _store_shards(d, allow_partial=allow_partial)
+    if is_table_path(d):  # parquet/Arrow files, a save_to_disk folder: rows named FILE:ROW without ids
+        shards = [_file_shard(f, table=table, id_prefix=f.name) for f in table_files(d)]
+        for s in shards[1:]:
+            if s.dtype != shards[0].dtype:
+                raise InputError(f"{s.path}: embeddings of {np.dtype(s.dtype).name}, but {shards[0].path} has "
+                                 f"{np.dtype(shards[0].dtype).name}")
+        return shards
     subdirs = [d / name for name in ("img_emb", "text_emb") if (d / name).is_dir()]
     if len(subdirs) > 1:
         raise InputError(f"{d}: holds both img_emb/ and text_emb/; name the one to read ({subdirs[0]})")
@@ -322,6 +358,11 @@ def plan_pieces(shards, piece_rows: int = PIECE_ROWS) -> list[Piece]:
         raise InputError(f"piece rows must be >= 1, got {piece_rows}")
     pieces = []
     for s in shards:
+        if s.kind == "table":  # one piece per row group / record batch
+            for lo, rows in zip(s.table[0].unit_starts(), s.table[0].units):
+                if rows:
+                    pieces.append(Piece(s, len(pieces), lo, lo + rows))
+            continue
         step = s.n_rows if s.kind == "whole" else int(piece_rows)
         for lo in range(0, s.n_rows, max(step, 1)):
             pieces.append(Piece(s, len(pieces), lo, min(lo + step, s.n_rows)))
@@ -339,6 +380,14 @@ def iter_piece_rows(piece: Piece, chunk_rows: int = CHUNK_ROWS, *, digest=None) 
     :class:`InputError` naming the shard and row.
     """
     s = piece.shard
+    if s.kind == "table":
+        from whitenclip.tables import iter_table_rows
+
+        for row, X, _ in iter_table_rows(s.table[0], [_table_unit(piece)], chunk_rows):
+            if digest is not None:
+                digest.update(X.tobytes())
+            yield row, X
+        return
     if s.kind == "whole":
         from whitenclip.stores import open_embeddings
 
@@ -388,6 +437,11 @@ def piece_ids(piece: Piece) -> list[str]:
     """Row ids of the piece: from the store's ids file, the safetensors header, the clip-retrieval
     parquet column, or the row index in the file."""
     src = piece.shard.ids
+    if piece.shard.kind == "table":
+        from whitenclip.tables import table_unit_ids
+
+        info, prefix = piece.shard.table
+        return table_unit_ids(info, _table_unit(piece), id_prefix=prefix)
     if src is None:
         if piece.shard.kind == "whole":
             from whitenclip.stores import open_embeddings
@@ -411,6 +465,12 @@ def piece_ids(piece: Piece) -> list[str]:
     if len(ids) != piece.shard.n_rows:
         raise InputError(f"{src[1]}: {len(ids)} ids for {piece.shard.n_rows} rows of {piece.shard.path}")
     return [str(v) for v in ids[piece.start:piece.stop]]
+
+
+def _table_unit(piece: Piece) -> int:
+    """The row group / record batch a table piece is (pieces of tables are whole units)."""
+    info = piece.shard.table[0]
+    return next(u for u, (lo, n) in enumerate(zip(info.unit_starts(), info.units)) if lo == piece.start and n)
 
 
 def shard_meta(shards) -> dict:

@@ -37,6 +37,7 @@ from whitenclip.stores import (
     open_embeddings,
     read_text_vectors,
 )
+from whitenclip.tables import is_table_path
 
 DEFAULT_MODELS = {"text": "minilm", "image": "openclip:ViT-B-32/openai"}
 """Encoder used for raw inputs when neither --model nor a whitener names one."""
@@ -50,6 +51,9 @@ class EncodeOptions:
     modality: str | None = None
     normalize: bool | None = None
     column: str | None = None
+    """Caption column of a CSV, or embedding column of a parquet/Arrow table."""
+    id_column: str | None = None
+    """Row id column of a parquet/Arrow table (:mod:`whitenclip.tables`)."""
     strict: bool = False
     device: str = "auto"
     precision: str = "auto"
@@ -141,7 +145,13 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     if "embeddings" in kinds.values():
         if options.model:
             raise InputError("--model applies to raw images or captions; these inputs are embeddings already")
-        sources = label_ids(_open_embedding(p, stdin, options.allow_partial) for p in paths)
+        tables = [p for p in paths if p != "-" and is_table_path(p)]
+        if (options.column is not None or options.id_column is not None) and not tables:
+            raise InputError(f"{paths[0]}: --column/--id-column name columns of a parquet/Arrow table (or a "
+                             "captions CSV); these inputs hold embeddings without columns")
+        sources = label_ids(_open_embedding(p, stdin, options.allow_partial,
+                                            *((options.column, options.id_column) if p in tables else ()))
+                            for p in paths)
         if isinstance(options.group_column, str):
             raise InputError(f"--group-column names a column of a captions CSV; {paths[0]} holds embeddings: "
                              "give their groups with --groups FILE (one id per row)")
@@ -209,12 +219,13 @@ def _is_binary(p: Path, size: int = 8192) -> bool:
     return False
 
 
-def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False) -> EmbeddingFile:
+def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False, column: str | None = None,
+                    id_column: str | None = None) -> EmbeddingFile:
     if path == "-":
         if not stdin or not stdin.strip():
             raise InputError("<stdin>: no vectors (input is empty)")
         return read_text_vectors(io.StringIO(stdin.decode("utf-8", "replace")), "<stdin>")
-    return open_embeddings(path, allow_partial=allow_partial)
+    return open_embeddings(path, allow_partial=allow_partial, column=column, id_column=id_column)
 
 
 def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: bytes | None) -> EncodedSource:

@@ -9,6 +9,8 @@ Supported inputs (all yield rows of shape (m, d) as float64 chunks with string r
   ``torch.load(weights_only=True)``;
 * store directory   ``meta.json`` + ``shard-NNNNN.npy`` + ``shard-NNNNN.ids.json`` (see
   :class:`StoreWriter`), written by ``whitenclip embed``;
+* tables            ``.parquet`` / Arrow IPC files and folders (``datasets.save_to_disk``), with an
+  embedding column (``--column``) and optional ids (``--id-column``): :mod:`whitenclip.tables`;
 * text vectors      one vector per line: whitespace- or comma-separated floats, or a JSON array
   (``-`` is standard input).
 
@@ -33,6 +35,7 @@ import numpy as np
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError, NonFiniteRowsWarning
 from whitenclip.outputs import atomic_write  # noqa: F401  (re-exported: stores write through it)
+from whitenclip.tables import TABLE_SUFFIXES, TableRows, is_table_path, open_table
 
 DEFAULT_CHUNK_ROWS = CHUNK_ROWS
 STORE_FORMAT = "whitenclip-store"
@@ -244,10 +247,13 @@ class EmbeddingFile:
         start = 0
         for block, ids in self._blocks:
             block = _load_block(block)
-            for lo, rows in _block_chunks(block, chunk_rows):
+            for lo, rows, *own_ids in _block_chunks(block, chunk_rows):  # a table's chunks bring their ids
                 hi = lo + rows.shape[0]
-                X = _fresh_float64(rows, already_fresh=isinstance(block, RawRows))
-                chunk_ids = list(ids[lo:hi]) if ids is not None else self._default_ids(start + lo, start + hi)
+                X = _fresh_float64(rows, already_fresh=isinstance(block, (RawRows, TableRows)))
+                if own_ids:
+                    chunk_ids = own_ids[0]
+                else:
+                    chunk_ids = list(ids[lo:hi]) if ids is not None else self._default_ids(start + lo, start + hi)
                 yield chunk_ids, X
             start += block.shape[0]
 
@@ -284,27 +290,36 @@ def _block_chunks(block, chunk_rows: int):
         yield lo, block[lo:lo + chunk_rows]
 
 
-EMBEDDING_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
-"""File name endings read as embeddings (besides store directories and text vectors)."""
+EMBEDDING_SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth", *TABLE_SUFFIXES)
+"""File name endings read as embeddings (besides store directories, table folders and text vectors)."""
 
 
 def is_embedding_path(path) -> bool:
-    """True when ``path`` names an embeddings file or a store directory (not raw images/captions)."""
+    """True when ``path`` names an embeddings file, a store directory or a folder of tables
+    (parquet/Arrow, :func:`whitenclip.tables.is_table_path`), not raw images/captions."""
     p = Path(path)
     if p.is_dir():
-        return (p / "meta.json").is_file()
+        return (p / "meta.json").is_file() or is_table_path(p)
     return p.suffix.lower() in EMBEDDING_SUFFIXES
 
 
-def open_embeddings(path, *, allow_partial: bool = False) -> EmbeddingFile:
-    """Open an embeddings file or store directory for chunked reading (see module doc).
+def open_embeddings(path, *, allow_partial: bool = False, column: str | None = None,
+                    id_column: str | None = None) -> EmbeddingFile:
+    """Open an embeddings file, store directory or table for chunked reading (see module doc).
 
     A store left incomplete by a killed ``embed`` raises :class:`InputError` unless
-    ``allow_partial`` is set.
+    ``allow_partial`` is set. ``column`` / ``id_column`` name the embedding and id columns of a
+    parquet/Arrow table (:func:`whitenclip.tables.open_table`); other inputs have no columns and
+    refuse them.
     """
+    if (column is not None or id_column is not None) and not (str(path) != "-" and is_table_path(path)):
+        raise InputError(f"{path}: --column/--id-column name columns of a parquet/Arrow table (or a captions CSV); "
+                         "this input has none")
     if str(path) == "-":
         return read_text_vectors(sys.stdin, "<stdin>")
     p = Path(path)
+    if is_table_path(p):
+        return open_table(p, column=column, id_column=id_column)
     if p.is_dir():
         return _open_store(p, allow_partial=allow_partial)
     p = _existing_file(p)
@@ -583,7 +598,6 @@ def _open_torch(p: Path) -> EmbeddingFile:
         if ids is not None:
             if not isinstance(ids, (list, tuple)):
                 raise InputError(f"{p}: 'ids' must be a list of strings")
-            ids = [str(i) for i in ids]
     if not isinstance(obj, torch.Tensor):
         raise InputError(f"{p}: expected a 2-D float tensor (or a dict with 'embeddings'), got {type(obj).__name__}")
     if obj.layout != torch.strided:
@@ -597,6 +611,7 @@ def _open_torch(p: Path) -> EmbeddingFile:
         raise InputError(f"{p}: tensor cannot be read as an array ({_one_line(exc)})") from None
     n, d = _check_matrix(str(p), arr.shape, arr.dtype)
     _check_ids(p, ids, n)
+    ids = None if ids is None else [str(i) for i in ids]
     return EmbeddingFile(str(p), n, d, str(arr.dtype), {}, [(arr, ids)])
 
 
@@ -615,8 +630,15 @@ def _decode_meta(meta: dict) -> dict:
 
 
 def _check_ids(p, ids, n: int) -> None:
-    if ids is not None and len(ids) != n:
+    """``ids`` (None, or one per row) must be ``n`` strings or integers: a null id (``None``, JSON
+    ``null``) or a nested value is refused naming its row rather than becoming the text "None"."""
+    if ids is None:
+        return
+    if len(ids) != n:
         raise InputError(f"{p}: {len(ids)} ids for {n} rows")
+    for row, v in enumerate(ids):
+        if v is None or isinstance(v, (bool, float, list, tuple, dict)):
+            raise InputError(f"{p}: id of row {row} is {v!r}; ids must be strings or integers")
 
 
 # ---------------------------------------------------------------------------------------

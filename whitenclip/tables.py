@@ -1,0 +1,397 @@
+"""Embeddings in tables: parquet files, Arrow IPC files and streams, ``datasets.save_to_disk`` folders.
+
+An embedding column is a ``list<float>``, ``large_list<float>`` or ``fixed_size_list<float>``
+column (float16/32/64 values): ``--column NAME`` names it; by default it is the only such column
+of the table (several: refused, listing them). Row ids come from ``--id-column NAME`` (any type,
+written as text), by default the column ``id`` when the table has one, else the row index.
+
+A table is read in *units*, never whole: a parquet row group, or a record batch of an Arrow IPC
+file or stream, each in chunks of at most ``chunk_rows`` rows (constant memory). The sharded
+planner (:mod:`whitenclip.shards`) makes each unit one piece, so ``--engine dask`` reads a folder
+of parquet files row group by row group on its workers.
+
+Accepted paths (:func:`table_files`):
+
+* ``.parquet``; ``.arrow`` / ``.feather`` / ``.ipc`` (Arrow IPC file or stream format);
+* a ``datasets.save_to_disk`` folder (``state.json`` listing its ``data-*.arrow`` files, in
+  order); a ``DatasetDict`` folder is refused, naming its splits;
+* a folder of ``.parquet`` / ``.arrow`` files (natural order: ``part-2`` before ``part-10``).
+
+Rows that cannot be embeddings are refused naming the file, the unit (row group or record batch)
+and the row: a null embedding, a null value inside one, a list whose length differs from the
+first row's (ragged). pyarrow is optional (``pip install 'whitenclip[parquet]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from whitenclip.errors import InputError
+
+TABLE_SUFFIXES = (".parquet", ".arrow", ".feather", ".ipc")
+"""File name endings read as tables."""
+
+PYARROW_HINT = "reading parquet/Arrow tables needs pyarrow: pip install 'whitenclip[parquet]'"
+DEFAULT_ID_COLUMN = "id"
+
+
+def import_pyarrow(path=None):
+    """``pyarrow`` (with ``pyarrow.parquet`` and ``pyarrow.ipc`` loaded), or one-line :class:`InputError`."""
+    try:
+        import pyarrow as pa
+        import pyarrow.ipc  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+    except ImportError:
+        raise InputError(f"{path}: {PYARROW_HINT}" if path is not None else PYARROW_HINT) from None
+    return pa
+
+
+def _natural(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def is_table_path(path) -> bool:
+    """True when ``path`` is a table file (by its suffix) or a folder of tables (see module doc)."""
+    p = Path(path)
+    if p.is_dir():
+        if (p / "meta.json").is_file():
+            return False  # a whitenclip store
+        if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
+            return True
+        try:
+            return any(c.suffix.lower() in TABLE_SUFFIXES and c.is_file() for c in p.iterdir())
+        except OSError:
+            return False
+    return p.suffix.lower() in TABLE_SUFFIXES
+
+
+def table_files(path) -> list[Path]:
+    """The table files behind ``path`` in order: itself, a ``save_to_disk`` folder's data files
+    (as ``state.json`` lists them), or a folder's ``.parquet`` / ``.arrow`` files."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if not p.is_dir():
+        return [p]
+    if (p / "dataset_dict.json").is_file():
+        splits = sorted(c.name for c in p.iterdir() if c.is_dir())
+        raise InputError(f"{p}: a DatasetDict with splits {', '.join(splits) or '(none)'}; name one split's folder "
+                         f"(e.g. {p / (splits[0] if splits else 'train')})")
+    state = p / "state.json"
+    if state.is_file():
+        try:
+            doc = json.loads(state.read_text(encoding="utf-8"))
+            names = [f["filename"] for f in doc["_data_files"]]
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
+            raise InputError(f"{state}: not a datasets state.json (no '_data_files' list of filenames)") from None
+        files = []
+        for name in names:
+            f = p / str(name)
+            if not isinstance(name, str) or Path(name).name != name or not f.is_file():
+                raise InputError(f"{state}: data file {name!r} is missing from {p}")
+            files.append(f)
+        if not files:
+            raise InputError(f"{p}: state.json lists no data files")
+        return files
+    files = sorted((c for c in p.iterdir() if c.suffix.lower() in TABLE_SUFFIXES and c.is_file()),
+                   key=lambda c: _natural(c.name))
+    if not files:
+        raise InputError(f"{p}: no .parquet or .arrow files in this directory")
+    return files
+
+
+# ---------------------------------------------------------------------------------------
+# one table file: schema, column choice, units
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TableInfo:
+    """One table file as the readers see it: ``fmt`` (``parquet``, ``ipc-file`` or ``ipc-stream``),
+    the embedding ``column`` and its row ``dim`` and value ``dtype``, the ``id_column`` (or None),
+    and ``units``, the rows of each row group / record batch in order."""
+
+    path: str
+    fmt: str
+    column: str
+    id_column: str | None
+    dim: int
+    dtype: str
+    units: tuple
+
+    @property
+    def n_rows(self) -> int:
+        return int(sum(self.units))
+
+    @property
+    def unit_name(self) -> str:
+        return "row group" if self.fmt == "parquet" else "record batch"
+
+    def unit_starts(self) -> list[int]:
+        """First row (in the file) of each unit."""
+        return [int(v) for v in np.concatenate([[0], np.cumsum(self.units, dtype=np.int64)[:-1]])] if self.units else []
+
+
+@contextlib.contextmanager
+def _arrow_errors(path):
+    """A corrupt or foreign file (ArrowInvalid, OSError...) -> one-line InputError naming it."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{path}: not a readable parquet/Arrow table ({' '.join(str(exc).split())[:200]})") from None
+
+
+def _ipc_reader(pa, path):
+    """``(fmt, reader)`` of an Arrow IPC file (random access) or stream (``save_to_disk``), memory mapped."""
+    source = pa.memory_map(str(path), "r")
+    try:
+        return "ipc-file", pa.ipc.open_file(source)
+    except pa.ArrowInvalid:
+        source.seek(0)
+        return "ipc-stream", pa.ipc.open_stream(source)
+
+
+def _float_name(pa, t) -> str:
+    return {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): "float64"}[t]
+
+
+def pick_columns(pa, path, schema, column: str | None, id_column: str | None) -> tuple:
+    """``(column, id_column, dim or None, dtype)`` of a table's schema (see module doc)."""
+    names = list(schema.names)
+    kinds = {}
+    for f in schema:
+        t = f.type
+        if (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) \
+                and pa.types.is_floating(t.value_type):
+            kinds[f.name] = (t.list_size if pa.types.is_fixed_size_list(t) else None, _float_name(pa, t.value_type))
+    if column is None:
+        if len(kinds) != 1:
+            found = f"several: {', '.join(kinds)}" if kinds else f"none among {', '.join(names) or '(no columns)'}"
+            raise InputError(f"{path}: pass --column NAME to name the embedding column (list<float> columns: {found})")
+        column = next(iter(kinds))
+    elif column not in names:
+        raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
+    elif column not in kinds:
+        t = schema.field(column).type
+        if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+            t = f"{str(t).split('<', 1)[0]}<{t.value_type}>"  # list<int64>, not list<element: int64>
+        raise InputError(f"{path}: column {column!r} holds {t}, not embeddings (a list<float> or "
+                         f"fixed_size_list<float> column; here: {', '.join(kinds) or 'none'})")
+    if id_column is None:
+        id_column = DEFAULT_ID_COLUMN if DEFAULT_ID_COLUMN in names and DEFAULT_ID_COLUMN != column else None
+    elif id_column not in names:
+        raise InputError(f"{path}: no id column {id_column!r} (columns: {', '.join(names)})")
+    dim, dtype = kinds[column]
+    return column, id_column, dim, dtype
+
+
+def inspect_table(path, column: str | None = None, id_column: str | None = None) -> TableInfo:
+    """Schema, embedding column, dimension and units of one table file (metadata, plus the first
+    row when the column is a variable-length list: its length is the dimension)."""
+    pa = import_pyarrow(path)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file")
+    with _arrow_errors(p):
+        if p.suffix.lower() == ".parquet":
+            pf = pa.parquet.ParquetFile(str(p))
+            fmt, schema = "parquet", pf.schema_arrow
+            units = tuple(pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups))
+        else:
+            fmt, reader = _ipc_reader(pa, p)
+            schema = reader.schema
+            if fmt == "ipc-file":
+                units = tuple(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+            else:
+                units = tuple(b.num_rows for b in reader)
+    column, id_column, dim, dtype = pick_columns(pa, p, schema, column, id_column)
+    info = TableInfo(str(p), fmt, column, id_column, dim or 0, dtype, units)
+    if dim is None:  # list<float>: the first row's length is the dimension
+        for _, _, arr, _ in _unit_arrays(info, None, 1, with_ids=False):
+            if len(arr):
+                first = arr[0]
+                if not first.is_valid:
+                    raise InputError(f"{p}: {info.unit_name} 0, row 0: embedding is null")
+                dim = len(first)
+                break
+        info = TableInfo(str(p), fmt, column, id_column, int(dim or 0), dtype, units)
+    if info.dim == 0 and info.n_rows:
+        raise InputError(f"{p}: column {column!r}: rows have zero dimensions")
+    return info
+
+
+# ---------------------------------------------------------------------------------------
+# reading rows
+# ---------------------------------------------------------------------------------------
+def _unit_arrays(info: TableInfo, units, chunk_rows: int, *, with_ids: bool = True):
+    """Yield ``(unit, row_in_unit, embedding_array, id_array or None)`` chunks of the given units
+    (all when None), in order, at most ``chunk_rows`` rows each."""
+    pa = import_pyarrow(info.path)
+    wanted = range(len(info.units)) if units is None else list(units)
+    columns = [info.column] + ([info.id_column] if with_ids and info.id_column else [])
+    with _arrow_errors(info.path):
+        if info.fmt == "parquet":
+            pf = pa.parquet.ParquetFile(info.path)
+            for u in wanted:
+                lo = 0
+                for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[u], columns=columns):
+                    yield u, lo, batch.column(0), batch.column(1) if len(columns) > 1 else None
+                    lo += batch.num_rows
+            return
+        fmt, reader = _ipc_reader(pa, info.path)
+        if fmt == "ipc-file":
+            batches = ((u, reader.get_batch(u)) for u in wanted)
+        else:
+            want = set(wanted)
+            batches = ((u, b) for u, b in enumerate(reader) if u in want)
+        for u, batch in batches:
+            emb = batch.column(info.column)
+            ids = batch.column(info.id_column) if len(columns) > 1 else None
+            for lo in range(0, batch.num_rows, chunk_rows):
+                yield u, lo, emb.slice(lo, chunk_rows), ids.slice(lo, chunk_rows) if ids is not None else None
+
+
+def _to_matrix(info: TableInfo, arr, unit: int, lo: int, file_row: int) -> np.ndarray:
+    """Rows of an embedding chunk as a fresh float64 (m, dim) array; nulls and ragged rows refused."""
+    pa = import_pyarrow(info.path)
+    m = len(arr)
+
+    def where(i: int) -> str:
+        return f"{info.path}: {info.unit_name} {unit}, row {lo + i} (row {file_row + i} of the file)"
+
+    if arr.null_count:
+        i = int(np.flatnonzero(~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False)))[0])
+        raise InputError(f"{where(i)}: embedding is null")
+    if not pa.types.is_fixed_size_list(arr.type):
+        lengths = np.diff(np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64))
+        bad = np.flatnonzero(lengths != info.dim)
+        if bad.size:
+            i = int(bad[0])
+            raise InputError(f"{where(i)}: embedding has {int(lengths[i])} values, expected {info.dim} "
+                             "like the first row (ragged lists)")
+    elif arr.type.list_size != info.dim:
+        raise InputError(f"{where(0)}: embeddings have {arr.type.list_size} values, expected {info.dim}")
+    values = arr.flatten()
+    if values.null_count:
+        k = int(np.flatnonzero(~np.asarray(values.is_valid().to_numpy(zero_copy_only=False)))[0])
+        raise InputError(f"{where(k // info.dim)}: embedding holds a null value (position {k % info.dim})")
+    X = np.array(values.to_numpy(zero_copy_only=False), dtype=np.float64)
+    return X.reshape(m, info.dim)
+
+
+def _ids_of(info: TableInfo, ids, unit: int, lo: int, file_row: int) -> list[str]:
+    values = ids.to_pylist()
+    if ids.null_count:
+        i = next(k for k, v in enumerate(values) if v is None)
+        raise InputError(f"{info.path}: {info.unit_name} {unit}, row {lo + i} (row {file_row + i} of the file): "
+                         f"id column {info.id_column!r} is null")
+    return [v if isinstance(v, str) else str(v) for v in values]
+
+
+def iter_table_rows(info: TableInfo, units=None, chunk_rows: int = 4096, *,
+                    id_prefix: str | None = None) -> Iterator[tuple[int, np.ndarray, list[str]]]:
+    """Yield ``(file_row, X, ids)`` chunks of the given units (all when None): X float64 (m, dim),
+    ``ids`` from the id column, else ``f"{id_prefix}:{row}"`` or ``str(row)`` (row in the file)."""
+    starts = info.unit_starts()
+    for unit, lo, emb, ids in _unit_arrays(info, units, chunk_rows):
+        row = starts[unit] + lo
+        X = _to_matrix(info, emb, unit, lo, row)
+        if ids is not None:
+            chunk_ids = _ids_of(info, ids, unit, lo, row)
+        elif id_prefix is not None:
+            chunk_ids = [f"{id_prefix}:{i}" for i in range(row, row + len(X))]
+        else:
+            chunk_ids = [str(i) for i in range(row, row + len(X))]
+        yield row, X, chunk_ids
+
+
+def table_unit_ids(info: TableInfo, unit: int, *, id_prefix: str | None = None) -> list[str]:
+    """Row ids of one unit, read from the id column alone (see :func:`iter_table_rows`)."""
+    start = info.unit_starts()[unit]
+    if info.id_column is None:
+        rows = range(start, start + info.units[unit])
+        return [f"{id_prefix}:{i}" for i in rows] if id_prefix is not None else [str(i) for i in rows]
+    pa = import_pyarrow(info.path)
+    with _arrow_errors(info.path):
+        if info.fmt == "parquet":
+            ids = pa.parquet.ParquetFile(info.path).read_row_group(unit, columns=[info.id_column]).column(0)
+        else:
+            fmt, reader = _ipc_reader(pa, info.path)
+            batch = reader.get_batch(unit) if fmt == "ipc-file" else next(b for u, b in enumerate(reader) if u == unit)
+            ids = batch.column(info.id_column)
+    return _ids_of(info, ids, unit, 0, start)
+
+
+class TableRows:
+    """A block of :class:`whitenclip.stores.EmbeddingFile`: all rows of one table file, read unit
+    by unit in chunks; :meth:`chunks` yields ``(first_row, X, ids)`` (the table's own ids)."""
+
+    def __init__(self, info: TableInfo, id_prefix: str | None = None):
+        self.info, self.id_prefix = info, id_prefix
+        self.shape = (info.n_rows, info.dim)
+
+    def chunks(self, chunk_rows: int):
+        for row, X, ids in iter_table_rows(self.info, None, chunk_rows, id_prefix=self.id_prefix):
+            yield row, X, ids
+
+
+def open_table(path, *, column: str | None = None, id_column: str | None = None):
+    """An :class:`~whitenclip.stores.EmbeddingFile` over a table file or folder (see module doc).
+
+    Every file must have the same dimension and value dtype. Without an id column, rows of a
+    folder are named ``FILE:ROW`` (the file's name, the row in that file), rows of one file ``ROW``.
+    """
+    from whitenclip.stores import EmbeddingFile
+
+    files = table_files(path)
+    folder = Path(path).is_dir()
+    blocks, first = [], None
+    for f in files:
+        info = inspect_table(f, column, id_column)
+        if first is not None and (info.dim, info.dtype) != (first.dim, first.dtype):
+            raise InputError(f"{f}: embeddings of {info.dim} {info.dtype} values, but {first.path} has "
+                             f"{first.dim} {first.dtype}")
+        first = first or info
+        blocks.append((TableRows(info, f.name if folder else None), None))
+    n = sum(b.shape[0] for b, _ in blocks)
+    if n == 0:
+        raise InputError(f"{path}: table holds zero rows")
+    return EmbeddingFile(str(path), n, first.dim, first.dtype, {}, blocks)
+
+
+# ---------------------------------------------------------------------------------------
+# writing scores
+# ---------------------------------------------------------------------------------------
+def is_parquet_output(output) -> bool:
+    """True when ``-o`` names a ``.parquet`` file: rows are then written as parquet."""
+    return output is not None and str(output) != "-" and str(output).lower().endswith(".parquet")
+
+
+@contextlib.contextmanager
+def parquet_score_writer(path, columns):
+    """Write :class:`~whitenclip.likelihood.ScoreTable` s to ``path`` as one parquet file, atomically
+    (:func:`whitenclip.outputs.atomic_write`): ``id`` (string) then ``columns`` (float64). Yields a
+    function taking a table; a run failing midway leaves the old file (or none)."""
+    from whitenclip.outputs import atomic_write
+
+    pa = import_pyarrow(path)
+    schema = pa.schema([("id", pa.string()), *((c, pa.float64()) for c in columns)])
+    with atomic_write(path, "wb") as fh:
+        writer = pa.parquet.ParquetWriter(fh, schema)
+
+        def add(table) -> None:
+            if table.n_rows:
+                data = {"id": pa.array(table.row_ids(), pa.string()),
+                        **{c: pa.array(np.asarray(table[c], dtype=np.float64)) for c in columns}}
+                writer.write_table(pa.table(data, schema=schema))
+        try:
+            yield add
+        finally:
+            writer.close()
