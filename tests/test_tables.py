@@ -305,3 +305,17 @@ def test_any_layout_reads_rows_in_order(tmp_path_factory, groups, chunk, fixed, 
     assert all(len(c[0]) == len(c[1]) <= chunk for c in chunks)
     np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), X.astype(np.float64))
     assert [i for c in chunks for i in c[0]] == [str(i) for i in range(n)]
+
+
+def test_image_folder_with_parquet_is_not_a_table(tmp_path):
+    """img2dataset output: 00000.parquet beside 00000/ holding the images stays images to embed."""
+    from whitenclip.tables import is_table_path
+
+    (tmp_path / "00000").mkdir()
+    (tmp_path / "00000" / "a.jpg").write_bytes(b"")
+    write_parquet(tmp_path / "00000.parquet", rows(3, 0))
+    assert not is_table_path(tmp_path)
+    (tmp_path / "00000" / "a.jpg").unlink()
+    (tmp_path / "00000").rmdir()
+    (tmp_path / "_SUCCESS").write_text("")  # Spark's marker is ignored
+    assert is_table_path(tmp_path)

@@ -15,7 +15,8 @@ Accepted paths (:func:`table_files`):
 * ``.parquet``; ``.arrow`` / ``.feather`` / ``.ipc`` (Arrow IPC file or stream format);
 * a ``datasets.save_to_disk`` folder (``state.json`` listing its ``data-*.arrow`` files, in
   order); a ``DatasetDict`` folder is refused, naming its splits;
-* a folder of ``.parquet`` / ``.arrow`` files (natural order: ``part-2`` before ``part-10``).
+* a folder of ``.parquet`` / ``.arrow`` files (natural order: ``part-2`` before ``part-10``) with
+  no images and no sub-folders beside them (an img2dataset folder is images to embed).
 
 Rows that cannot be embeddings are refused naming the file, the unit (row group or record batch)
 and the row: a null embedding, a null value inside one, a list whose length differs from the
@@ -65,8 +66,12 @@ def is_table_path(path) -> bool:
             return False  # a whitenclip store
         if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
             return True
-        try:
-            return any(c.suffix.lower() in TABLE_SUFFIXES and c.is_file() for c in p.iterdir())
+        from whitenclip.inputs import is_image_path
+
+        try:  # table files, and no images or sub-folders (img2dataset output is images beside parquet)
+            children = [c for c in p.iterdir() if not c.name.startswith((".", "_"))]
+            return (any(c.suffix.lower() in TABLE_SUFFIXES and c.is_file() for c in children)
+                    and not any(c.is_dir() or is_image_path(c) for c in children))
         except OSError:
             return False
     return p.suffix.lower() in TABLE_SUFFIXES
