@@ -319,3 +319,16 @@ def test_image_folder_with_parquet_is_not_a_table(tmp_path):
     (tmp_path / "00000").rmdir()
     (tmp_path / "_SUCCESS").write_text("")  # Spark's marker is ignored
     assert is_table_path(tmp_path)
+
+
+def test_moments_dir_resumes_table_pieces(folder, tmp_path):
+    """--moments-dir keeps one part per row group and a rerun loads them all (content hash of the rows)."""
+    d, X, _ = folder
+    args = ("moments", d / "parts", "--column", "emb", "--moments-dir", tmp_path / "parts")
+    assert run(*args, "-o", tmp_path / "a.moments.safetensors").exit_code == 0
+    res = run(*args, "-o", tmp_path / "b.moments.safetensors")
+    assert res.exit_code == 0 and "resumed 6 of 6 piece(s)" in res.output
+    from whitenclip.moments import MomentsPart
+
+    a, b = (MomentsPart.load(tmp_path / f"{k}.moments.safetensors") for k in "ab")
+    assert a.n == b.n == len(X) and np.array_equal(a.scatter, b.scatter)
