@@ -88,3 +88,17 @@ def test_score_table_to_pandas_keeps_ids_and_values(data):
     assert isinstance(df, pd.DataFrame) and df.index.name == "id"
     assert list(df.index) == table.row_ids() and tuple(df.columns) == table.columns
     np.testing.assert_array_equal(df["sqnorm"].to_numpy(), table["sqnorm"])
+
+
+def test_simulation_html_holds_its_curves():
+    from whitenclip.simulate import METRICS, RunHistory, SimulationResult, make_config
+
+    cfg = make_config(losses="infonce", steps=2, evals=1, seeds=2)
+    runs = []
+    for seed in range(2):
+        metrics = {k: (0.5, 0.9) for k in METRICS}
+        runs.append(RunHistory("infonce", seed, (0, 2), metrics, 1.0, 1.0))
+    res = SimulationResult(cfg, tuple(runs), {"ad_pass": 0.95}, 2.0, 2.0)
+    p = parse(res._repr_html_())
+    assert [a for t, a in p.tags if t == "img" and a["src"].startswith("data:image/png;base64,")]
+    assert "infonce" in " ".join(p.text)

@@ -310,3 +310,21 @@ def test_partial_store_allowed_on_both_paths(tmp_path):
     np.testing.assert_allclose(open_embeddings(tmp_path / "s", allow_partial=True).read_all()[1], X, rtol=1e-6)
     [shard] = discover_shards([tmp_path / "s"], allow_partial=True)
     assert shard.n_rows == 20
+
+
+@pytest.mark.parametrize("bad", [None, [1], 1.5, True])
+def test_null_or_nested_ids_are_refused_naming_the_row(tmp_path, bad):
+    import torch
+
+    X = np.zeros((3, 2), dtype=np.float32)
+    ids = ["a", bad, "c"]
+    st = tmp_path / "x.safetensors"
+    save_file({"embeddings": X}, str(st), metadata={"ids": json.dumps(ids)})
+    pt = tmp_path / "x.pt"
+    torch.save({"embeddings": torch.from_numpy(X), "ids": ids}, str(pt))
+    for path in (st, pt):
+        with pytest.raises(InputError, match=r"id of row 1 is .*ids must be strings or integers"):
+            open_embeddings(path)
+    ok = tmp_path / "ok.safetensors"
+    save_file({"embeddings": X}, str(ok), metadata={"ids": json.dumps(["a", 7, "c"])})
+    assert open_embeddings(ok).read_all()[0] == ["a", "7", "c"]

@@ -13,7 +13,16 @@ import html
 import warnings
 from pathlib import Path
 
-from whitenclip.render import figure_png, html_figure, html_table, render_html, render_table, to_json, write_file
+from whitenclip.render import (
+    figure_png,
+    html_figure,
+    html_fragment,
+    html_table,
+    render_html,
+    render_table,
+    to_json,
+    write_file,
+)
 from whitenclip.simulate import PaperComparison, SimulationResult
 
 # terminal tables: (title, [(metric key, header)]); cells are mean ± sd over seeds at the last step
@@ -154,6 +163,12 @@ def page(result: SimulationResult, figures: dict[str, bytes]) -> str:
               for name, png in figures.items()]
     parts.append("<p class='muted'>All numbers: <a href='simulate.json'>simulate.json</a>.</p></body></html>")
     return "\n".join(parts)
+
+
+@html_fragment.register
+def _(result: SimulationResult) -> str:
+    """The ``simulate.html`` page with its curves inline (notebooks)."""
+    return page(result, make_curves(result))
 
 
 @render_html.register
