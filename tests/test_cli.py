@@ -152,3 +152,13 @@ def test_real_entry_point_exit_codes(tmp_path):
     assert missing.stderr.strip() == f"whitenclip: error: {tmp_path / 'nope.npy'}: no such file or directory"
     usage = subprocess.run([sys.executable, "-m", "whitenclip.cli", "fit"], capture_output=True, text=True)
     assert usage.returncode == 2
+
+
+def test_version_is_the_package_version():
+    import importlib.metadata
+
+    import whitenclip
+
+    r = run("--version")
+    assert r.exit_code == 0 and r.stdout == f"whitenclip {whitenclip.__version__}\n"
+    assert importlib.metadata.version("whitenclip") == whitenclip.__version__

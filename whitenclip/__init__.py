@@ -15,7 +15,8 @@ import importlib
 
 from whitenclip.errors import InputError, NotFittedError, RankDeficiencyWarning, WhitenclipError
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
+"""The version (the one place it is written: pyproject.toml reads it from here)."""
 
 _LAZY = {
     "Whitener": "whitenclip.whitening",
