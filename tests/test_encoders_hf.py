@@ -1,0 +1,223 @@
+"""``hf:NAME_OR_PATH``: transformers vision-language models, checked offline on a tiny random CLIP
+saved with ``save_pretrained`` (issue 18 section 1)."""
+
+import inspect
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from whitenclip.encoders import load_encoder, parse_spec
+from whitenclip.errors import InputError, WhitenclipError
+
+CAPTIONS = ["a dog", "", "two children are playing with a red ball on the beach near the water",
+            "x", "A man in a blue shirt rides a bicycle down a dirt road .", "cat " * 40, "  spaces  around  "]
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2 / CLIP byte -> printable character table (byte-level BPE alphabet)."""
+    bs = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def _tiny_clip(folder: Path, seed: int = 0) -> Path:
+    """A random CLIPModel (2 layers, width 32, 30 px images, 16-d features), its CLIPImageProcessor and a
+    CLIP tokenizer over a byte-level vocabulary (no merges), saved with save_pretrained."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer
+
+    chars = list(_bytes_to_unicode().values())
+    vocab = {c: i for i, c in enumerate(chars + [c + "</w>" for c in chars] + ["<|startoftext|>", "<|endoftext|>"])}
+    if "vocab" in inspect.signature(CLIPTokenizer.__init__).parameters:  # transformers 5
+        tok = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+    else:  # pragma: no cover - transformers 4: files
+        import json
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "vocab.json").write_text(json.dumps(vocab))
+        (folder / "merges.txt").write_text("#version: 0.2\n")
+        tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
+    eos = vocab["<|endoftext|>"]
+    cfg = CLIPConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"],
+                         eos_token_id=eos, pad_token_id=eos),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=30, patch_size=6),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(cfg).eval()
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": 30}, crop_size={"height": 30, "width": 30}).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    return _tiny_clip(tmp_path_factory.mktemp("hf") / "tiny-clip")
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> list[str]:
+    """Seven images of different sizes and formats (RGB, grayscale, RGBA PNG, JPEG)."""
+    d = tmp_path_factory.mktemp("imgs")
+    rng = np.random.default_rng(0)
+    out = []
+    for i, (h, w, mode, ext) in enumerate([(40, 50, "RGB", "jpg"), (64, 31, "RGB", "png"), (30, 30, "L", "png"),
+                                           (90, 120, "RGBA", "png"), (33, 77, "RGB", "jpg"), (50, 50, "RGB", "png"),
+                                           (120, 45, "RGB", "jpg")]):
+        arr = rng.integers(0, 256, (h, w, len(mode)) if mode != "L" else (h, w), dtype=np.uint8)
+        p = d / f"im{i}.{ext}"
+        Image.fromarray(arr, mode).save(p)
+        out.append(str(p))
+    return out
+
+
+def _direct(folder: Path):
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    return (AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder),
+            AutoImageProcessor.from_pretrained(folder))
+
+
+def _pooled(out):
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+def test_hf_images_and_captions_equal_direct_features(tiny, images):
+    """Batched (3 per batch, ragged captions sorted by length, one truncated) rows equal a direct
+    get_image_features / get_text_features of each item alone, to 1e-5."""
+    from whitenclip.encoders import TruncationWarning
+
+    model, tok, proc = _direct(tiny)
+    enc = load_encoder(f"hf:{tiny}", device="cpu")
+    assert enc.spec == f"hf:{tiny}" and enc.dim == 16 and enc.modalities == ("image", "text")
+    with torch.inference_mode():
+        want_img = np.concatenate([
+            _pooled(model.get_image_features(**proc(images=Image.open(p).convert("RGB"), return_tensors="pt")))
+            for p in images]).astype(np.float32)
+        want_txt = np.concatenate([
+            _pooled(model.get_text_features(**tok([c], truncation=True, max_length=16, return_tensors="pt")))
+            for c in CAPTIONS]).astype(np.float32)
+    got_img = enc.encode(images, modality="image", batch_size=3)
+    np.testing.assert_allclose(got_img, want_img, atol=1e-5, rtol=0)
+    long = sum(len(ids) > 16 for ids in tok(CAPTIONS)["input_ids"])
+    assert 0 < long < len(CAPTIONS)
+    with pytest.warns(TruncationWarning, match=rf"^hf:{tiny}: {long} of 7 captions are longer than 16 tokens"):
+        got_txt = enc.encode(CAPTIONS, modality="text", batch_size=3)
+    np.testing.assert_allclose(got_txt, want_txt, atol=1e-5, rtol=0)
+    assert np.abs(want_txt).max() > 1e-2  # not trivially zero
+    unit = load_encoder(f"hf:{tiny}", normalize=True, device="cpu").encode(images[:3], modality="image")
+    np.testing.assert_allclose(unit, want_img[:3] / np.linalg.norm(want_img[:3], axis=1, keepdims=True), atol=1e-5)
+    meta = enc.meta("image")
+    assert meta["activation"].startswith("quick_gelu (hf ") and meta["encoder"] == f"hf:{tiny}"
+
+
+def test_features_from_both_return_shapes():
+    """transformers 5 returns BaseModelOutputWithPooling (pooler_output = projected features); 4 a tensor."""
+    from transformers.modeling_outputs import BaseModelOutputWithPooling
+
+    from whitenclip.encoders.hf import _features
+
+    x = torch.arange(6.0).reshape(2, 3)
+    assert _features(x) is x
+    assert _features(BaseModelOutputWithPooling(last_hidden_state=torch.zeros(2, 4, 8), pooler_output=x)) is x
+    with pytest.raises(WhitenclipError, match="without pooler_output"):
+        _features(BaseModelOutputWithPooling(last_hidden_state=x))
+
+
+def test_fingerprint_tells_models_apart(tiny, tmp_path):
+    """Same architecture, other weights: a different recorded activation string (so whiteners are refused)."""
+    other = _tiny_clip(tmp_path / "other", seed=1)
+    a = load_encoder(f"hf:{tiny}", device="cpu").activation
+    assert load_encoder(f"hf:{tiny}", device="cpu").activation == a
+    assert load_encoder(f"hf:{other}", device="cpu").activation != a
+
+
+def test_hf_specs_and_one_line_failures(tmp_path, monkeypatch):
+    from test_encoders import _use_hub
+    from transformers import BertConfig, BertModel
+
+    from whitenclip.encoders import hub
+
+    assert str(parse_spec("hf:openai/clip-vit-base-patch32")) == "hf:openai/clip-vit-base-patch32"
+    assert str(parse_spec("hf:~/m")) == f"hf:{os.path.expanduser('~/m')}"
+    for bad in ("hf:", "hf", "hf:  "):
+        with pytest.raises(InputError, match=r"expected hf:NAME_OR_PATH"):
+            parse_spec(bad)
+    with pytest.raises(WhitenclipError, match=rf"^cannot load hf:{tmp_path}/nope: model folder .* not found; "
+                                              r"offline choices: .*'minilm'$"):
+        load_encoder(f"hf:{tmp_path}/nope", device="cpu")
+    bert = tmp_path / "bert"
+    BertModel(BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=8)).save_pretrained(bert)
+    with pytest.raises(WhitenclipError, match=r"^cannot load hf:.*/bert: BertModel has no get_image_features or "
+                                              r"get_text_features; hf: needs a vision-language model"):
+        load_encoder(f"hf:{bert}", device="cpu")
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the network was consulted")
+
+    monkeypatch.setattr(hub, "probe_network", refuse)
+    _use_hub(monkeypatch, tmp_path / "home", offline=True)
+    with pytest.raises(WhitenclipError) as info:
+        load_encoder("hf:openai/clip-vit-base-patch32", device="cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(
+        "cannot load hf:openai/clip-vit-base-patch32: hub repo openai/clip-vit-base-patch32 is not in the Hugging "
+        f"Face cache ({tmp_path}/home/hub) and HF_HUB_OFFLINE is set; offline choices: a local model folder hf:")
+
+
+def _cli(*args, timeout=300):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "whitenclip.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout)
+
+
+def test_fit_images_with_hf_end_to_end_and_refuse_another_model(tiny, images, tmp_path):
+    """`whitenclip fit images/ --model hf:DIR` in a subprocess: the whitener's mean is the mean of the direct
+    image features; scoring raw images after DIR holds another model is refused (exit 2, one line)."""
+    import shutil
+
+    from whitenclip.whitening import Whitener
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for p in images:
+        shutil.copy(p, folder)
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny, model_dir)
+    out = tmp_path / "wh.safetensors"
+    proc = _cli("fit", str(folder), "--model", f"hf:{model_dir}", "--device", "cpu", "-o", str(out),
+                "--no-calibration", "--num-workers", "0")
+    assert proc.returncode == 0, proc.stderr
+    wh = Whitener.load(out)
+    assert wh.metadata_["encoder"] == f"hf:{model_dir}" and wh.metadata_["activation"].startswith("quick_gelu (hf ")
+    model, _, proc_ = _direct(tiny)
+    with torch.inference_mode():
+        feats = np.concatenate([
+            _pooled(model.get_image_features(**proc_(images=Image.open(p).convert("RGB"), return_tensors="pt")))
+            for p in sorted(folder.iterdir())]).astype(np.float64)
+    np.testing.assert_allclose(wh.mean_, feats.mean(0), atol=1e-5)
+
+    shutil.rmtree(model_dir)
+    _tiny_clip(model_dir, seed=1)
+    refused = _cli("score", str(folder), "-w", str(out), "--device", "cpu", "--num-workers", "0")
+    assert refused.returncode == 2, refused.stderr
+    err = refused.stderr.strip().splitlines()[-1]  # the line before: no calibration in this whitener
+    assert "Traceback" not in refused.stderr and err.startswith("whitenclip: error: ")
+    assert f"was embedded by hf:{model_dir} with {wh.metadata_['activation']} activation, but it loads with" in err
+    assert err.endswith("; refit with this installation (the model at that name changed)")
