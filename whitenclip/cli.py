@@ -315,7 +315,9 @@ ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_e
                              "openclip:ViT-B-32/openai; weights from the Hugging Face cache, else downloaded once; "
                              "HF_HUB_OFFLINE=1: cache only), openclip:ARCH@PATH (local checkpoint; OpenAI weights need "
                              "ARCH-quickgelu, e.g. openclip:ViT-L-14-quickgelu@PATH), minilm (text, offline; raw mean-pooled "
-                             "features), st:NAME_OR_PATH (a sentence-transformers model: exactly its encode, with its own "
+                             "features), hf:NAME_OR_PATH (a transformers vision-language model with get_image_features/"
+                             "get_text_features: CLIP, SigLIP, ...; hub name or save_pretrained folder), "
+                             "st:NAME_OR_PATH (a sentence-transformers model: exactly its encode, with its own "
                              "pooling and its Normalize layer when it has one), or a plugin's KIND[:ARG].")
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
