@@ -25,6 +25,23 @@ def anisotropic(rng):
     return X
 
 
+def rel(a, b) -> float:
+    """Largest absolute difference of a and b relative to b's largest magnitude."""
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
+
+
+def same_whitener(a, b, tol=1e-12) -> None:
+    """Whiteners a and b agree: count, rank, and mean, covariance and W W^T to ``tol`` relative
+    (W itself is defined up to the signs of its eigenvectors)."""
+    assert a.n_samples_ == b.n_samples_ and a.rank_ == b.rank_
+    assert rel(a.mean_, b.mean_) < tol
+    assert rel(a.covariance_, b.covariance_) < tol
+    signs = np.sign(np.sum(a.W_ * b.W_, axis=0))
+    assert rel(a.W_ * signs, b.W_) < tol
+    assert rel(a.W_ @ a.W_.T, b.W_ @ b.W_.T) < tol
+
+
 def shared_path(*parts) -> Path:
     """Path under ../shared/datasets, or skip the test with a clear reason when it is absent."""
     p = SHARED.joinpath(*parts)

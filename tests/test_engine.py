@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 import pytest
+from conftest import rel, same_whitener
 from typer.testing import CliRunner
 
 from whitenclip import engine
@@ -24,21 +25,6 @@ SIZES = [0, 1, 97, 13, 250, 40]  # a 0-row shard, a 1-row shard, uneven sizes
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
-
-
-def rel(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
-def same_whitener(a: Whitener, b: Whitener, tol=1e-12):
-    """Mean, covariance and W equal to ``tol`` relative (W's columns up to sign: eigenvectors)."""
-    assert a.n_samples_ == b.n_samples_ and a.rank_ == b.rank_
-    assert rel(a.mean_, b.mean_) < tol
-    assert rel(a.covariance_, b.covariance_) < tol
-    signs = np.sign(np.sum(a.W_ * b.W_, axis=0))
-    assert rel(a.W_ * signs, b.W_) < tol  # eigenvectors are defined up to sign
-    assert rel(a.W_ @ a.W_.T, b.W_ @ b.W_.T) < tol
 
 
 @pytest.fixture(scope="module")

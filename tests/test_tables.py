@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import same_whitener
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -29,17 +30,6 @@ GROUPS = [[7, 40], [1, 55, 0, 12], [30]]  # rows per row group of each of 3 file
 def run(*args):
     return runner.invoke(app, [str(a) for a in args])
 
-
-def rel(a, b):
-    a, b = np.asarray(a), np.asarray(b)
-    return float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-300))
-
-
-def same_whitener(a: Whitener, b: Whitener, tol=1e-12):
-    assert a.n_samples_ == b.n_samples_ and a.rank_ == b.rank_
-    assert rel(a.mean_, b.mean_) < tol
-    assert rel(a.covariance_, b.covariance_) < tol
-    assert rel(a.W_ @ a.W_.T, b.W_ @ b.W_.T) < tol
 
 
 def rows(n, seed):

@@ -9,7 +9,6 @@ feature; older versions return the tensor itself: both are handled.
 
 from __future__ import annotations
 
-import os
 import warnings
 from typing import ClassVar
 
@@ -24,8 +23,8 @@ from whitenclip.encoders.base import (
     model_fingerprint,
     register_encoder,
 )
-from whitenclip.encoders.hub import hub_location, is_local_model, quiet_transformers
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.encoders.hub import hub_location, name_or_path, quiet_transformers
+from whitenclip.errors import WhitenclipError
 
 _HINT = ("offline choices: a local model folder hf:/path/to/model (save_pretrained output of the model, "
          "its tokenizer and image processor), openclip:ARCH@/path/to/weights.safetensors or the text model 'minilm'")
@@ -78,12 +77,7 @@ class HFEncoder(Encoder):
 
     @classmethod
     def parse(cls, arg: str | None, spec: str) -> EncoderSpec:
-        name = (arg or "").strip()
-        if not name:
-            raise InputError(f"encoder spec {spec!r}: expected hf:NAME_OR_PATH (a transformers hub name such as "
-                             "hf:openai/clip-vit-base-patch32, or a local model folder)")
-        if is_local_model(name):
-            name = os.path.abspath(os.path.expanduser(name))
+        name = name_or_path("hf", arg, spec, "a transformers hub name such as hf:openai/clip-vit-base-patch32")
         return EncoderSpec("hf", arch=name)
 
     def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 
-from whitenclip.errors import WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError
 
 NET_PROBE_TIMEOUT = 4.0
 """Seconds the one connectivity check before a download may take (uncached weights only)."""
@@ -76,6 +76,15 @@ def _require_network(spec: str, what: str, url: str, hint: str) -> None:
 def is_local_model(arg: str) -> bool:
     """True when ``NAME_OR_PATH`` names a local folder (an existing directory, or path-like: ``/``, ``.``, ``~``)."""
     return os.path.isdir(os.path.expanduser(arg)) or arg.startswith(("/", ".", "~"))
+
+
+def name_or_path(kind: str, arg: str | None, spec: str, example: str) -> str:
+    """The ``NAME_OR_PATH`` of ``kind:NAME_OR_PATH`` (``hf:``, ``st:``): a hub name as given, or a local
+    folder as an absolute path; an empty one is refused naming ``example``."""
+    name = (arg or "").strip()
+    if not name:
+        raise InputError(f"encoder spec {spec!r}: expected {kind}:NAME_OR_PATH ({example}, or a local model folder)")
+    return os.path.abspath(os.path.expanduser(name)) if is_local_model(name) else name
 
 
 def hub_location(spec: str, name: str, needed: tuple[str, ...], hint: str, *,

@@ -15,8 +15,8 @@ from whitenclip.encoders.base import (
     model_fingerprint,
     register_encoder,
 )
-from whitenclip.encoders.hub import hub_location, is_local_model, quiet_transformers
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.encoders.hub import hub_location, name_or_path, quiet_transformers
+from whitenclip.errors import WhitenclipError
 
 _HINT = ("offline choices: a local sentence-transformers folder st:/path/to/model (SentenceTransformer.save "
          "output) or the text model 'minilm'")
@@ -40,14 +40,7 @@ class SentenceTransformerEncoder(Encoder):
 
     @classmethod
     def parse(cls, arg: str | None, spec: str) -> EncoderSpec:
-        name = (arg or "").strip()
-        if not name:
-            raise InputError(f"encoder spec {spec!r}: expected st:NAME_OR_PATH (a sentence-transformers hub name "
-                             "or a local model folder)")
-        if is_local_model(name):
-            import os
-
-            name = os.path.abspath(os.path.expanduser(name))
+        name = name_or_path("st", arg, spec, "a sentence-transformers hub name")
         return EncoderSpec("st", arch=name)
 
     def __init__(self, spec: EncoderSpec, *, normalize: bool, device, precision: str):
