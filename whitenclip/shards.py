@@ -216,15 +216,10 @@ def _npy_shard(p: Path, *, ids=None, meta=None) -> Shard:
 def _safetensors_shard(p: Path, *, meta=None) -> Shard:
     """A safetensors shard from :func:`whitenclip.stores.parse_safetensors_header` (the one
     validated parser): row 0 at the tensor's ``data_offsets`` begin; ids from the metadata."""
-    from whitenclip.stores import header_ids, parse_safetensors_header
+    from whitenclip.stores import embedding_tensor, header_ids, parse_safetensors_header
 
     header, info = parse_safetensors_header(p)
-    if info.get("format") in ("whitenclip-whitener", "whitenclip-moments"):
-        raise InputError(f"{p}: this is a {info['format'][11:]} artifact, not embeddings")
-    key = "embeddings" if "embeddings" in header else (next(iter(header)) if len(header) == 1 else None)
-    if key is None:
-        raise InputError(f"{p}: .safetensors must hold a tensor named 'embeddings' (found {sorted(header)})")
-    t = header[key]
+    t = embedding_tensor(p, header, info)
     dtype = _ST_DTYPES.get(t.dtype)
     if dtype is None:
         raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {t.dtype}")

@@ -562,14 +562,20 @@ def header_ids(p, meta: dict, n: int) -> list[str] | None:
     return [str(s) for s in ids]
 
 
-def _open_safetensors(p: Path) -> EmbeddingFile:
-    tensors, meta = parse_safetensors_header(p)
+def embedding_tensor(p, tensors: dict, meta: dict):
+    """The embeddings entry of a parsed safetensors header: the tensor ``embeddings``, or the only
+    tensor; our whitener and moments artifacts are refused by name."""
     if meta.get("format") in ("whitenclip-whitener", "whitenclip-moments"):
         raise InputError(f"{p}: this is a {meta['format'][11:]} artifact, not embeddings")
     key = "embeddings" if "embeddings" in tensors else (next(iter(tensors)) if len(tensors) == 1 else None)
     if key is None:
         raise InputError(f"{p}: .safetensors must hold a tensor named 'embeddings' (found {sorted(tensors)})")
-    t = tensors[key]
+    return tensors[key]
+
+
+def _open_safetensors(p: Path) -> EmbeddingFile:
+    tensors, meta = parse_safetensors_header(p)
+    t = embedding_tensor(p, tensors, meta)
     dtype = _st_dtype(t.dtype)
     n, d = _check_matrix(str(p), t.shape, dtype)
     ids = header_ids(p, meta, n)
