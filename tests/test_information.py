@@ -710,7 +710,7 @@ def test_cli_mi_pairs_by_id_or_refuses_the_first_mismatch(tmp_path):
     assert res.exit_code == 2 and "'img7' (row 7 of" in res.output and "different ids" in res.output
     _save_with_ids(tmp_path / "y_null.safetensors", Y, [None] * 200)
     res = _cli("mi", tmp_path / "x.safetensors", tmp_path / "y_null.safetensors")
-    assert res.exit_code == 2 and "null id" in res.output
+    assert res.exit_code == 2 and "y_null.safetensors: id of row 0 is None" in res.output  # refused by the reader
 
 
 @settings(max_examples=40, deadline=None, derandomize=True)
