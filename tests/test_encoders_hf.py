@@ -3,6 +3,7 @@ saved with ``save_pretrained`` (issue 18 section 1)."""
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -123,7 +124,8 @@ def test_hf_images_and_captions_equal_direct_features(tiny, images):
     unit = load_encoder(f"hf:{tiny}", normalize=True, device="cpu").encode(images[:3], modality="image")
     np.testing.assert_allclose(unit, want_img[:3] / np.linalg.norm(want_img[:3], axis=1, keepdims=True), atol=1e-5)
     meta = enc.meta("image")
-    assert meta["activation"].startswith("quick_gelu (hf ") and meta["encoder"] == f"hf:{tiny}"
+    assert meta["encoder"] == f"hf:{tiny}" and meta["activation"] == "quick_gelu"
+    assert re.fullmatch(r"[0-9a-f]{12}", meta["encoder_fingerprint"]) and meta["encoder_fingerprint"] == enc.fingerprint
 
 
 def test_features_from_both_return_shapes():
@@ -140,11 +142,18 @@ def test_features_from_both_return_shapes():
 
 
 def test_fingerprint_tells_models_apart(tiny, tmp_path):
-    """Same architecture, other weights: a different recorded activation string (so whiteners are refused)."""
+    """Same architecture, other weights: the same activation, a different fingerprint (so whiteners are refused)."""
+    from whitenclip.encoders import check_activation
+
     other = _tiny_clip(tmp_path / "other", seed=1)
-    a = load_encoder(f"hf:{tiny}", device="cpu").activation
-    assert load_encoder(f"hf:{tiny}", device="cpu").activation == a
-    assert load_encoder(f"hf:{other}", device="cpu").activation != a
+    a = load_encoder(f"hf:{tiny}", device="cpu")
+    assert load_encoder(f"hf:{tiny}", device="cpu").fingerprint == a.fingerprint
+    b = load_encoder(f"hf:{other}", device="cpu")
+    assert b.activation == a.activation == "quick_gelu" and b.fingerprint != a.fingerprint
+    check_activation(b, {"activation": "quick_gelu"}, "W")  # older artifacts without a fingerprint: no check
+    with pytest.raises(InputError, match=rf"^W was embedded by hf:{other} with model fingerprint {a.fingerprint}, "
+                                         rf"but the model loaded from there now has fingerprint {b.fingerprint} "):
+        check_activation(b, a.meta("image"), "W")
 
 
 def test_hf_specs_and_one_line_failures(tmp_path, monkeypatch):
@@ -205,7 +214,9 @@ def test_fit_images_with_hf_end_to_end_and_refuse_another_model(tiny, images, tm
                 "--no-calibration", "--num-workers", "0")
     assert proc.returncode == 0, proc.stderr
     wh = Whitener.load(out)
-    assert wh.metadata_["encoder"] == f"hf:{model_dir}" and wh.metadata_["activation"].startswith("quick_gelu (hf ")
+    fp = load_encoder(f"hf:{model_dir}", device="cpu").fingerprint
+    assert wh.metadata_["encoder"] == f"hf:{model_dir}" and wh.metadata_["activation"] == "quick_gelu"
+    assert wh.metadata_["encoder_fingerprint"] == fp
     model, _, proc_ = _direct(tiny)
     with torch.inference_mode():
         feats = np.concatenate([
@@ -213,11 +224,83 @@ def test_fit_images_with_hf_end_to_end_and_refuse_another_model(tiny, images, tm
             for p in sorted(folder.iterdir())]).astype(np.float64)
     np.testing.assert_allclose(wh.mean_, feats.mean(0), atol=1e-5)
 
+    old = tmp_path / "old.safetensors"  # as whitenclip wrote it before encoder_fingerprint had its own key
+    recorded = dict(wh.metadata_)
+    _old_form(wh, "hf").save(old)
+    assert wh.metadata_["activation"] == f"quick_gelu (hf {fp})" and "encoder_fingerprint" not in wh.metadata_
+    assert Whitener.load(old).metadata_ == recorded  # read in today's form
+    accepted = _score(folder, old)
+    assert accepted.exit_code == 0, accepted.stderr
+    assert len(accepted.stdout.splitlines()) == 1 + len(images)
+
     shutil.rmtree(model_dir)
     _tiny_clip(model_dir, seed=1)
+    new_fp = load_encoder(f"hf:{model_dir}", device="cpu").fingerprint
     refused = _cli("score", str(folder), "-w", str(out), "--device", "cpu", "--num-workers", "0")
     assert refused.returncode == 2, refused.stderr
     err = refused.stderr.strip().splitlines()[-1]  # the line before: no calibration in this whitener
     assert "Traceback" not in refused.stderr and err.startswith("whitenclip: error: ")
-    assert f"was embedded by hf:{model_dir} with {wh.metadata_['activation']} activation, but it loads with" in err
-    assert err.endswith("; refit with this installation (the model at that name changed)")
+    want = (f"{folder}: the whitener was embedded by hf:{model_dir} with model fingerprint {fp}, but the model "
+            f"loaded from there now has fingerprint {new_fp} (other weights, config or preprocessing); "
+            "refit with this model, or restore the model it was fitted with")
+    assert err == f"whitenclip: error: {want}"
+    refused_old = _score(folder, old)  # the old form is checked too
+    assert refused_old.exit_code == 2 and refused_old.stderr.strip().splitlines()[-1] == err, refused_old.stderr
+
+
+def _score(folder, whitener):
+    """``whitenclip score FOLDER -w WHITENER`` in this process."""
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+
+    return CliRunner().invoke(app, ["score", str(folder), "-w", str(whitener), "--device", "cpu",
+                                    "--num-workers", "0"])
+
+
+def _old_form(wh, kind: str):
+    """``wh`` with its fingerprint inside ``activation`` ("quick_gelu (hf 0123456789ab)"), as artifacts and
+    stores were written before ``encoder_fingerprint``."""
+    meta = dict(wh.metadata_)
+    meta["activation"] = f"{meta['activation']} ({kind} {meta.pop('encoder_fingerprint')})"
+    wh.metadata_ = meta
+    return wh
+
+
+def test_old_form_store_reads_and_resumes(tiny, images, tmp_path):
+    """A store whose meta.json holds the fingerprint inside ``activation`` (no ``encoder_fingerprint``) reads
+    with the two keys split, and `embed` resumes it with the same model; another model there is refused."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+    from whitenclip.stores import open_embeddings
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny, model_dir)
+    enc = load_encoder(f"hf:{model_dir}", device="cpu")
+    store = tmp_path / "store"
+    args = ["embed", *images[:4], "-o", str(store), "--model", f"hf:{model_dir}", "--device", "cpu",
+            "--num-workers", "0", "--shard-items", "2"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stderr
+    meta = json.loads((store / "meta.json").read_text())
+    assert meta["activation"] == "quick_gelu" and meta["encoder_fingerprint"] == enc.fingerprint
+    meta["activation"] = f"quick_gelu (hf {meta.pop('encoder_fingerprint')})"
+    (store / "meta.json").write_text(json.dumps(meta))
+    ef = open_embeddings(str(store))
+    assert ef.meta["activation"] == "quick_gelu" and ef.meta["encoder_fingerprint"] == enc.fingerprint
+    np.testing.assert_allclose(np.concatenate([X for _, X in ef.iter_chunks(10)]),
+                               enc.encode(images[:4], modality="image"), atol=1e-5)
+    (store / "shard-00001.npy").unlink()  # a killed run: the second shard is missing
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.stderr
+    assert "resuming after item 2" in res.stderr and open_embeddings(str(store)).n_rows == 4
+    (store / "shard-00001.npy").unlink()
+    shutil.rmtree(model_dir)
+    _tiny_clip(model_dir, seed=1)
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert f"existing store has encoder_fingerprint={enc.fingerprint!r}, this run has " in res.stderr

@@ -3,12 +3,15 @@
 import csv
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from whitenclip.encoders import load_encoder, minilm_model_dir, parse_spec
 from whitenclip.errors import InputError, WhitenclipError
@@ -59,7 +62,7 @@ def test_st_equals_sentence_transformer_encode(st_dir, reference):
     np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, atol=1e-5)
     meta = enc.meta()
     assert meta["encoder"] == enc.spec and meta["normalized"] is False
-    assert meta["activation"].startswith("gelu (st ") and len(meta["activation"]) == len("gelu (st 0123456789ab)")
+    assert meta["activation"] == "gelu" and re.fullmatch(r"[0-9a-f]{12}", meta["encoder_fingerprint"])
 
 
 def test_minilm_stays_raw_and_normalized_equals_st(st_dir, reference):
@@ -113,7 +116,9 @@ def test_st_missing_folder_and_offline_hub_name_fail_in_one_line(tmp_path, monke
 
 def test_fit_captions_with_st_end_to_end(st_dir, tmp_path):
     """`whitenclip fit captions.txt --model st:DIR` in a subprocess: the whitener records the encoder and
-    its fingerprint, and its mean is the mean of SentenceTransformer.encode over the captions."""
+    its fingerprint, and its mean is the mean of SentenceTransformer.encode over the captions. A whitener
+    in the older form (fingerprint inside ``activation``) scores raw captions, and is refused (exit 2, one
+    line naming both fingerprints) when its fingerprint is not the model's."""
     from sentence_transformers import SentenceTransformer
 
     from whitenclip.whitening import Whitener
@@ -128,7 +133,44 @@ def test_fit_captions_with_st_end_to_end(st_dir, tmp_path):
                           capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr
     wh = Whitener.load(out)
-    assert wh.metadata_["encoder"] == f"st:{st_dir}" and wh.metadata_["activation"].startswith("gelu (st ")
+    fp = load_encoder(f"st:{st_dir}", device="cpu").fingerprint
+    assert wh.metadata_["encoder"] == f"st:{st_dir}" and wh.metadata_["activation"] == "gelu"
+    assert wh.metadata_["encoder_fingerprint"] == fp
     ref = SentenceTransformer(st_dir, device="cpu", local_files_only=True).encode(texts, show_progress_bar=False)
     np.testing.assert_allclose(wh.mean_, ref.astype(np.float64).mean(0), atol=1e-6)
     json.dumps(wh.metadata_)  # recorded metadata stays JSON
+
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+
+    for stored_fp, code in ((fp, 0), ("0123456789ab", 2)):
+        del wh.metadata_["encoder_fingerprint"]
+        wh.metadata_["activation"] = f"gelu (st {stored_fp})"
+        old = tmp_path / f"old-{code}.safetensors"
+        wh.save(old)
+        assert Whitener.load(old).metadata_["encoder_fingerprint"] == stored_fp
+        res = CliRunner().invoke(app, ["score", str(caps), "-w", str(old), "--device", "cpu"])
+        assert res.exit_code == code, res.stderr
+        wh.metadata_["encoder_fingerprint"] = fp
+    assert len(res.stdout.splitlines()) == 0 and res.stderr.strip().splitlines()[-1] == (
+        f"whitenclip: error: {caps}: the whitener was embedded by st:{st_dir} with model fingerprint 0123456789ab, "
+        f"but the model loaded from there now has fingerprint {fp} (other weights, config or preprocessing); "
+        "refit with this model, or restore the model it was fitted with")
+
+
+@settings(max_examples=200, deadline=None, derandomize=True)
+@given(act=st.text(max_size=30), kind=st.sampled_from(["hf", "st"]), fp=st.text("0123456789abcdef", min_size=12,
+                                                                                 max_size=12))
+def test_split_encoder_meta_reads_the_older_form(act, kind, fp):
+    """``ACT (hf|st FP)`` splits into activation ACT and encoder_fingerprint FP; anything else is kept as is."""
+    from whitenclip.encoders import split_encoder_meta
+
+    meta = {"encoder": "st:/m", "activation": act}
+    if act.strip() and "\n" not in act and "\r" not in act:
+        old = split_encoder_meta({**meta, "activation": f"{act} ({kind} {fp})"})
+        assert old == {**meta, "encoder_fingerprint": fp}
+    assert split_encoder_meta({**meta, "encoder_fingerprint": fp}) == {**meta, "encoder_fingerprint": fp}
+    if not act.endswith(")"):
+        assert split_encoder_meta(meta) == meta
+    assert split_encoder_meta({}) == {} and split_encoder_meta({"activation": None}) == {"activation": None}

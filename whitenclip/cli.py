@@ -581,8 +581,10 @@ def score(
 
 
 def _recorded(wh) -> dict:
-    """What a whitener records about its inputs: encoder, modality, normalized, activation (None if unknown)."""
-    return {k: wh.metadata_.get(k) for k in ("encoder", "modality", "normalized", "activation")}
+    """What a whitener records about its inputs' encoder (``ENCODER_META_KEYS``; None if unknown)."""
+    from whitenclip.encoders.base import ENCODER_META_KEYS
+
+    return {k: wh.metadata_.get(k) for k in ENCODER_META_KEYS}
 
 
 # ---------------------------------------------------------------------------------------

@@ -286,9 +286,12 @@ def skip_summary(sources) -> str:
 
 
 def source_meta(sources) -> dict:
-    """Encoder / modality / normalisation / activation all sources agree on (None where unknown)."""
+    """Encoder / modality / normalisation / activation / encoder fingerprint all sources agree on
+    (``ENCODER_META_KEYS``; None where unknown)."""
+    from whitenclip.encoders.base import ENCODER_META_KEYS
+
     meta = {}
-    for key in ("encoder", "modality", "normalized", "activation"):
+    for key in ENCODER_META_KEYS:
         values = {json.dumps(s.meta.get(key)) for s in sources if s.meta.get(key) is not None}
         if len(values) > 1:
             raise InputError(f"inputs disagree on {key}: {', '.join(sorted(values))}")
@@ -424,5 +427,6 @@ def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_
         raise InputError(f"{path}: none of the table's images could be embedded ({skips.summary()})")
     _, Y = embed(encoder, Inputs([c for _, _, c in kept], "text", skips), **kw)
     X = img_X[[by_image[img] for _, img, _ in kept]]
-    meta = {"encoder": encoder.spec, "normalized": encoder.normalize, "activation": encoder.activation}
+    meta = {"encoder": encoder.spec, "normalized": encoder.normalize, "activation": encoder.activation,
+            "encoder_fingerprint": encoder.fingerprint}
     return PairedEmbeddings([i for i, _, _ in kept], X.astype(np.float64), Y.astype(np.float64), skips, meta)

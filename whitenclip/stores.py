@@ -808,7 +808,8 @@ def read_embeddings(paths, *, drop_nonfinite: bool = False,
 # ---------------------------------------------------------------------------------------
 # store directories
 # ---------------------------------------------------------------------------------------
-_META_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "activation", "dim", "dtype", "items_hash")
+_META_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "activation", "encoder_fingerprint", "dim", "dtype",
+                              "items_hash")
 
 
 def _shard_paths(directory: Path) -> list[tuple[int, Path, Path]]:
@@ -876,7 +877,12 @@ class StoreLayout:
 
     @property
     def info(self) -> dict:
-        return {k: self.meta[k] for k in ("encoder", "modality", "normalized", "activation") if k in self.meta}
+        """What ``meta.json`` records about the encoder (``ENCODER_META_KEYS``; older stores' combined
+        activation and fingerprint split, :func:`~whitenclip.encoders.split_encoder_meta`)."""
+        from whitenclip.encoders.base import ENCODER_META_KEYS, split_encoder_meta
+
+        meta = split_encoder_meta(self.meta)
+        return {k: meta[k] for k in ENCODER_META_KEYS if k in meta}
 
     def check_shard(self, npy, shape, dtype) -> None:
         """Refuse a shard whose dimension (or dtype) differs from what ``meta.json`` records."""
@@ -982,6 +988,9 @@ class StoreWriter:
         self._drop_uncommitted()
 
     def _check_compatible(self, old: dict) -> None:
+        from whitenclip.encoders.base import split_encoder_meta
+
+        old = split_encoder_meta(old)  # a store written before encoder_fingerprint had its own key
         for key in _META_KEYS_THAT_MUST_MATCH:
             if key in old and key in self.meta and old[key] != self.meta[key]:
                 raise InputError(f"{self.directory}: existing store has {key}={old[key]!r}, this run has "

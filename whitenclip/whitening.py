@@ -951,7 +951,9 @@ def _restore(wh: Whitener, tensors: dict, meta: dict, path) -> None:
     wh.calibration_warning_ = str(warning) if isinstance(warning, str) and warning else None
     skip = {"format", "version", "method", "effective_method", "shrinkage", "shrinkage_intensity", "floor",
             "rank_requested", "rank", "n", "d", "log_det", "dropped", "eigenvalues", "n_cal", "calibration"}
-    wh.metadata_ = {k: v for k, v in meta.items() if k not in skip}
+    from whitenclip.encoders.base import split_encoder_meta  # older artifacts: fingerprint inside activation
+
+    wh.metadata_ = split_encoder_meta({k: v for k, v in meta.items() if k not in skip})
 
 
 def _restore_calibration(cal, path) -> np.ndarray | None:

@@ -78,7 +78,9 @@ Write one subclass of :class:`Encoder` and register it under a KIND:
 whitenclip then batches, decodes images in worker processes, skips bad inputs, casts to float32,
 L2-normalises when asked and chunks; ``--model myenc:ARG`` works everywhere. Optional hooks:
 :meth:`Encoder.parse` (structured ARG), :meth:`Encoder.text_batches` (e.g. tokenise once and
-sort by length, see :class:`MiniLMEncoder`), ``activation``, ``cpu_batch_size``/``cuda_batch_size``.
+sort by length, see :class:`MiniLMEncoder`), ``activation``, ``fingerprint`` (set it, e.g. with
+:func:`~whitenclip.encoders.base.model_fingerprint`, when ARG does not pin the weights: whiteners
+then refuse raw inputs embedded by another model at that name), ``cpu_batch_size``/``cuda_batch_size``.
 A separately installed distribution registers through the entry-point group
 :data:`ENTRY_POINT_GROUP` (``whitenclip.encoders``), as ``llm`` plugins do; in pyproject.toml::
 
@@ -87,6 +89,7 @@ A separately installed distribution registers through the entry-point group
 """
 
 from whitenclip.encoders.base import (
+    ENCODER_META_KEYS,
     ENTRY_POINT_GROUP,
     PRECISIONS,
     ActivationWarning,
@@ -102,6 +105,7 @@ from whitenclip.encoders.base import (
     register_encoder,
     resolve_device,
     resolve_precision,
+    split_encoder_meta,
 )
 from whitenclip.encoders.embedding import (
     DECODERS,
@@ -137,14 +141,15 @@ from whitenclip.encoders.openclip import (
 from whitenclip.encoders.st import SentenceTransformerEncoder
 
 __all__ = [
-    "DECODERS", "ENTRY_POINT_GROUP", "EXTRA_OPENCLIP_CONFIGS", "MAX_FALLBACK_WARNINGS", "MINILM_MAX_TOKENS",
+    "DECODERS", "ENCODER_META_KEYS", "ENTRY_POINT_GROUP", "EXTRA_OPENCLIP_CONFIGS", "MAX_FALLBACK_WARNINGS",
+    "MINILM_MAX_TOKENS",
     "NET_PROBE_TIMEOUT", "PRECISIONS", "WORKER_BATCH", "ActivationWarning", "DecodeFallbackWarning", "Encoder",
     "EncoderSpec", "HFEncoder", "MiniLMEncoder", "OpenClipEncoder", "SentenceTransformerEncoder", "TensorPreprocess",
     "autocast", "available_encoders",
     "check_activation", "decode_jpegs", "default_num_workers", "device_decoder_error", "embed", "embed_items",
     "encoder_class", "encoder_from_meta", "jpeg_header", "load_encoder", "minilm_model_dir", "parse_spec",
     "probe_network", "register_encoder", "resize_target", "resolve_decode", "resolve_device", "resolve_precision",
-    "split_transform", "TruncationWarning",
+    "split_encoder_meta", "split_transform", "TruncationWarning",
     # private helpers the tests import from here
     "_BytesDataset", "_exif_orient", "_forward_images", "_image_plan", "_in_background", "_normalize",
     "_pretrained_checkpoint", "_quickgelu_variant",

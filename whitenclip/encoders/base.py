@@ -6,6 +6,7 @@ import abc
 import contextlib
 import logging
 import os
+import re
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,6 +19,9 @@ from whitenclip.errors import InputError, WhitenclipError
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ENTRY_POINT_GROUP = "whitenclip.encoders"
 """Entry-point group through which installed distributions register encoder classes."""
+ENCODER_META_KEYS = ("encoder", "modality", "normalized", "activation", "encoder_fingerprint")
+"""What stores, embedding files and whitener artifacts record about the encoder of their rows
+(:meth:`Encoder.meta`, less ``dim``); a key is absent or None where unknown."""
 
 
 class ActivationWarning(UserWarning):
@@ -212,8 +216,9 @@ def _no_tf32_convolutions():
 def model_fingerprint(module, *configs) -> str:
     """12 hex digits identifying a torch model: its configs (JSON) and the first 16 values of every parameter.
 
-    Recorded (in ``activation``) by backends whose spec alone does not pin the weights (``hf:DIR``,
-    ``st:DIR``), so a whitener is refused for raw inputs embedded by a different model at that name.
+    Recorded as ``encoder_fingerprint`` (:attr:`Encoder.fingerprint`) by backends whose spec alone
+    does not pin the weights (``hf:DIR``, ``st:DIR``), so a whitener is refused for raw inputs
+    embedded by a different model at that name (:func:`check_activation`).
     Device-independent: parameters are read as loaded, before any autocast.
     """
     import hashlib
@@ -262,6 +267,10 @@ class Encoder(abc.ABC):
     precision : {"fp32", "fp16", "bf16"}
     activation : str or None
         Hidden activation of the network (``"quick_gelu"``, ``"gelu"``), recorded by :meth:`meta`.
+    fingerprint : str or None
+        Identity of the loaded weights, configs and preprocessing (:func:`model_fingerprint`), for
+        specs that do not pin them (a local folder, a hub name); recorded by :meth:`meta` as
+        ``encoder_fingerprint``.
     image_transform : callable or None
         Preprocessing hook for images: ``PIL.Image -> tensor (3, H, W)``; runs in decode workers.
         A torchvision ``Compose`` ending in ``ToTensor`` + ``Normalize`` lets workers hand over
@@ -273,6 +282,7 @@ class Encoder(abc.ABC):
     cpu_batch_size: ClassVar[dict[str, int]] = {"image": 64, "text": 128}
     cuda_batch_size: ClassVar[dict[str, int]] = {"image": 256, "text": 512}
     activation: str | None = None
+    fingerprint: str | None = None
     image_transform = None
     dim: int
 
@@ -324,7 +334,8 @@ class Encoder(abc.ABC):
         return table[modality]
 
     def meta(self, modality: str | None = None) -> dict:
-        """``{"encoder", "modality", "normalized", "dim"}`` (+ ``"activation"`` when known) to record."""
+        """``{"encoder", "modality", "normalized", "dim"}`` (+ ``"activation"``, ``"encoder_fingerprint"``
+        when known) to record."""
         if modality is None:
             if len(self.modalities) != 1:
                 raise ValueError(f"{self.spec} embeds {' and '.join(self.modalities)}; pass modality=")
@@ -333,6 +344,8 @@ class Encoder(abc.ABC):
         out = {"encoder": self.spec, "modality": modality, "normalized": self.normalize, "dim": self.dim}
         if self.activation is not None:
             out["activation"] = self.activation
+        if self.fingerprint is not None:
+            out["encoder_fingerprint"] = self.fingerprint
         return out
 
     def check_modality(self, modality: str) -> None:
@@ -447,10 +460,11 @@ def load_encoder(spec: str, *, normalize: bool = False, device: str = "auto", pr
 
 
 def encoder_from_meta(meta: dict, *, device: str = "auto", precision: str = "auto") -> Encoder:
-    """Load the encoder recorded in an artifact's metadata (``encoder``, ``normalized``, ``activation``).
+    """Load the encoder recorded in an artifact's metadata (``encoder``, ``normalized``, ``activation``,
+    ``encoder_fingerprint``).
 
-    Raises :class:`InputError` when the recorded activation differs from the loaded model's
-    (the artifact's embeddings came from a different network).
+    Raises :class:`InputError` when the recorded activation or fingerprint differs from the loaded
+    model's (the artifact's embeddings came from a different network).
     """
     if not meta.get("encoder"):
         raise InputError("the artifact records no encoder; embed the inputs yourself and pass embedding files")
@@ -460,13 +474,37 @@ def encoder_from_meta(meta: dict, *, device: str = "auto", precision: str = "aut
     return enc
 
 
-def check_activation(encoder: Encoder, recorded: dict, label: str = "the artifact") -> None:
-    """Raise :class:`InputError` when ``recorded["activation"]`` differs from ``encoder.activation``.
+_OLD_FINGERPRINTED = re.compile(r"(?P<activation>.+) \((?:hf|st) (?P<fingerprint>[0-9a-f]{12})\)")
 
-    Metadata without an activation (older artifacts, plugins that record none) passes.
+
+def split_encoder_meta(meta: dict) -> dict:
+    """A copy of ``meta`` in today's form: an ``activation`` written before ``encoder_fingerprint``
+    existed, ``"ACT (hf|st FINGERPRINT)"``, becomes ``activation=ACT`` and ``encoder_fingerprint``.
+
+    Anything else (no activation, a plain one, a recorded fingerprint) is returned unchanged.
     """
+    out = dict(meta)
+    act = out.get("activation")
+    m = _OLD_FINGERPRINTED.fullmatch(act) if isinstance(act, str) else None
+    if m and not out.get("encoder_fingerprint"):
+        out["activation"], out["encoder_fingerprint"] = m.group("activation"), m.group("fingerprint")
+    return out
+
+
+def check_activation(encoder: Encoder, recorded: dict, label: str = "the artifact") -> None:
+    """Raise :class:`InputError` when the recorded ``encoder_fingerprint`` or ``activation`` differs from
+    the loaded ``encoder``'s (:attr:`Encoder.fingerprint`, :attr:`Encoder.activation`).
+
+    Metadata without them (older artifacts, plugins that record none) passes; the older form that
+    held the fingerprint inside ``activation`` is read too (:func:`split_encoder_meta`).
+    """
+    recorded = split_encoder_meta(recorded)
+    want, have = recorded.get("encoder_fingerprint"), encoder.fingerprint
+    if want and have and want != have:
+        raise InputError(f"{label} was embedded by {encoder.spec} with model fingerprint {want}, but the model "
+                         f"loaded from there now has fingerprint {have} (other weights, config or preprocessing); "
+                         "refit with this model, or restore the model it was fitted with")
     want = recorded.get("activation")
     if want and encoder.activation and want != encoder.activation:
         raise InputError(f"{label} was embedded by {encoder.spec} with {want} activation, but it loads with "
-                         f"{encoder.activation} here; refit with this installation"
-                         + (" (the model at that name changed)" if "(" in want else ""))
+                         f"{encoder.activation} here; refit with this installation")

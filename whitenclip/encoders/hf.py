@@ -66,9 +66,9 @@ class HFEncoder(Encoder):
     (the Hugging Face cache first; uncached hub names check the network once, as ``openclip:``
     tags do). Captions of a chunk are tokenised together, sorted by token count and batched; SigLIP
     models pad to their maximum length, as they were trained. ``activation`` records the text and
-    vision activations and a fingerprint of the weights, configs and preprocessing
-    (:func:`~whitenclip.encoders.base.model_fingerprint`), so a whitener is refused for raw inputs
-    embedded by a different ``hf:`` model.
+    vision activations, ``fingerprint`` the weights, configs and preprocessing (image processor,
+    maximum length, padding; :func:`~whitenclip.encoders.base.model_fingerprint`), so a whitener is
+    refused for raw inputs embedded by a different ``hf:`` model.
     """
 
     modalities = ("image", "text")
@@ -115,7 +115,7 @@ class HFEncoder(Encoder):
         acts = [str(getattr(c, "hidden_act", "") or "unknown") for c in (text_cfg, vision_cfg)]
         act = acts[0] if acts[0] == acts[1] else "/".join(acts)
         recorded = (clean_config(config.to_dict()), clean_config(processor.to_dict()), self.max_length, self.padding)
-        self.activation = f"{act} (hf {model_fingerprint(self.model, *recorded)})"
+        self.activation, self.fingerprint = act, model_fingerprint(self.model, *recorded)
         self._warned_truncation = False
         with torch.inference_mode():
             self.dim = int(self.embed_batch(next(self.text_batches(["a"], 1))[1], "text").shape[-1])

@@ -30,8 +30,9 @@ class SentenceTransformerEncoder(Encoder):
     ``max_seq_length``), transformer, pooling and, when the model has one, its ``Normalize`` layer
     (then the features are unit vectors whatever ``--normalize`` says). Captions of a chunk are
     sorted by length and batched, as ``minilm`` does and as ``encode`` itself sorts; rows come back
-    in input order. ``activation`` records the transformer's hidden activation and a fingerprint of
-    the model (:func:`~whitenclip.encoders.base.model_fingerprint`).
+    in input order. ``activation`` records the transformer's hidden activation, ``fingerprint`` the
+    weights, config, module pipeline and maximum length
+    (:func:`~whitenclip.encoders.base.model_fingerprint`).
     """
 
     modalities = ("text",)
@@ -63,7 +64,8 @@ class SentenceTransformerEncoder(Encoder):
         act = str(getattr(config, "hidden_act", "") or "") or "unknown"
         modules = [type(m).__name__ for m in self.model]
         cfg = clean_config(config.to_dict()) if config is not None else {}
-        self.activation = f"{act} (st {model_fingerprint(self.model, cfg, modules, self.model.max_seq_length)})"
+        self.activation = act
+        self.fingerprint = model_fingerprint(self.model, cfg, modules, self.model.max_seq_length)
         self.has_normalize = "Normalize" in modules
         self.dim = int(self.model.encode(["a"], convert_to_numpy=True, show_progress_bar=False).shape[-1])
 
