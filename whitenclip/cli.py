@@ -391,20 +391,22 @@ def fit(
         check_output_dir(save_embeddings, inputs=inputs)
     shrink = _parse_shrinkage(shrinkage)
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial,
-                  column=column, id_column=id_column)
+                  column=column, id_column=id_column, groups_file=None if groups is None else str(groups),
+                  no_groups=no_groups)
     if eng.handles(inputs):  # moments files, shard directories/globs, --engine dask
         from whitenclip.engine import fit_whitener
 
-        if group_column or groups:
-            raise InputError("--group-column/--groups calibrate on the local path (--engine local, embeddings "
-                             "files or captions); the sharded path samples rows")
+        if group_column:
+            raise InputError("--group-column names a column of a captions CSV; the sharded path reads embeddings: "
+                             "give their groups with --groups FILE (one id per row), or record them with `embed`")
 
         wh, _ = fit_whitener(inputs, eng, method=method.value, shrinkage=shrink, floor=floor, rank=rank,
                              drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64",
                              calibration=calibration, calibration_rows=calibration_rows)
         wh.save(output)
-        _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_} "
-             f"-> {output}")
+        _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_}"
+             + (f", calibrated on {wh.n_cal_} rows in {wh.calibration_groups_} groups" if wh.calibration_groups_ else "")
+             + f" -> {output}")
         _note_few_rows(wh, shrink)
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
@@ -701,13 +703,15 @@ def moments(
     column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
+    groups: Optional[Path] = GroupsOpt, no_groups: bool = NoGroupsOpt,
     """Count, mean, centred scatter, power sums and a calibration sample of embeddings, with metadata and input hash."""
     from whitenclip.engine import compute_moments
     from whitenclip.outputs import check_output_file
 
     check_output_file(output, inputs=inputs, suffix=".safetensors")
     eng = _engine(engine, workers, scheduler, moments_dir, piece_rows=piece_rows, chunk_rows=chunk_rows,
-                  allow_partial=allow_partial, column=column, id_column=id_column)
+                  allow_partial=allow_partial, column=column, id_column=id_column,
+                  groups_file=None if groups is None else str(groups), no_groups=no_groups)
     part = compute_moments(inputs, eng, drop_nonfinite=drop_nonfinite, gram="float32" if fast_gram else "float64",
                            calibration_rows=calibration_rows)
     part.save(output)

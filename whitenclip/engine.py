@@ -3,7 +3,8 @@
 The work is planned by :mod:`whitenclip.shards` into pieces (one byte range of one file each).
 Every task reads one piece and returns its :class:`~whitenclip.moments.MomentsPart` (count,
 float64 mean, centred scatter, power sums for Ledoit-Wolf, and for ``fit`` a bottom-m reservoir
-of rows for the conformal calibration, keyed by shard path and row so that its merge is exact);
+of rows for the conformal calibration, keyed by shard path and row, or by group id when the
+inputs have groups, so that its merge is exact);
 parts are merged as a binary tree
 in piece order: level by level, part 2k with part 2k+1 (an odd last part moves up unchanged).
 The tree is the same on both engines, so results do not depend on which worker ran what, and
@@ -53,9 +54,11 @@ from whitenclip.shards import (
     finite_piece_rows,
     is_glob,
     iter_piece_rows,
+    piece_groups,
     piece_ids,
     plan_pieces,
     shard_meta,
+    shard_records_groups,
 )
 
 ENGINES = ("local", "dask")
@@ -82,6 +85,8 @@ class EngineOptions:
     allow_partial: bool = False  # read incomplete stores (--allow-partial), as the local path does
     column: str | None = None  # embedding column of parquet/Arrow inputs (--column)
     id_column: str | None = None  # their id column (--id-column)
+    groups_file: str | None = None  # group ids, one line per input row in plan order (--groups FILE)
+    no_groups: bool = False  # ignore the groups a store records (--no-groups)
 
     def __post_init__(self):
         self.engine = str(getattr(self.engine, "value", self.engine))
@@ -93,6 +98,8 @@ class EngineOptions:
             raise InputError(f"--workers must be >= 1, got {self.workers}")
         if self.scheduler is not None:
             check_scheduler_address(str(self.scheduler))
+        if self.no_groups and self.groups_file is not None:
+            raise InputError("--no-groups contradicts --groups; give one of them")
         for name in ("piece_rows", "chunk_rows"):
             if int(getattr(self, name)) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -141,19 +148,29 @@ def is_moments_file(path) -> bool:
 # ---------------------------------------------------------------------------------------
 def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gram: str = "float64",
                   moments_dir: str | None = None, chunk_rows: int = CHUNK_ROWS,
-                  one_thread: bool = False, calibration_rows: int = 0, row_offset: int = 0) -> MomentsPart:
+                  one_thread: bool = False, calibration_rows: int = 0, row_offset: int = 0,
+                  groups=None) -> MomentsPart:
     """The :class:`MomentsPart` of one piece (loaded from ``moments_dir`` when already there).
 
     ``calibration_rows`` > 0 also keeps a :class:`~whitenclip.moments.Reservoir` of the piece's
     rows keyed by their global positions (``row_offset`` + row in the shard), so that the
     reservoirs of all pieces merge into the one uniform sample a whole-data pass would draw.
+    ``groups`` makes it a sample of whole groups (keyed by group id, as the local fit's): the
+    piece's ids (a list of ``n_rows`` ids or None, a slice of ``--groups FILE``), or True: the ids
+    its store records (:func:`~whitenclip.shards.piece_groups`, read here, on the worker).
     """
     from whitenclip.moments import RESERVOIR_EXTRA, Reservoir, coverage_entry, reservoir_to_tensors
 
     _maybe_fault()
+    grouped = calibration_rows > 0 and groups is not None
+    gids = (piece_groups(piece) if groups is True else groups) if grouped else None
+    if gids is not None and len(gids) != piece.n_rows:
+        raise InputError(f"{piece}: {len(gids)} group ids for {piece.n_rows} rows")
     stem, stale = None, []
     if moments_dir is not None:
-        stem = f"piece-{piece.index:06d}-{piece_key(piece, drop_nonfinite, gram, calibration_rows, row_offset)}"
+        extra = (drop_nonfinite, gram, calibration_rows, row_offset)
+        extra += ("groups", _groups_hash(gids)) if grouped else ()
+        stem = f"piece-{piece.index:06d}-{piece_key(piece, *extra)}"
         stale = sorted(Path(moments_dir).glob(f"{stem}-*{PIECE_SUFFIX}"))
         if stale:  # reuse a saved part only when the piece's bytes hash to the name it was saved under
             saved = Path(moments_dir) / f"{stem}-{piece_content_hash(piece, chunk_rows)}{PIECE_SUFFIX}"
@@ -166,10 +183,12 @@ def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gra
     reservoir = Reservoir(calibration_rows, piece.shard.dim) if calibration_rows > 0 else None
     digest, dropped = _piece_digest(piece), [0]
     with _blas_threads(1 if one_thread else None):
-        for lo, X, _ in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
-                                          dropped=dropped):
+        for lo, X, ok in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
+                                           dropped=dropped):
             if reservoir is not None:
-                reservoir.update(X, start=row_offset + lo)
+                at = lo - piece.start
+                g = None if gids is None else [v for v, k in zip(gids[at:at + ok.size], ok) if k]
+                reservoir.update(X, start=row_offset + lo, groups=g)
             part.update(X, gram=gram, origin=(piece.shard.path, lo))
     if reservoir is not None:
         part.extras[RESERVOIR_EXTRA] = reservoir_to_tensors(reservoir)
@@ -187,6 +206,35 @@ def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gra
 
 
 PIECE_SUFFIX = ".moments.safetensors"
+
+
+def _groups_hash(gids) -> str:
+    """blake2b of a piece's group ids (None: no ids): part of its saved name, so a part sampled
+    with other groups is not resumed."""
+    return hashlib.blake2b(json.dumps(gids).encode(), digest_size=10).hexdigest()
+
+
+def piece_group_plan(shards, pieces, opts: EngineOptions) -> list | None:
+    """What each piece's calibration sample is keyed by, or None when no input has groups (rows).
+
+    ``--groups FILE`` holds one id per input row in plan order (shards in order, rows in order,
+    as the local path reads them; :func:`whitenclip.sources.read_groups_file` checks the count):
+    each piece gets its slice. Otherwise, unless ``--no-groups``, pieces of store shards that
+    record groups get True (the task reads them), the others None (each row its own group)."""
+    if opts.groups_file is not None:
+        from whitenclip.sources import read_groups_file
+
+        ids = read_groups_file(opts.groups_file, sum(s.n_rows for s in shards))
+        start, at = {}, 0
+        for s in shards:
+            start[id(s)], at = at, at + s.n_rows
+        return [ids[start[id(p.shard)] + p.start:start[id(p.shard)] + p.stop] for p in pieces]
+    if opts.no_groups:
+        return None
+    recorded = {id(s): shard_records_groups(s) for s in shards}
+    if not any(recorded.values()):
+        return None
+    return [True if recorded[id(p.shard)] else None for p in pieces]
 
 
 def piece_key(piece: Piece, *extra) -> str:
@@ -231,8 +279,8 @@ def piece_content_hash(piece: Piece, chunk_rows: int = CHUNK_ROWS) -> str:
     return digest.hexdigest()
 
 
-def _piece_moments_at(piece: Piece, row_offset: int, **kw) -> MomentsPart:
-    return piece_moments(piece, row_offset=row_offset, **kw)
+def _piece_moments_at(piece: Piece, row_offset: int, groups=None, **kw) -> MomentsPart:
+    return piece_moments(piece, row_offset=row_offset, groups=groups, **kw)
 
 
 def shard_position_base(path) -> int:
@@ -394,10 +442,16 @@ def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False
         raise InputError(f"inputs mix moments files ({files[0]}) and embeddings; run `whitenclip moments` on the "
                          "embeddings first")
     if files:
+        if opts.groups_file is not None:
+            raise InputError(f"{files[0]}: --groups applies to embeddings; moments files carry the calibration "
+                             "sample they were written with (give --groups to `whitenclip moments`)")
         return merge_moment_files(files)
     calibration_rows = check_calibration_rows(int(calibration_rows))
     shards, pieces = plan(inputs, opts)
     meta = shard_meta(shards)
+    groups = piece_group_plan(shards, pieces, opts)
+    if calibration_rows > 0:
+        meta["calibration_mode"] = "rows" if groups is None else "groups"
     if not pieces:  # every shard empty (one SLURM task's share may be): an empty part, the identity of merges
         opts.say(f"{', '.join(inputs)}: no rows (every shard is empty): an empty part (n = 0)")
         return MomentsPart.empty(shards[0].dim, {**meta, "gram": gram}, files=[s.path for s in shards],
@@ -407,16 +461,18 @@ def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False
         check_moments_dir(opts.moments_dir, inputs, shards)
         Path(opts.moments_dir).mkdir(parents=True, exist_ok=True)
         mdir = str(Path(opts.moments_dir).resolve())
+    groups = groups or [None] * len(pieces)
     kw = dict(meta=meta, drop_nonfinite=drop_nonfinite, gram=gram, moments_dir=mdir, chunk_rows=opts.chunk_rows,
               calibration_rows=int(calibration_rows))
     offsets = [shard_position_base(p.shard.path) for p in pieces]
     opts.say(f"{len(shards)} shard(s), {sum(s.n_rows for s in shards)} rows x {shards[0].dim}: "
              f"{len(pieces)} piece(s) of at most {opts.piece_rows} rows on the {opts.engine} engine")
     if runs_here(opts, pieces):
-        part = tree_merge([piece_moments(p, row_offset=o, **kw) for p, o in zip(pieces, offsets)], merge_two)
+        part = tree_merge([piece_moments(p, row_offset=o, groups=g, **kw) for p, o, g in zip(pieces, offsets, groups)],
+                          merge_two)
     else:
         with dask_client(opts) as client:
-            futures = client.map(_piece_moments_at, pieces, offsets, pure=False, one_thread=True, **kw)
+            futures = client.map(_piece_moments_at, pieces, offsets, groups, pure=False, one_thread=True, **kw)
             part = tree_merge(futures, lambda a, b: client.submit(merge_two, a, b, pure=False)).result()
     if part.stats.get("resumed"):
         opts.say(f"resumed {part.stats['resumed']} of {len(pieces)} piece(s) from {opts.moments_dir}")
@@ -469,7 +525,9 @@ def fit_whitener(inputs, opts: EngineOptions, *, method: str = "pca", shrinkage=
     moments files). Ledoit-Wolf uses the merged power sum q = sum ||x - mean||^4 (exact, one pass);
     parts saved without power sums refuse it. With ``calibration``, the merged reservoir of the
     pieces (or of the moments files, when they carry one) gives the conformal calibration
-    distances. Returns ``(whitener, part)``."""
+    distances: leave-one-group-out when the sample was drawn by group (``--groups FILE``, a store
+    that records groups, or parts written so: ``part.calibration_mode == "groups"``), as the local
+    fit computes them. Returns ``(whitener, part)``."""
     from whitenclip.moments import RESERVOIR_EXTRA, reservoir_from_tensors
     from whitenclip.whitening import DEFAULT_CALIBRATION_ROWS, Whitener
 
@@ -489,9 +547,11 @@ def fit_whitener(inputs, opts: EngineOptions, *, method: str = "pca", shrinkage=
         opts.say("no calibration sample in these moments (written without one, or merged with parts that had "
                  "none): the whitener has no pvalue_conformal")
     res = None if sample is None else reservoir_from_tensors(sample)
+    grouped = res is not None and part.calibration_mode == "groups" and res.grouped  # as the local fit: some id given
     wh = proto.fit_moments(part.moments, sum_sqnorm4=sum4, calibration_sample=None if res is None else res.rows,
+                           calibration_groups=res.keys if grouped else None,
                            calibration_positions=None if res is None else res.positions)
-    wh.metadata_.update({k: v for k, v in part.meta.items() if v is not None and k != "gram"})
+    wh.metadata_.update({k: v for k, v in part.meta.items() if v is not None and k not in ("gram", "calibration_mode")})
     wh.metadata_.update({"gram_dtype": part.meta.get("gram", "float64"), "inputs_hash": part.input_hash,
                          "engine": opts.engine, "pieces": int(part.stats.get("pieces", 0))})
     return wh, part

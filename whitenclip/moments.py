@@ -331,6 +331,12 @@ class MomentsPart:
     Two parts whose coverage holds overlapping row ranges of the same file (same identity) are
     refused at merge, however their pieces were cut; so is a piece hash seen twice.
 
+    ``meta["calibration_mode"]`` says how the reservoir extra was sampled: ``"groups"`` (whole
+    groups, keyed by group id: ``fit`` leaves each group out) or ``"rows"`` (the default of
+    parts without the key); see :attr:`calibration_mode`. Parts sampled both ways are refused
+    at merge: their union would be neither a sample of groups nor one of rows (an empty part,
+    n = 0, merges with either).
+
     >>> a = MomentsPart(2).update(np.array([[0.0, 1.0], [2.0, 3.0]]))
     >>> b = MomentsPart(2).update(np.array([[4.0, 5.0]]))
     >>> m = a.merge(b)
@@ -384,6 +390,13 @@ class MomentsPart:
         import hashlib
 
         return hashlib.sha256("\n".join(self.inputs).encode()).hexdigest()
+
+    @property
+    def calibration_mode(self) -> str | None:
+        """How the calibration sample was drawn: "groups" or "rows", None when the part has none."""
+        if RESERVOIR_EXTRA not in self.extras:
+            return None
+        return "groups" if self.meta.get("calibration_mode") == "groups" else "rows"
 
     @property
     def sum_sqnorm4(self) -> float | None:
@@ -472,6 +485,11 @@ class MomentsPart:
         if dup:
             raise InputError(f"{name}: holds {len(dup)} piece(s) already merged (same input hash, e.g. "
                              f"{sorted(dup)[0][:16]}): a part given twice?")
+        mine, theirs = self.calibration_mode, other.calibration_mode
+        if mine and theirs and mine != theirs and self.n and other.n:  # an empty part (n = 0) has no sample
+            raise InputError(f"{name}: calibration sample of {theirs}, earlier parts sampled {mine}: parts of a "
+                             "grouped and an ungrouped `whitenclip moments` run cannot be merged (rerun `moments` "
+                             "on every part with the same --groups/--no-groups)")
         for key in set(self.extras) | set(other.extras):
             if key not in EXTRA_MERGERS:
                 raise InputError(f"{name}: extra statistic {key!r} has no merge rule in this version")
@@ -488,6 +506,9 @@ class MomentsPart:
         out.stats = {k: self.stats.get(k, 0) + other.stats.get(k, 0) for k in set(self.stats) | set(other.stats)}
         for key in set(self.extras) & set(other.extras):  # an extra only one side has covers part of
             out.extras[key] = EXTRA_MERGERS[key](self.extras[key], other.extras[key])  # the rows: dropped
+        modes = [p.calibration_mode for p in (self, other) if p.calibration_mode and p.n]
+        if RESERVOIR_EXTRA in out.extras and modes:  # the mode of the parts that have rows
+            out.meta["calibration_mode"] = modes[0]
         return out
 
     # -- persistence ------------------------------------------------------------------------
@@ -658,6 +679,8 @@ def check_part_info(info, m: Moments, path) -> dict:
             raise bad(f"meta.{key}={meta.get(key)!r} has the wrong type")
     if meta.get("gram", "float64") not in GRAM_DTYPES:
         raise bad(f"meta.gram={meta.get('gram')!r} must be one of {', '.join(GRAM_DTYPES)}")
+    if meta.get("calibration_mode") not in (None, "rows", "groups"):
+        raise bad(f"meta.calibration_mode={meta.get('calibration_mode')!r} must be rows, groups or null")
     if any(not isinstance(v, (str, bool, int, float, type(None))) for v in meta.values()):
         raise bad("meta values must be strings, numbers, booleans or null")
     inputs = info.get("inputs", [])

@@ -469,6 +469,33 @@ def _table_unit(piece: Piece) -> int:
 
 
 def shard_meta(shards) -> dict:
+def shard_records_groups(shard: Shard) -> bool:
+    """True when ``shard`` is a store shard whose ``.ids.json`` records group ids (``embed`` writes
+    them when it was given groups). Reads the file's bytes only, looking for the key ``"groups": [``
+    (an id can never be followed by ``: [``, and a quote inside an id is escaped); the ids
+    themselves are parsed by the task that reads the piece (:func:`piece_groups`)."""
+    src = shard.ids
+    if src is None or src[0] != "json":
+        return False
+    try:
+        text = Path(src[1]).read_bytes()
+    except OSError:
+        return False
+    return b'"groups": [' in text or b'"groups":[' in text
+
+
+def piece_groups(piece: Piece) -> list | None:
+    """Group ids of the piece's rows as its store records them (an id, or None: the row is its own
+    group), or None when the shard records no groups (:func:`whitenclip.stores.read_shard_groups`)."""
+    src = piece.shard.ids
+    if src is None or src[0] != "json":
+        return None
+    from whitenclip.stores import read_shard_groups
+
+    groups = read_shard_groups(Path(src[1]), piece.shard.n_rows)
+    return None if groups is None else groups[piece.start:piece.stop]
+
+
     """Encoder / modality / normalisation that all shards agree on (None where unknown)."""
     meta = {}
     for key in ("encoder", "modality", "normalized"):
