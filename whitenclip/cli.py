@@ -701,9 +701,9 @@ def moments(
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
     moments_dir: Optional[Path] = MomentsDirOpt, allow_partial: bool = AllowPartialOpt,
     column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt,
+    groups: Optional[Path] = GroupsOpt, no_groups: bool = NoGroupsOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
-    groups: Optional[Path] = GroupsOpt, no_groups: bool = NoGroupsOpt,
     """Count, mean, centred scatter, power sums and a calibration sample of embeddings, with metadata and input hash."""
     from whitenclip.engine import compute_moments
     from whitenclip.outputs import check_output_file

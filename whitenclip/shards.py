@@ -462,13 +462,6 @@ def piece_ids(piece: Piece) -> list[str]:
     return [str(v) for v in ids[piece.start:piece.stop]]
 
 
-def _table_unit(piece: Piece) -> int:
-    """The row group / record batch a table piece is (pieces of tables are whole units)."""
-    info = piece.shard.table[0]
-    return next(u for u, (lo, n) in enumerate(zip(info.unit_starts(), info.units)) if lo == piece.start and n)
-
-
-def shard_meta(shards) -> dict:
 def shard_records_groups(shard: Shard) -> bool:
     """True when ``shard`` is a store shard whose ``.ids.json`` records group ids (``embed`` writes
     them when it was given groups). Reads the file's bytes only, looking for the key ``"groups": [``
@@ -496,6 +489,13 @@ def piece_groups(piece: Piece) -> list | None:
     return None if groups is None else groups[piece.start:piece.stop]
 
 
+def _table_unit(piece: Piece) -> int:
+    """The row group / record batch a table piece is (pieces of tables are whole units)."""
+    info = piece.shard.table[0]
+    return next(u for u, (lo, n) in enumerate(zip(info.unit_starts(), info.units)) if lo == piece.start and n)
+
+
+def shard_meta(shards) -> dict:
     """Encoder / modality / normalisation that all shards agree on (None where unknown)."""
     meta = {}
     for key in ("encoder", "modality", "normalized"):
