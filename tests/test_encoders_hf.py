@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,59 @@ def test_hf_images_and_captions_equal_direct_features(tiny, images):
     meta = enc.meta("image")
     assert meta["encoder"] == f"hf:{tiny}" and meta["activation"] == "quick_gelu"
     assert re.fullmatch(r"[0-9a-f]{12}", meta["encoder_fingerprint"]) and meta["encoder_fingerprint"] == enc.fingerprint
+
+
+def _tiny_siglip(folder: Path) -> Path:
+    """A random SiglipModel (2 layers, width 32, 30 px images, 32-d features) and its SiglipImageProcessor,
+    saved with save_pretrained. Its tokenizer is a Siglip2Tokenizer (Gemma-style BPE over a byte-fallback
+    vocabulary, no merges): the SigLIP sentencepiece tokenizer needs a trained .model file and the
+    sentencepiece package, neither available offline."""
+    from transformers import Siglip2Tokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
+    pieces = specials + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", *"abcdefghijklmnopqrstuvwxyz"]
+    vocab = {t: i for i, t in enumerate(pieces)}
+    cfg = SiglipConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
+                         eos_token_id=1, projection_size=32),  # SigLIP: the vision width
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=30, patch_size=6),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = SiglipModel(cfg).eval()
+    model.save_pretrained(folder)
+    Siglip2Tokenizer(vocab=vocab, merges=[], model_max_length=16).save_pretrained(folder)
+    SiglipImageProcessor(size={"height": 30, "width": 30}).save_pretrained(folder)
+    return folder
+
+
+def test_hf_siglip_equals_direct_features(images, tmp_path):
+    """SigLIP through hf:DIR: batched rows (captions padded to the maximum length, as SigLIP was trained)
+    equal direct get_image_features / get_text_features of each item alone, to 1e-5."""
+    folder = _tiny_siglip(tmp_path / "tiny-siglip")
+    model, tok, proc = _direct(folder)
+    enc = load_encoder(f"hf:{folder}", device="cpu")
+    assert type(model).__name__ == "SiglipModel" and enc.dim == 32 and enc.max_length == 16
+    assert enc.meta("text")["activation"] == "gelu_pytorch_tanh" and enc.fingerprint
+
+    def text(c, padding):
+        return _pooled(model.get_text_features(**tok([c], padding=padding, truncation=True, max_length=16,
+                                                     return_tensors="pt")))
+
+    with torch.inference_mode():
+        want_img = np.concatenate([
+            _pooled(model.get_image_features(**proc(images=Image.open(p).convert("RGB"), return_tensors="pt")))
+            for p in images]).astype(np.float32)
+        want_txt = np.concatenate([text(c, "max_length") for c in CAPTIONS]).astype(np.float32)
+        unpadded = np.concatenate([text(c, "longest") for c in CAPTIONS[:1]]).astype(np.float32)
+    np.testing.assert_allclose(enc.encode(images, modality="image", batch_size=3), want_img, atol=1e-5, rtol=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # truncation: counted in the CLIP test
+        got_txt = enc.encode(CAPTIONS, modality="text", batch_size=3)
+    np.testing.assert_allclose(got_txt, want_txt, atol=1e-5, rtol=0)
+    assert np.abs(got_txt[:1] - unpadded).max() > 1e-3  # the padding matters: "longest" would fail the test
 
 
 def test_features_from_both_return_shapes():
