@@ -183,8 +183,9 @@ def read_groups_file(path, n_rows: int) -> list:
 
 
 _TEXT_SUFFIXES = ("", ".txt", ".tsv", ".csv", ".vec", ".vectors")
-_BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, whitenclip store directories "
-                "and text vectors; captions from UTF-8 text or CSV; images by their extension")
+_BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, parquet/Arrow tables (.parquet, "
+                ".arrow, .feather, .ipc), whitenclip store directories and text vectors; captions from UTF-8 text "
+                "or CSV; images by their extension")
 
 
 def _holds_embeddings(path: str, as_text: bool = False) -> bool:
