@@ -129,39 +129,50 @@ def test_hf_images_and_captions_equal_direct_features(tiny, images):
     assert re.fullmatch(r"[0-9a-f]{12}", meta["encoder_fingerprint"]) and meta["encoder_fingerprint"] == enc.fingerprint
 
 
-def _tiny_siglip(folder: Path) -> Path:
+def _tiny_siglip(folder: Path, version: int = 1) -> Path:
     """A random SiglipModel (2 layers, width 32, 30 px images, 32-d features) and its SiglipImageProcessor,
-    saved with save_pretrained. Its tokenizer is a Siglip2Tokenizer (Gemma-style BPE over a byte-fallback
-    vocabulary, no merges): the SigLIP sentencepiece tokenizer needs a trained .model file and the
-    sentencepiece package, neither available offline."""
-    from transformers import Siglip2Tokenizer, SiglipConfig, SiglipImageProcessor, SiglipModel
+    or (``version=2``) a Siglip2Model and Siglip2ImageProcessor (6 px patches, at most 16 per image, kept
+    aspect ratio: pixel_attention_mask and spatial_shapes vary by image), saved with save_pretrained.
+    The tokenizer is a Siglip2Tokenizer (Gemma-style BPE over a byte-fallback vocabulary, no merges) for
+    both: the SigLIP sentencepiece tokenizer needs a trained .model file and the sentencepiece package,
+    neither available offline."""
+    import transformers
+    from transformers import Siglip2Tokenizer
 
+    prefix = "Siglip" if version == 1 else "Siglip2"
+    config_cls, model_cls, processor_cls = (getattr(transformers, prefix + name)
+                                            for name in ("Config", "Model", "ImageProcessor"))
     specials = ["<pad>", "<eos>", "<bos>", "<unk>", "<mask>"]
     pieces = specials + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581", *"abcdefghijklmnopqrstuvwxyz"]
     vocab = {t: i for i, t in enumerate(pieces)}
-    cfg = SiglipConfig(
+    vision = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, patch_size=6,
+                  **({"image_size": 30} if version == 1 else {"num_patches": 16}))
+    cfg = config_cls(
         text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
                          num_attention_heads=4, max_position_embeddings=16, pad_token_id=0, bos_token_id=2,
                          eos_token_id=1, projection_size=32),  # SigLIP: the vision width
-        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                           image_size=30, patch_size=6),
+        vision_config=vision,
     )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = SiglipModel(cfg).eval()
+        model = model_cls(cfg).eval()
     model.save_pretrained(folder)
     Siglip2Tokenizer(vocab=vocab, merges=[], model_max_length=16).save_pretrained(folder)
-    SiglipImageProcessor(size={"height": 30, "width": 30}).save_pretrained(folder)
+    sizes = {"size": {"height": 30, "width": 30}} if version == 1 else {"patch_size": 6, "max_num_patches": 16}
+    processor_cls(**sizes).save_pretrained(folder)
     return folder
 
 
-def test_hf_siglip_equals_direct_features(images, tmp_path):
-    """SigLIP through hf:DIR: batched rows (captions padded to the maximum length, as SigLIP was trained)
-    equal direct get_image_features / get_text_features of each item alone, to 1e-5."""
-    folder = _tiny_siglip(tmp_path / "tiny-siglip")
+@pytest.mark.parametrize("version", [1, 2])
+def test_hf_siglip_equals_direct_features(images, tmp_path, version):
+    """SigLIP and SigLIP2 through hf:DIR: batched rows (captions padded to the maximum length, as SigLIP was
+    trained; SigLIP2's patch masks and shapes batched with the patches) equal direct get_image_features /
+    get_text_features of each item alone, to 1e-5."""
+    folder = _tiny_siglip(tmp_path / "tiny-siglip", version)
     model, tok, proc = _direct(folder)
     enc = load_encoder(f"hf:{folder}", device="cpu")
-    assert type(model).__name__ == "SiglipModel" and enc.dim == 32 and enc.max_length == 16
+    assert type(model).__name__ == ("SiglipModel" if version == 1 else "Siglip2Model")
+    assert enc.dim == 32 and enc.max_length == 16
     assert enc.meta("text")["activation"] == "gelu_pytorch_tanh" and enc.fingerprint
 
     def text(c, padding):

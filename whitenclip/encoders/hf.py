@@ -1,6 +1,7 @@
 """``hf:NAME_OR_PATH`` -- Hugging Face ``transformers`` vision-language models (CLIP, SigLIP, ALIGN, ...).
 
-Images: ``model.get_image_features(pixel_values=processor(images=...))``; texts:
+Images: ``model.get_image_features(**processor(images=...))`` (``pixel_values``, and for SigLIP2
+its ``pixel_attention_mask`` and ``spatial_shapes``); texts:
 ``model.get_text_features(**tokenizer(texts))`` with the model's own tokenizer, truncated at its
 maximum length (a :class:`TruncationWarning` says how many captions were cut). transformers 5
 returns a ``BaseModelOutputWithPooling`` whose ``pooler_output`` is the projected, unnormalised
@@ -49,13 +50,43 @@ def _features(out):
 
 
 class _ImageProcessorTransform:
-    """``PIL.Image -> (3, H, W)`` float tensor through a transformers image processor (picklable for workers)."""
+    """``PIL.Image -> tensor`` through a transformers image processor (picklable for workers).
+
+    A processor returning only ``pixel_values`` gives that image, (3, H, W). One returning more
+    (SigLIP2's patches padded to ``max_num_patches`` with ``pixel_attention_mask`` and
+    ``spatial_shapes``) gives every output flattened into one float32 vector, in ``layout`` order;
+    :meth:`unpack` restores the batched keyword arguments (masks and shapes are small integers,
+    exact in float32).
+    """
 
     def __init__(self, processor):
+        from PIL import Image
+
         self.processor = processor
+        self.layout = None  # [(key, shape, dtype)] when the processor returns more than pixel_values
+        probe = processor(images=Image.new("RGB", (48, 40)), return_tensors="pt")
+        keys = [k for k, v in probe.items() if hasattr(v, "shape")]
+        if keys != ["pixel_values"]:
+            self.layout = [(k, tuple(probe[k].shape[1:]), probe[k].dtype) for k in keys]
 
     def __call__(self, image):
-        return self.processor(images=image, return_tensors="pt")["pixel_values"][0]
+        import torch
+
+        out = self.processor(images=image, return_tensors="pt")
+        if self.layout is None:
+            return out["pixel_values"][0]
+        return torch.cat([out[k][0].reshape(-1).to(torch.float32) for k, _, _ in self.layout])
+
+    def unpack(self, batch) -> dict:
+        """A stacked batch of :meth:`__call__` outputs -> ``get_image_features`` keyword arguments."""
+        import math
+
+        import torch
+
+        if self.layout is None:
+            return {"pixel_values": batch}
+        parts = torch.split(batch, [math.prod(shape) for _, shape, _ in self.layout], dim=1)
+        return {k: part.reshape(len(batch), *shape).to(dtype) for (k, shape, dtype), part in zip(self.layout, parts)}
 
 
 @register_encoder("hf")
@@ -139,4 +170,4 @@ class HFEncoder(Encoder):
         with autocast(self.device, self.precision):
             if modality == "text":
                 return _features(self.model.get_text_features(**batch))
-            return _features(self.model.get_image_features(pixel_values=batch))
+            return _features(self.model.get_image_features(**self.image_transform.unpack(batch)))
