@@ -25,7 +25,8 @@ from whitenclip.results import json_safe
 from whitenclip.whitening import WhitenerSummary
 
 INFO_FIELDS = ("method", "shrinkage", "shrinkage_intensity", "n", "d", "rank", "floor", "dropped", "log_det",
-               "encoder", "modality", "normalized", "created_at", "input_hash", "n_cal")
+               "encoder", "modality", "normalized", "activation", "encoder_fingerprint", "created_at", "input_hash",
+               "n_cal")
 """Header fields `whitenclip info` shows, in order (then the spectrum)."""
 
 
