@@ -217,3 +217,40 @@ def test_report_dir_never_writes_over_an_input(fitted):
     res = run("gaussianity-report", fitted / "report.json", "-o", fitted, "--trials", "1", "--projections", "5")
     assert res.exit_code == 2 and "report.json: is also an input" in res.stderr, res.output
     assert (fitted / "report.json").read_bytes() == before and not (fitted / "report.html").exists()
+
+
+@pytest.mark.parametrize("where", ["is", "inside", "contains"])
+def test_embed_store_overlapping_an_input_is_refused_before_any_work(tmp_path, where):
+    """``embed -o store/``: a store folder that is, lies inside, or contains an input (or the
+    --groups file) is refused in one line before any model is loaded or file written."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "caps.txt").write_text("a dog\na cat\n")
+    out = {"is": data, "inside": data / "store", "contains": tmp_path}[where]
+    given = data / "caps.txt" if where == "contains" else data
+    before = sorted(os.listdir(tmp_path)), sorted(os.listdir(data))
+    res = run("embed", given, "-o", f"{out}/", "--model", "openclip:NoSuchArch/none")
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and "input" in res.output, res.output
+    assert (sorted(os.listdir(tmp_path)), sorted(os.listdir(data))) == before
+    res = run("embed", tmp_path / "caps2.txt", "-o", data, "--groups", data / "caps.txt")  # the groups file too
+    assert res.exit_code == 2 and "contains the input" in res.output, res.output
+
+
+def test_fit_save_embeddings_inside_an_input_folder_is_refused(tmp_path):
+    (tmp_path / "caps.txt").write_text("a dog\na cat\n")
+    res = run("fit", tmp_path / "caps.txt", "-o", tmp_path / "w.safetensors", "--save-embeddings", tmp_path)
+    assert res.exit_code == 2 and "--save-embeddings" in res.output and "contains the input" in res.output, res.output
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+@pytest.mark.parametrize("page, emb", [("emb", "emb"), ("emb/infonce/seed0", "emb"), ("page", "page/simulate.json")])
+def test_simulate_page_folder_overlapping_the_stores_is_refused_before_training(tmp_path, page, emb):
+    """``simulate -o DIR --save-embeddings EMB``: DIR may not be, lie inside, or contain EMB (the
+    page would land in a store, or a store where the page's files go), refused before training."""
+    (tmp_path / "emb" / "infonce").mkdir(parents=True)
+    (tmp_path / "page").mkdir()
+    res = run("simulate", "--steps", "100000", "-o", tmp_path / page, "--save-embeddings", tmp_path / emb)
+    assert res.exit_code == 2, res.output
+    assert "--save-embeddings folder" in res.output and res.output.count("\n") == 1, res.output
+    assert not any((tmp_path / "emb" / "infonce").iterdir()) and not any((tmp_path / "page").iterdir())

@@ -328,3 +328,38 @@ def test_null_or_nested_ids_are_refused_naming_the_row(tmp_path, bad):
     ok = tmp_path / "ok.safetensors"
     save_file({"embeddings": X}, str(ok), metadata={"ids": json.dumps(["a", 7, "c"])})
     assert open_embeddings(ok).read_all()[0] == ["a", "7", "c"]
+
+
+@pytest.mark.parametrize("command", [["entropy"], ["gaussianity-report"], ["mi", "{f}"], ["score", "-w", "{w}"]])
+def test_huge_rows_on_the_local_row_path_name_the_file_and_row(tmp_path, command):
+    """|x| ~ 1e200 (finite) read through ``finite_chunks``: exit 2 naming the file and the row (not "X: row i")."""
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "ok.npy", rng.standard_normal((100, 4)))
+    res = CliRunner().invoke(app, ["fit", str(tmp_path / "ok.npy"), "-o", str(tmp_path / "w.safetensors")])
+    assert res.exit_code == 0, res.output
+    X = rng.standard_normal((100, 4))
+    X[57, 2] = -1e200
+    f = tmp_path / "big.npy"
+    np.save(f, X)
+    args = [a.format(f=f, w=tmp_path / "w.safetensors") for a in command]
+    res = CliRunner().invoke(app, [args[0], str(f), *args[1:]])
+    assert res.exit_code == 2, res.output
+    assert f"{f}: row 57 (id '57') holds |x| = 1e+200" in res.output and res.output.count("\n") == 1, res.output
+
+
+def test_huge_row_beside_a_dropped_nonfinite_row_keeps_its_file_row_number(tmp_path):
+    from whitenclip.shards import discover_shards, finite_piece_rows, plan_pieces
+    from whitenclip.stores import finite_chunks, open_embeddings
+
+    X = np.ones((10, 3))
+    X[2, 0], X[7, 1] = np.nan, 1e60
+    np.save(tmp_path / "x.npy", X)
+    with pytest.raises(InputError, match=r"x.npy: row 7 \(id '7'\) holds \|x\| = 1e\+60"):
+        list(finite_chunks(open_embeddings(tmp_path / "x.npy"), drop_nonfinite=True))
+    with pytest.raises(InputError, match=r"x.npy: row 7 holds \|x\| = 1e\+60"):
+        for piece in plan_pieces(discover_shards([str(tmp_path / "x.npy")])):
+            list(finite_piece_rows(piece, drop_nonfinite=True))

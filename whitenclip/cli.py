@@ -382,13 +382,14 @@ def fit(
     moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
     """Fit a whitening transform on reference embeddings, moments files or raw images/captions (streaming)."""
-    from whitenclip.outputs import check_output_dir, check_output_file
+    from whitenclip.outputs import check_output_dir, check_output_file, check_output_tree
     from whitenclip.sources import EncodedSource, embed_to_store, source_meta
     from whitenclip.whitening import fit_whitener_streaming
 
     check_output_file(output, inputs=inputs, suffix=".safetensors")
     if save_embeddings is not None:
         check_output_dir(save_embeddings, inputs=inputs)
+        check_output_tree(save_embeddings, inputs=[*inputs, groups], option="--save-embeddings")
     shrink = _parse_shrinkage(shrinkage)
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial,
                   column=column, id_column=id_column, groups_file=None if groups is None else str(groups),
@@ -465,10 +466,11 @@ def embed(
     """Embed images or captions into a store directory (shards written atomically; a killed run resumes)."""
     import shlex
 
-    from whitenclip.outputs import check_output_dir
+    from whitenclip.outputs import check_output_dir, check_output_tree
     from whitenclip.sources import EncodedSource, write_store
 
     check_output_dir(output, inputs=inputs)
+    check_output_tree(output, inputs=[*inputs, groups])
     if shard_items is not None and shard_items < 1:
         raise InputError(f"--shard-items must be a positive number of items, got {shard_items}")
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers,
@@ -909,7 +911,7 @@ def simulate(
 
     Reports the Gaussianity metrics of their embeddings along training (the paper's table).
     """
-    from whitenclip.outputs import check_output_dir
+    from whitenclip.outputs import check_output_dir, check_output_tree
     from whitenclip.render import write_html
     from whitenclip.simulate import make_config
     from whitenclip.simulate import simulate as run_simulation
@@ -931,6 +933,8 @@ def simulate(
     for directory in (out, save_embeddings):
         if directory is not None:
             check_output_dir(directory)
+    if out is not None and save_embeddings is not None:  # the page's files must not land in (or over) the stores
+        check_output_tree(out, inputs=[save_embeddings], what="the --save-embeddings folder")
     config = make_config(data=data, latent_dim=latent_dim, dim=dim, losses=losses, steps=steps, batch_size=batch_size,
                          tau=tau, seeds=seeds, lr=lr, evals=evals, n_eval=n_eval, labels=labels, device=device,
                          encoder=encoder, mixing=mixing, sparsity=sparsity, train_size=train_size, epochs=epochs,

@@ -15,7 +15,10 @@ Rules (as coreutils ``sort -o`` / ``cp``):
   refuses it, a command that writes a directory creates it (its parent must exist);
 * a command writing several files under ``-o DIR/`` checks every one of them
   (:func:`check_output_files`) against every input, by name and with ``os.path.samefile``,
-  and against each other, before any work.
+  and against each other, before any work;
+* a command writing a directory of its own (``embed -o store/``, ``--save-embeddings DIR``,
+  ``simulate -o DIR``) refuses one that is, lies inside, or contains an input
+  (:func:`check_output_tree`), before any work.
 """
 
 from __future__ import annotations
@@ -136,6 +139,31 @@ def check_output_files(paths, *, inputs: Iterable = ()) -> list[Path]:
         _refuse_inputs(p, target, inputs)
         out.append(p)
     return out
+
+
+def check_output_tree(path, *, inputs: Iterable = (), option: str = "-o", what: str = "the input") -> None:
+    """Refuse a directory output (a store, a page folder) that is, lies inside, or contains one of
+    ``inputs`` (files or folders, called ``what`` in the message; compared after resolving ``..``
+    and symlinks): its files could overwrite an input, or be read as inputs by a later run.
+    Checked before any work.
+
+    >>> check_output_tree("data/store", inputs=["data/store/../captions.txt"])
+    >>> check_output_tree("data", inputs=["data/captions.txt"])
+    Traceback (most recent call last):
+    ...
+    whitenclip.errors.InputError: -o data: contains the input data/captions.txt; choose a folder outside the inputs
+    """
+    names = (os.path.abspath(path), os.path.realpath(path))
+    for inp in inputs:
+        if inp is None or str(inp) == "-":
+            continue
+        for out in map(Path, names):
+            for src in map(Path, (os.path.abspath(inp), os.path.realpath(inp))):
+                why = ("is" if src == out else "lies inside" if src in out.parents
+                       else "contains" if out in src.parents else None)
+                if why:
+                    raise InputError(f"{option} {path}: {why} {what} {inp}; choose a folder outside "
+                                     f"{'the inputs' if what == 'the input' else 'it'}")
 
 
 def _check_parent(p: Path, target: Path) -> None:

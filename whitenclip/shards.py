@@ -412,16 +412,23 @@ def finite_piece_rows(piece: Piece, chunk_rows: int = CHUNK_ROWS, *, drop_nonfin
                       digest=None, dropped: list | None = None) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """Like :func:`iter_piece_rows` but yields ``(first_row, X, kept)`` with every row of X finite.
 
+    A row beyond :data:`~whitenclip.validation.MAX_ABS` = 1e50 in magnitude raises
+    :class:`InputError` naming the shard and the row (:func:`~whitenclip.validation.check_magnitude`).
     A NaN/inf row raises :class:`InputError` naming the shard and the row (its index in the
     file), unless ``drop_nonfinite``: then it is skipped and counted in ``dropped[0]``; ``kept``
     is the boolean mask of the chunk's rows kept.
     """
+    from whitenclip.validation import check_magnitude
+
     for lo, X in iter_piece_rows(piece, chunk_rows, digest=digest):
         ok = np.isfinite(X).all(axis=1)
-        if not ok.all():
+        if ok.all():
+            check_magnitude(X, str(piece.shard.path), lo)
+        else:
             if not drop_nonfinite:
                 raise InputError(f"{piece.shard.path}: row {lo + int(np.flatnonzero(~ok)[0])} holds NaN or inf "
                                  "(use --drop-nonfinite to skip such rows)")
+            check_magnitude(np.where(ok[:, None], X, 0.0), str(piece.shard.path), lo)  # rows kept, as numbered
             if dropped is not None:
                 dropped[0] += int((~ok).sum())
             X = X[ok]

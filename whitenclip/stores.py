@@ -738,21 +738,28 @@ class RowStats:
 
 def finite_chunks(source: EmbeddingFile, *, drop_nonfinite: bool = False, stats: RowStats | None = None,
                   chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
-    """Chunks of ``source`` with every row finite.
+    """Chunks of ``source`` with every row finite and within ``validation.MAX_ABS``.
 
+    A row beyond :data:`~whitenclip.validation.MAX_ABS` = 1e50 in magnitude raises
+    :class:`InputError` naming the file and the row (:func:`~whitenclip.validation.check_magnitude`).
     A row holding NaN or inf raises :class:`InputError` naming the file and the first bad row
     (0-based index and id), unless ``drop_nonfinite`` is set: then such rows are skipped,
     counted in ``stats.dropped_nonfinite`` and reported in one warning at the end.
     """
+    from whitenclip.validation import check_magnitude
+
     stats = stats if stats is not None else RowStats()
     offset = 0
     for ids, X in source.iter_chunks(chunk_rows):
         ok = np.isfinite(X).all(axis=1)
-        if not ok.all():
+        if ok.all():
+            check_magnitude(X, str(source.path), offset, ids)
+        else:
             if not drop_nonfinite:
                 i = int(np.flatnonzero(~ok)[0])
                 raise InputError(f"{source.path}: row {offset + i} (id {ids[i]!r}) holds NaN or inf "
                                  "(use --drop-nonfinite to skip such rows)")
+            check_magnitude(np.where(ok[:, None], X, 0.0), str(source.path), offset, ids)  # rows kept, as numbered
             stats.dropped_nonfinite += int((~ok).sum())
             ids = [s for s, k in zip(ids, ok) if k]
             X = X[ok]
