@@ -363,3 +363,23 @@ def test_huge_row_beside_a_dropped_nonfinite_row_keeps_its_file_row_number(tmp_p
     with pytest.raises(InputError, match=r"x.npy: row 7 holds \|x\| = 1e\+60"):
         for piece in plan_pieces(discover_shards([str(tmp_path / "x.npy")])):
             list(finite_piece_rows(piece, drop_nonfinite=True))
+
+
+@pytest.mark.parametrize("command", [["score", "{f}", "-w", "{w0}"], ["fit", "{f}", "-o", "{w}"],
+                                     ["fit", "{f}", "--engine", "dask", "-o", "{w}"]])
+def test_sparse_pt_is_refused_in_one_line_without_torchs_warning(tmp_path, command):
+    """torch warns "Validating sparse tensor invariants" while loading a sparse tensor with
+    weights_only=True; the user sees only the one error line naming the file."""
+    import torch
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+
+    torch.save(torch.randn(20, 4).to_sparse(), tmp_path / "sparse.pt")
+    np.save(tmp_path / "ok.npy", np.random.default_rng(0).standard_normal((20, 4)))
+    w0 = tmp_path / "w0.safetensors"
+    assert CliRunner().invoke(app, ["fit", str(tmp_path / "ok.npy"), "-o", str(w0)]).exit_code == 0
+    args = [a.format(f=tmp_path / "sparse.pt", w=tmp_path / "w.safetensors", w0=w0) for a in command]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert res.output.count("\n") == 1 and "sparse.pt: holds a sparse tensor" in res.output, res.output

@@ -583,6 +583,17 @@ def _open_safetensors(p: Path) -> EmbeddingFile:
     return EmbeddingFile(str(p), n, d, dtype, _decode_meta(meta), [(RawRows(p, t.start, (n, d), t.numpy_dtype), ids)])
 
 
+def torch_load(path):
+    """``torch.load(path, map_location="cpu", weights_only=True)`` (never unpickles), without torch's
+    "Validating sparse tensor invariants" warning: sparse tensors are refused after loading, so
+    the command's one error line is all the user sees."""
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Validating sparse tensor invariants")
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
 def _open_torch(p: Path) -> EmbeddingFile:
     """A ``torch.save``d 2-D float tensor, or a dict holding one under ``embeddings`` (optional
     ``ids``: a list of strings), read with ``torch.load(weights_only=True)`` (never unpickled)."""
@@ -591,7 +602,7 @@ def _open_torch(p: Path) -> EmbeddingFile:
     except ImportError:  # pragma: no cover - torch is a dependency
         raise InputError(f"{p}: reading .pt files needs torch") from None
     try:
-        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+        obj = torch_load(p)
     except Exception as exc:
         raise InputError(f"{p}: not a readable torch file with weights_only=True ({_one_line(exc)}); "
                          "only tensors and dicts of tensors are read, never pickled objects") from None
