@@ -35,7 +35,7 @@ import numpy as np
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError, NonFiniteRowsWarning
 from whitenclip.outputs import atomic_write  # noqa: F401  (re-exported: stores write through it)
-from whitenclip.tables import TABLE_SUFFIXES, TableRows, is_table_path, open_table
+from whitenclip.tables import TABLE_SUFFIXES, TableRows, inspect_table, is_table_path, table_files
 
 DEFAULT_CHUNK_ROWS = CHUNK_ROWS
 STORE_FORMAT = "whitenclip-store"
@@ -303,13 +303,35 @@ def is_embedding_path(path) -> bool:
     return p.suffix.lower() in EMBEDDING_SUFFIXES
 
 
+def _open_table(path, *, column: str | None = None, id_column: str | None = None):
+    """An :class:`EmbeddingFile` over a parquet/Arrow table file or folder (:mod:`whitenclip.tables`).
+
+    Every file must have the same dimension and value dtype. Without an id column, rows of a
+    folder are named ``FILE:ROW`` (the file's name, the row in that file), rows of one file ``ROW``.
+    """
+    files = table_files(path)
+    folder = Path(path).is_dir()
+    blocks, first = [], None
+    for f in files:
+        info = inspect_table(f, column, id_column)
+        if first is not None and (info.dim, info.dtype) != (first.dim, first.dtype):
+            raise InputError(f"{f}: embeddings of {info.dim} {info.dtype} values, but {first.path} has "
+                             f"{first.dim} {first.dtype}")
+        first = first or info
+        blocks.append((TableRows(info, f.name if folder else None), None))
+    n = sum(b.shape[0] for b, _ in blocks)
+    if n == 0:
+        raise InputError(f"{path}: table holds zero rows")
+    return EmbeddingFile(str(path), n, first.dim, first.dtype, {}, blocks)
+
+
 def open_embeddings(path, *, allow_partial: bool = False, column: str | None = None,
                     id_column: str | None = None) -> EmbeddingFile:
     """Open an embeddings file, store directory or table for chunked reading (see module doc).
 
     A store left incomplete by a killed ``embed`` raises :class:`InputError` unless
     ``allow_partial`` is set. ``column`` / ``id_column`` name the embedding and id columns of a
-    parquet/Arrow table (:func:`whitenclip.tables.open_table`); other inputs have no columns and
+    parquet/Arrow table (:mod:`whitenclip.tables`); other inputs have no columns and
     refuse them.
     """
     if (column is not None or id_column is not None) and not (str(path) != "-" and is_table_path(path)):
@@ -319,7 +341,7 @@ def open_embeddings(path, *, allow_partial: bool = False, column: str | None = N
         return read_text_vectors(sys.stdin, "<stdin>")
     p = Path(path)
     if is_table_path(p):
-        return open_table(p, column=column, id_column=id_column)
+        return _open_table(p, column=column, id_column=id_column)
     if p.is_dir():
         return _open_store(p, allow_partial=allow_partial)
     p = _existing_file(p)

@@ -347,30 +347,6 @@ class TableRows:
             yield row, X, ids
 
 
-def open_table(path, *, column: str | None = None, id_column: str | None = None):
-    """An :class:`~whitenclip.stores.EmbeddingFile` over a table file or folder (see module doc).
-
-    Every file must have the same dimension and value dtype. Without an id column, rows of a
-    folder are named ``FILE:ROW`` (the file's name, the row in that file), rows of one file ``ROW``.
-    """
-    from whitenclip.stores import EmbeddingFile
-
-    files = table_files(path)
-    folder = Path(path).is_dir()
-    blocks, first = [], None
-    for f in files:
-        info = inspect_table(f, column, id_column)
-        if first is not None and (info.dim, info.dtype) != (first.dim, first.dtype):
-            raise InputError(f"{f}: embeddings of {info.dim} {info.dtype} values, but {first.path} has "
-                             f"{first.dim} {first.dtype}")
-        first = first or info
-        blocks.append((TableRows(info, f.name if folder else None), None))
-    n = sum(b.shape[0] for b, _ in blocks)
-    if n == 0:
-        raise InputError(f"{path}: table holds zero rows")
-    return EmbeddingFile(str(path), n, first.dim, first.dtype, {}, blocks)
-
-
 # ---------------------------------------------------------------------------------------
 # writing scores
 # ---------------------------------------------------------------------------------------
