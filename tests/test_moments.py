@@ -147,7 +147,11 @@ def test_part_refusals(anisotropic):
     a = _part(X[:100], ["a"], encoder="minilm", modality="text", normalized=False)
     for meta, what in [({"encoder": "clip", "modality": "text", "normalized": False}, "encoder"),
                        ({"encoder": "minilm", "modality": "image", "normalized": False}, "modality"),
-                       ({"encoder": "minilm", "modality": "text", "normalized": True}, "normalized")]:
+                       ({"encoder": "minilm", "modality": "text", "normalized": True}, "normalized"),
+                       ({"encoder": "minilm", "modality": "text", "normalized": False, "activation": "quick_gelu"},
+                        "activation"),
+                       ({"encoder": "minilm", "modality": "text", "normalized": False,
+                         "encoder_fingerprint": "0123456789ab"}, "encoder_fingerprint")]:
         with pytest.raises(InputError, match=f"b.moments: {what}="):
             a.merge(_part(X[100:], ["b"], **meta), name="b.moments")
     with pytest.raises(InputError, match="dimension 11"):

@@ -85,7 +85,8 @@ def test_safetensors_and_store_shards(tmp_path, rng):
     assert piece_ids(pieces[1]) == ["r4", "r5", "r6", "r7"]
     store = tmp_path / "store"
     store.mkdir()
-    (store / "meta.json").write_text(json.dumps({"format": "whitenclip-store", "dim": 4, "encoder": "e"}))
+    (store / "meta.json").write_text(json.dumps({"format": "whitenclip-store", "dim": 4, "encoder": "e",
+                                                 "activation": "quick_gelu (hf 0123456789ab)"}))
     for k in range(2):
         np.save(store / f"shard-{k:05d}.npy", X[k * 5:(k + 1) * 5].astype(np.float32))
         ids = [f"s{k}{j}" for j in range(len(X[k * 5:(k + 1) * 5]))]
@@ -93,6 +94,9 @@ def test_safetensors_and_store_shards(tmp_path, rng):
     np.save(store / "shard-00002.npy", X[:1].astype(np.float32))  # no ids file: not committed, ignored
     shards = discover_shards([str(store)])
     assert len(shards) == 2 and shard_meta(shards)["encoder"] == "e"
+    # the activation and model fingerprint travel too (an older store's combined form split)
+    meta = shard_meta(shards)
+    assert (meta["activation"], meta["encoder_fingerprint"]) == ("quick_gelu", "0123456789ab")
     expect = [f"s0{j}" for j in range(5)] + [f"s1{j}" for j in range(4)]
     assert [i for p in plan_pieces(shards, 3) for i in piece_ids(p)] == expect
 

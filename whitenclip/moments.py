@@ -274,7 +274,7 @@ def _overflow(Y: np.ndarray, origin: tuple | None, what: str) -> InputError:
 # ---------------------------------------------------------------------------------------
 # parts: moments + power sums + metadata, what `whitenclip moments` writes and merges
 # ---------------------------------------------------------------------------------------
-PART_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "gram")
+PART_KEYS_THAT_MUST_MATCH = ("encoder", "modality", "normalized", "activation", "encoder_fingerprint", "gram")
 """Metadata two parts must agree on (besides the dimension) to be merged."""
 
 EXTRA_MERGERS: dict = {}

@@ -216,6 +216,7 @@ def _npy_shard(p: Path, *, ids=None, meta=None) -> Shard:
 def _safetensors_shard(p: Path, *, meta=None) -> Shard:
     """A safetensors shard from :func:`whitenclip.stores.parse_safetensors_header` (the one
     validated parser): row 0 at the tensor's ``data_offsets`` begin; ids from the metadata."""
+    from whitenclip.encoders.base import ENCODER_META_KEYS
     from whitenclip.stores import embedding_tensor, header_ids, parse_safetensors_header
 
     header, info = parse_safetensors_header(p)
@@ -227,7 +228,7 @@ def _safetensors_shard(p: Path, *, meta=None) -> Shard:
         raise InputError(f"{p}: expected a 2-D array (n_rows, dim), got shape {tuple(t.shape)}")
     ids = ("header", str(p)) if header_ids(p, info, t.shape[0]) is not None else None
     decoded = {}
-    for k in ("encoder", "modality", "normalized"):
+    for k in ENCODER_META_KEYS:
         if k in info:
             try:
                 decoded[k] = json.loads(info[k])
@@ -283,7 +284,7 @@ def _store_shards(d: Path, *, allow_partial: bool = False) -> list[Shard]:
     from whitenclip.stores import read_store_layout
 
     layout = read_store_layout(d, allow_partial=allow_partial)
-    info = {k: layout.meta[k] for k in ("encoder", "modality", "normalized") if k in layout.meta}
+    info = layout.info  # encoder, modality, normalisation, activation, fingerprint
     out = []
     for _, npy, ids in layout.shards:  # the .npy commits a shard
         shard = _file_shard(npy, ids=("json", str(ids)), meta=info)
@@ -503,9 +504,12 @@ def _table_unit(piece: Piece) -> int:
 
 
 def shard_meta(shards) -> dict:
-    """Encoder / modality / normalisation that all shards agree on (None where unknown)."""
+    """What all shards record about their encoder (``ENCODER_META_KEYS``: encoder, modality,
+    normalisation, activation, fingerprint), refusing disagreement (None where unknown)."""
+    from whitenclip.encoders.base import ENCODER_META_KEYS
+
     meta = {}
-    for key in ("encoder", "modality", "normalized"):
+    for key in ENCODER_META_KEYS:
         values = {json.dumps(s.meta.get(key)) for s in shards if s.meta.get(key) is not None}
         if len(values) > 1:
             raise InputError(f"shards disagree on {key}: {', '.join(sorted(values))}")
