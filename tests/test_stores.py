@@ -383,3 +383,24 @@ def test_sparse_pt_is_refused_in_one_line_without_torchs_warning(tmp_path, comma
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2, res.output
     assert res.output.count("\n") == 1 and "sparse.pt: holds a sparse tensor" in res.output, res.output
+
+
+@pytest.mark.parametrize("damage", ["ids", "groups"])
+def test_sharded_reader_refuses_a_store_shard_whose_ids_do_not_match_its_rows(tmp_path, damage):
+    """90 ids (or groups) for a 100-row shard: refused by the local reader and, the same way, by the
+    sharded one (which used to fit such a store without a word)."""
+    from whitenclip.shards import discover_shards
+
+    d = tmp_path / "store"
+    w = StoreWriter(d, dim=4, dtype="float32", meta={"n_items": 200})
+    rng = np.random.default_rng(0)
+    for k in range(2):
+        w.write_shard([f"{k}-{i}" for i in range(100)], rng.standard_normal((100, 4)).astype(np.float32), 100 * (k + 1),
+                      groups=[str(i // 5) for i in range(100)])
+    doc = json.loads((d / "shard-00001.ids.json").read_text())
+    doc[damage] = doc[damage][:90]
+    (d / "shard-00001.ids.json").write_text(json.dumps(doc))
+    with pytest.raises(InputError, match=r"shard-00001.ids.json: .*(90 ids for 100 rows|list of 100 ids)"):
+        read_embeddings(d)
+    with pytest.raises(InputError, match=r"shard-00001.ids.json: .*(90 ids for 100 rows|list of 100 ids)"):
+        discover_shards([str(d)])

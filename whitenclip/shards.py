@@ -288,7 +288,7 @@ def _store_shards(d: Path, *, allow_partial: bool = False) -> list[Shard]:
     out = []
     for _, npy, ids in layout.shards:  # the .npy commits a shard
         shard = _file_shard(npy, ids=("json", str(ids)), meta=info)
-        layout.check_shard(npy, (shard.n_rows, shard.dim), shard.dtype)
+        layout.check_shard(npy, (shard.n_rows, shard.dim), shard.dtype, ids)
         out.append(shard)
     return out
 

@@ -924,13 +924,18 @@ class StoreLayout:
         meta = split_encoder_meta(self.meta)
         return {k: meta[k] for k in ENCODER_META_KEYS if k in meta}
 
-    def check_shard(self, npy, shape, dtype) -> None:
-        """Refuse a shard whose dimension (or dtype) differs from what ``meta.json`` records."""
+    def check_shard(self, npy, shape, dtype, ids_path=None) -> None:
+        """Refuse a shard whose dimension (or dtype) differs from what ``meta.json`` records, and,
+        given its ``ids_path``, one whose ids (or groups) do not give one per row (the sharded
+        reader checks here what the local one checks while reading)."""
         if len(shape) == 2 and shape[1] != self.dim:
             raise InputError(f"{npy}: shard has dimension {shape[1]}, store says {self.dim}")
         name = np.dtype(dtype).name
         if "dtype" in self.meta and name != self.meta["dtype"]:
             raise InputError(f"{npy}: shard holds {name}, store says {self.meta['dtype']}")
+        if ids_path is not None:
+            read_shard_ids(ids_path, shape[0])
+            read_shard_groups(ids_path, shape[0])
 
 
 def read_store_layout(directory, *, allow_partial: bool = False) -> StoreLayout:
