@@ -7,6 +7,7 @@ open_clip runs with a tiny random-init architecture (``wc-tiny``: ViT width 64, 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from pathlib import Path
 
@@ -196,6 +197,10 @@ def test_local_checkpoint(tiny, tmp_path, fmt):
         ref = model.encode_text(enc.tokenizer(CAPTIONS)).numpy()
     np.testing.assert_allclose(enc.encode(CAPTIONS, modality="text"), ref, rtol=1e-5, atol=1e-6)
     assert not np.allclose(ref, tiny.encode(CAPTIONS, modality="text"))
+    # a local checkpoint records a fingerprint of its weights (the spec alone does not pin them)
+    fp = enc.meta("text")["encoder_fingerprint"]
+    assert re.fullmatch(r"[0-9a-f]{12}", fp) and load_encoder(f"openclip:wc-tiny@{path}").fingerprint == fp
+    assert tiny.fingerprint is None
 
 
 def test_load_failures_are_one_line_with_advice(tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from whitenclip.encoders.base import (
     _one_line,
     _quiet_loading,
     autocast,
+    model_fingerprint,
     register_encoder,
 )
 from whitenclip.encoders.hub import _hub_cached, _require_network
@@ -209,6 +210,8 @@ class OpenClipEncoder(Encoder):
             else:
                 what = detail
             raise WhitenclipError(f"cannot load {self.spec}: {what}; {_HINT}") from None
+        if spec.path is not None:  # a local checkpoint: the spec alone does not pin the weights
+            self.fingerprint = model_fingerprint(model, arch)
         self.model = model.to(device).eval()
         self.image_transform = preprocess
         with _quiet_loading():
