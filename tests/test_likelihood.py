@@ -249,4 +249,5 @@ def test_rows_near_1e300_are_refused_never_scored_inf(tmp_path):
     for extra in ([], ["--engine", "dask"]):
         r = CliRunner().invoke(app, ["score", str(tmp_path / "x.npy"), "-w", str(tmp_path / "w.safetensors"), *extra])
         assert r.exit_code == 2 and "inf" not in r.output.replace("rows", "").lower().split("error")[0]
-        assert f"{tmp_path / 'x.npy'}: the row with id '1'" in r.output and "internal error" not in r.output
+        # named by the reader (file, row and, where it has them, id) before any scoring
+        assert f"{tmp_path / 'x.npy'}: row 1 " in r.output and "internal error" not in r.output
