@@ -396,9 +396,11 @@ def _crafted(tmp_path, anisotropic, **edit):
     return out
 
 
-def test_negative_power4_is_refused_not_a_negative_intensity(tmp_path, anisotropic):
-    """A moments file with power4 < 0 gave a Ledoit-Wolf intensity of -1687 and exit 0."""
-    bad = _crafted(tmp_path, anisotropic, power4=np.array([-5.0]))
+@pytest.mark.parametrize("power4", [-5.0, 1e300])
+def test_impossible_power4_is_refused_not_an_intensity_out_of_range(tmp_path, anisotropic, power4):
+    """power4 < 0 gave a Ledoit-Wolf intensity of -1687 and exit 0; power4 above (tr S)^2 (a sum of
+    squares of non-negative terms cannot exceed the square of their sum) gave intensity 1.0."""
+    bad = _crafted(tmp_path, anisotropic, power4=np.array([power4]))
     r = cli("fit", bad, "--shrinkage", "ledoit-wolf", "-o", tmp_path / "w.safetensors")
     assert r.exit_code == 2 and "power4" in r.output and not (tmp_path / "w.safetensors").exists()
 

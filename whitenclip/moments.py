@@ -729,8 +729,8 @@ def _self_overlap(coverage: list[dict]) -> bool:
 
 
 def _checked_power_sums(power3, power4, m: Moments, path) -> tuple[np.ndarray, float]:
-    """Power sums t (d,) and q of a part, checked: finite floats, q >= (tr S)^2 / n >= 0 (Cauchy-Schwarz
-    on a_i = ||y_i||^2, to 1e-6), all zero when n = 0."""
+    """Power sums t (d,) and q of a part, checked: finite floats, (tr S)^2 / n <= q <= (tr S)^2 (Cauchy-Schwarz
+    and positivity of a_i = ||y_i||^2, to 1e-6), all zero when n = 0."""
     if power3.shape != (m.n_features,) or power4.shape != (1,) or power3.dtype.kind != "f" or power4.dtype.kind != "f":
         raise InputError(f"{path}: power sums have shapes {power3.shape}, {power4.shape} (expected "
                          f"({m.n_features},), (1,), float)")
@@ -740,6 +740,9 @@ def _checked_power_sums(power3, power4, m: Moments, path) -> tuple[np.ndarray, f
     bound = float((np.trace(m.scatter) / np.sqrt(max(m.n, 1))) ** 2)
     if q < 0 or q < bound * (1.0 - 1e-6):
         raise InputError(f"{path}: power4 = {q:.6g} is impossible: sum ||x - mean||^4 >= (tr S)^2 / n = {bound:.6g}")
+    top = float(np.trace(m.scatter)) ** 2
+    if q > top * (1.0 + 1e-6):
+        raise InputError(f"{path}: power4 = {q:.6g} is impossible: sum ||x - mean||^4 <= (tr S)^2 = {top:.6g}")
     if m.n == 0 and (q != 0 or t.any()):
         raise InputError(f"{path}: an empty part (n = 0) must have zero power sums")
     return t, q

@@ -1071,11 +1071,11 @@ def load_torch_tensor(path) -> np.ndarray:
     """Read one tensor from a torch ``.pt`` file with ``torch.load(weights_only=True)``."""
     import torch
 
-    from whitenclip.stores import _existing_file
+    from whitenclip.stores import _existing_file, torch_load
 
     p = _existing_file(path)
     try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
+        obj = torch_load(p)
     except Exception as exc:
         raise InputError(f"{p}: not a loadable torch tensor file ({' '.join(str(exc).split())[:200]})") from None
     if isinstance(obj, dict) and len(obj) == 1:

@@ -499,12 +499,12 @@ def check_activation(encoder: Encoder, recorded: dict, label: str = "the artifac
     held the fingerprint inside ``activation`` is read too (:func:`split_encoder_meta`).
     """
     recorded = split_encoder_meta(recorded)
-    want, have = recorded.get("encoder_fingerprint"), encoder.fingerprint
+    want, have = recorded.get("encoder_fingerprint"), getattr(encoder, "fingerprint", None)  # duck-typed plugins
     if want and have and want != have:
         raise InputError(f"{label} was embedded by {encoder.spec} with model fingerprint {want}, but the model "
                          f"loaded from there now has fingerprint {have} (other weights, config or preprocessing); "
                          "refit with this model, or restore the model it was fitted with")
     want = recorded.get("activation")
-    if want and encoder.activation and want != encoder.activation:
+    if want and getattr(encoder, "activation", None) and want != encoder.activation:
         raise InputError(f"{label} was embedded by {encoder.spec} with {want} activation, but it loads with "
                          f"{encoder.activation} here; refit with this installation")
