@@ -313,7 +313,7 @@ class Decode(str, Enum):
 ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_envvar=True,
                         help="Encoder for raw images/captions: openclip:ARCH/TAG (images default to "
                              "openclip:ViT-B-32/openai; weights from the Hugging Face cache, else downloaded once; "
-                             "HF_HUB_OFFLINE=1: cache only), openclip:ARCH@PATH (local checkpoint; OpenAI weights need "
+                             "HF_HUB_OFFLINE=1: cache only), openclip:hf-hub:ORG/REPO (an open_clip model on the hub), openclip:ARCH@PATH (local checkpoint; OpenAI weights need "
                              "ARCH-quickgelu, e.g. openclip:ViT-L-14-quickgelu@PATH), minilm (text, offline; raw mean-pooled "
                              "features), hf:NAME_OR_PATH (a transformers vision-language model with get_image_features/"
                              "get_text_features: CLIP, SigLIP, ...; hub name or save_pretrained folder), "
