@@ -479,8 +479,8 @@ class MomentsPart:
         if clash is not None:
             a, b = clash
             raise InputError(f"{name}: rows {b['rows'][0]}:{b['rows'][1]} of {b['file']} overlap rows "
-                             f"{a['rows'][0]}:{a['rows'][1]} of {a['file']} (the same file) already merged: "
-                             "rows would be counted twice")
+                             f"{a['rows'][0]}:{a['rows'][1]} of {a['file']} already merged (same file identity: size "
+                             "and sampled bytes; a copy counts as the same file): rows would be counted twice")
         dup = set(self.inputs) & set(other.inputs)
         if dup:
             raise InputError(f"{name}: holds {len(dup)} piece(s) already merged (same input hash, e.g. "
