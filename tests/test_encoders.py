@@ -507,6 +507,19 @@ def _no_network(monkeypatch):
     monkeypatch.setattr(open_clip.pretrained, "download_pretrained", refuse)
 
 
+def _assert_uncached_offline_refusal(monkeypatch, home: Path, spec: str, repo: str, advice: str = "") -> None:
+    """With HF_HUB_OFFLINE and an empty cache at ``home``, loading ``spec`` fails in one line naming ``repo``
+    and the cache, without consulting the network; the offline advice starts with ``advice``."""
+    _no_network(monkeypatch)
+    _use_hub(monkeypatch, home, offline=True)
+    with pytest.raises(WhitenclipError) as info:
+        load_encoder(spec, device="cpu")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(
+        f"cannot load {spec}: hub repo {repo} is not in the Hugging Face cache ({home}/hub) and HF_HUB_OFFLINE "
+        f"is set; offline choices: {advice}")
+
+
 @pytest.fixture(scope="module")
 def seeded_hf_home(tmp_path_factory):
     """An HF_HOME whose hub cache holds random ViT-B-32 weights where open_clip looks for ``openai``."""

@@ -222,10 +222,8 @@ def test_fingerprint_tells_models_apart(tiny, tmp_path):
 
 
 def test_hf_specs_and_one_line_failures(tmp_path, monkeypatch):
-    from test_encoders import _use_hub
+    from test_encoders import _assert_uncached_offline_refusal
     from transformers import BertConfig, BertModel
-
-    from whitenclip.encoders import hub
 
     assert str(parse_spec("hf:openai/clip-vit-base-patch32")) == "hf:openai/clip-vit-base-patch32"
     assert str(parse_spec("hf:~/m")) == f"hf:{os.path.expanduser('~/m')}"
@@ -241,18 +239,8 @@ def test_hf_specs_and_one_line_failures(tmp_path, monkeypatch):
     with pytest.raises(WhitenclipError, match=r"^cannot load hf:.*/bert: BertModel has no get_image_features or "
                                               r"get_text_features; hf: needs a vision-language model"):
         load_encoder(f"hf:{bert}", device="cpu")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the network was consulted")
-
-    monkeypatch.setattr(hub, "probe_network", refuse)
-    _use_hub(monkeypatch, tmp_path / "home", offline=True)
-    with pytest.raises(WhitenclipError) as info:
-        load_encoder("hf:openai/clip-vit-base-patch32", device="cpu")
-    msg = str(info.value)
-    assert "\n" not in msg and msg.startswith(
-        "cannot load hf:openai/clip-vit-base-patch32: hub repo openai/clip-vit-base-patch32 is not in the Hugging "
-        f"Face cache ({tmp_path}/home/hub) and HF_HUB_OFFLINE is set; offline choices: a local model folder hf:")
+    _assert_uncached_offline_refusal(monkeypatch, tmp_path / "home", "hf:openai/clip-vit-base-patch32",
+                                     "openai/clip-vit-base-patch32", advice="a local model folder hf:")
 
 
 def _cli(*args, timeout=300):

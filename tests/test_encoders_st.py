@@ -86,25 +86,15 @@ def test_st_specs():
 
 
 def test_st_missing_folder_and_offline_hub_name_fail_in_one_line(tmp_path, monkeypatch):
-    from test_encoders import _use_hub
+    from test_encoders import _assert_uncached_offline_refusal, _use_hub
 
     from whitenclip.encoders import hub
 
     with pytest.raises(WhitenclipError, match=rf"^cannot load st:{tmp_path}/nope: model folder {tmp_path}/nope "
                                               r"not found; offline choices: .*'minilm'$"):
         load_encoder(f"st:{tmp_path}/nope", device="cpu")
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the network was consulted")
-
-    monkeypatch.setattr(hub, "probe_network", refuse)
-    _use_hub(monkeypatch, tmp_path / "home", offline=True)
-    with pytest.raises(WhitenclipError) as info:
-        load_encoder("st:all-mpnet-base-v2", device="cpu")
-    msg = str(info.value)
-    assert "\n" not in msg and msg.startswith(
-        "cannot load st:all-mpnet-base-v2: hub repo sentence-transformers/all-mpnet-base-v2 is not in the Hugging "
-        f"Face cache ({tmp_path}/home/hub) and HF_HUB_OFFLINE is set; offline choices: ")
+    _assert_uncached_offline_refusal(monkeypatch, tmp_path / "home", "st:all-mpnet-base-v2",
+                                     "sentence-transformers/all-mpnet-base-v2")
 
     # network down: one probe, then one line
     _use_hub(monkeypatch, tmp_path / "home", offline=False)
