@@ -487,13 +487,13 @@ def shard_records_groups(shard: Shard) -> bool:
 
 def piece_groups(piece: Piece) -> list | None:
     """Group ids of the piece's rows as its store records them (an id, or None: the row is its own
-    group), or None when the shard records no groups (:func:`whitenclip.stores.read_shard_groups`)."""
+    group), or None when the shard records no groups (:func:`whitenclip.stores.read_shard`)."""
     src = piece.shard.ids
     if src is None or src[0] != "json":
         return None
-    from whitenclip.stores import read_shard_groups
+    from whitenclip.stores import read_shard
 
-    groups = read_shard_groups(Path(src[1]), piece.shard.n_rows)
+    groups = read_shard(Path(src[1]), piece.shard.n_rows)[1]
     return None if groups is None else groups[piece.start:piece.stop]
 
 

@@ -885,9 +885,9 @@ def _read_store_meta(directory: Path) -> dict:
     return meta
 
 
-def read_shard_ids(ids_path: Path, n_rows: int | None = None) -> tuple[list[str], int]:
-    """``(ids, items_end)`` of a store shard's ``.ids.json``, validated (``n_rows`` ids when given;
-    ``items_end`` 0 when the file records none)."""
+def _shard_doc(ids_path: Path) -> dict:
+    """A store shard's ``.ids.json``, parsed and checked for its shape (``ids`` a list, ``items_end``
+    a non-negative integer)."""
     try:
         doc = json.loads(Path(ids_path).read_text(encoding="utf-8"))
     except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -895,9 +895,30 @@ def read_shard_ids(ids_path: Path, n_rows: int | None = None) -> tuple[list[str]
     if not isinstance(doc, dict) or not isinstance(doc.get("ids"), list) or not _is_count(doc.get("items_end", 0)):
         raise InputError(f"{ids_path}: shard ids must be {{\"ids\": [...], \"items_end\": N}} with N a "
                          "non-negative integer")
+    return doc
+
+
+def read_shard_ids(ids_path: Path, n_rows: int | None = None) -> tuple[list[str], int]:
+    """``(ids, items_end)`` of a store shard's ``.ids.json``, validated (``n_rows`` ids when given;
+    ``items_end`` 0 when the file records none)."""
+    doc = _shard_doc(ids_path)
     if n_rows is not None:
         _check_ids(ids_path, doc["ids"], n_rows)
     return [str(v) for v in doc["ids"]], doc.get("items_end", 0)
+
+
+def read_shard(ids_path: Path, n_rows: int) -> tuple[list[str], list | None]:
+    """``(ids, groups)`` of a store shard's ``.ids.json``, the file parsed once: ``n_rows`` ids, and
+    the ``groups`` list (one id or null per row), or None when it records none (``embed`` writes
+    them when its captions had groups)."""
+    doc = _shard_doc(ids_path)
+    _check_ids(ids_path, doc["ids"], n_rows)
+    groups = doc.get("groups")
+    if groups is not None:
+        if not isinstance(groups, list) or len(groups) != n_rows:
+            raise InputError(f"{ids_path}: 'groups' must be a list of {n_rows} ids (one per row)")
+        groups = [None if g is None else str(g) for g in groups]
+    return [str(v) for v in doc["ids"]], groups
 
 
 @dataclass(frozen=True)
@@ -934,8 +955,7 @@ class StoreLayout:
         if "dtype" in self.meta and name != self.meta["dtype"]:
             raise InputError(f"{npy}: shard holds {name}, store says {self.meta['dtype']}")
         if ids_path is not None:
-            read_shard_ids(ids_path, shape[0])
-            read_shard_groups(ids_path, shape[0])
+            read_shard(ids_path, shape[0])
 
 
 def read_store_layout(directory, *, allow_partial: bool = False) -> StoreLayout:
@@ -966,9 +986,9 @@ def _open_store(directory: Path, *, allow_partial: bool = False) -> EmbeddingFil
         arr = _npy_rows(npy)
         _check_matrix(str(npy), arr.shape, arr.dtype)
         layout.check_shard(npy, arr.shape, arr.dtype)
-        ids, _ = read_shard_ids(ids_path, arr.shape[0])
+        ids, shard_groups = read_shard(ids_path, arr.shape[0])
         blocks.append((arr, ids))
-        groups.append(read_shard_groups(ids_path, arr.shape[0]))
+        groups.append(shard_groups)
         n += arr.shape[0]
     if n == 0:
         raise InputError(f"{directory}: store holds zero rows")
@@ -977,20 +997,6 @@ def _open_store(directory: Path, *, allow_partial: bool = False) -> EmbeddingFil
     if any(g is not None for g in groups):
         out.groups = [v for g, (arr, _) in zip(groups, blocks) for v in (g if g is not None else [None] * len(arr))]
     return out
-
-
-def read_shard_groups(ids_path: Path, n_rows: int) -> list | None:
-    """The ``groups`` list of a store shard's ``.ids.json`` (one id or null per row), or None when it
-    records none (``embed`` writes them when its captions had groups)."""
-    try:
-        groups = json.loads(Path(ids_path).read_text(encoding="utf-8")).get("groups")
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError, AttributeError):
-        return None  # read_shard_ids has refused an unreadable file already
-    if groups is None:
-        return None
-    if not isinstance(groups, list) or len(groups) != n_rows:
-        raise InputError(f"{ids_path}: 'groups' must be a list of {n_rows} ids (one per row)")
-    return [None if g is None else str(g) for g in groups]
 
 
 class StoreWriter:
