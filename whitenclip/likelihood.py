@@ -180,7 +180,7 @@ def score(whitener, X, ids=None, *, name: str = "X") -> ScoreTable:
     if X.ndim == 1:
         X = X[None, :]
     if ids is not None and X.ndim == 2 and X.dtype.kind == "f" and np.isfinite(X).all():
-        check_magnitude(X, name, first_row=None, ids=[str(i) for i in ids])  # names the row by its id
+        check_magnitude(X, name, first_row=None, ids=ids)  # names the row by its id (str(id), only on refusal)
     X = as_matrix(X)
     with np.errstate(over="ignore", invalid="ignore"):
         sq = squared_norms(whitener.transform(X))

@@ -35,9 +35,9 @@ def check_magnitude(X: np.ndarray, name: str = "X", first_row: int | None = 0, i
         i = int(np.flatnonzero(big)[0])
         has_id = ids is not None and i < len(ids)
         if first_row is None:
-            label = f"the row with id {ids[i]!r}" if has_id else f"row {i} of a chunk"
+            label = f"the row with id {str(ids[i])!r}" if has_id else f"row {i} of a chunk"
         else:
-            label = f"row {first_row + i}" + (f" (id {ids[i]!r})" if has_id else "")
+            label = f"row {first_row + i}" + (f" (id {str(ids[i])!r})" if has_id else "")
         raise InputError(f"{name}: {label} holds |x| = {float(np.abs(X[i]).max()):.3g} > {MAX_ABS:.0e}: too large "
                          "for float64 statistics (squares and 4th powers overflow); rescale the rows")
 
