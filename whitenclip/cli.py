@@ -505,6 +505,28 @@ def _row_sink(output: Optional[Path]) -> Iterator:
         yield fh
 
 
+@contextlib.contextmanager
+def _score_sink(output: Optional[str], columns, fmt: str) -> Iterator:
+    """Yield ``add(table)`` writing score tables: one parquet file for ``-o NAME.parquet``, else ``fmt`` rows
+    on stdout or a file, the header written with the first rows (a run failing before them writes nothing)."""
+    from whitenclip.render import render_rows
+    from whitenclip.render.tables import header_line
+    from whitenclip.tables import is_parquet_output, parquet_score_writer
+
+    if is_parquet_output(output):
+        with parquet_score_writer(output, columns) as add:
+            yield add
+        return
+    header = [header_line(columns, fmt)]
+    with _row_sink(output) as fh:
+        def add(table) -> None:
+            fh.write((header.pop() if header else "") + render_rows(table, fmt, header=False))
+
+        yield add
+        if header:
+            fh.write(header.pop())
+
+
 @app.command()
 @_handles_errors
 def score(
@@ -529,7 +551,7 @@ def score(
     from whitenclip.render import render_rows
     from whitenclip.render.tables import header_line
     from whitenclip.stores import RowStats, iter_rows
-    from whitenclip.tables import is_parquet_output, parquet_score_writer
+    from whitenclip.tables import is_parquet_output
 
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial,
                   column=column, id_column=id_column)
@@ -544,20 +566,18 @@ def score(
         from whitenclip.whitening import CALIBRATION_MISSING_NOTE
 
         _log(f"{whitener}: {CALIBRATION_MISSING_NOTE}")
-    header = header_line(score_columns(wh), fmt.value)
-    parquet = is_parquet_output(output)  # -o NAME.parquet: one parquet file (id, then the score columns)
-    if sharded:  # rows in input order; -o DIR (an existing directory): one file per shard
+    if sharded:  # rows in input order; -o NAME.parquet: one file; -o DIR (an existing directory): one file per shard
         from whitenclip.engine import iter_scores, write_scores
 
-        if parquet:
+        if is_parquet_output(output):
             n_rows = 0
-            with parquet_score_writer(output, score_columns(wh)) as add:
+            with _score_sink(output, score_columns(wh), fmt.value) as add:
                 for _, table in iter_scores(inputs, eng, wh, drop_nonfinite=drop_nonfinite):
                     add(table)
                     n_rows += table.n_rows
         else:
-            n_rows = write_scores(inputs, eng, wh, output=output, header=header, suffix=fmt.value,
-                                  format_rows=lambda table: render_rows(table, fmt.value, header=False),
+            n_rows = write_scores(inputs, eng, wh, output=output, header=header_line(score_columns(wh), fmt.value),
+                                  suffix=fmt.value, format_rows=lambda table: render_rows(table, fmt.value, header=False),
                                   drop_nonfinite=drop_nonfinite, protected=[whitener])
         _log(f"scored {n_rows} rows")
         return
@@ -568,18 +588,10 @@ def score(
         if src.dim != wh.n_features_:
             raise InputError(f"{src.path}: rows have dimension {src.dim}, whitener {whitener} expects {wh.n_features_}")
     stats = RowStats()
-    with parquet_score_writer(output, score_columns(wh)) if parquet else _row_sink(output) as sink:
-        with warnings.catch_warnings():
-            warnings.simplefilter("once", CalibrationWarning)
-            for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
-                table = score_rows(wh, X, ids, name=inputs[0] if len(inputs) == 1 else "INPUT")
-                if parquet:
-                    sink(table)
-                    continue
-                sink.write(header + render_rows(table, fmt.value, header=False))
-                header = ""  # written with the first rows: a run failing before them writes nothing
-        if not parquet:
-            sink.write(header)
+    with _score_sink(output, score_columns(wh), fmt.value) as add, warnings.catch_warnings():
+        warnings.simplefilter("once", CalibrationWarning)
+        for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
+            add(score_rows(wh, X, ids, name=inputs[0] if len(inputs) == 1 else "INPUT"))
     _report_skips(sources)
     _log(f"scored {stats.kept} rows" + (f", skipped {stats.dropped_nonfinite} non-finite" if stats.dropped_nonfinite else ""))
 
