@@ -1,5 +1,6 @@
 """Shard discovery, piece planning from headers, byte-range reads, and bad shards."""
 
+import dataclasses
 import json
 import os
 
@@ -97,6 +98,10 @@ def test_safetensors_and_store_shards(tmp_path, rng):
     # the activation and model fingerprint travel too (an older store's combined form split)
     meta = shard_meta(shards)
     assert (meta["activation"], meta["encoder_fingerprint"]) == ("quick_gelu", "0123456789ab")
+    assert meta["modality"] is None  # recorded by no shard
+    other = dataclasses.replace(shards[0], meta={**shards[0].meta, "encoder": "f"})
+    with pytest.raises(InputError, match=r'shards disagree on encoder: "e", "f"'):
+        shard_meta([shards[0], other])
     expect = [f"s0{j}" for j in range(5)] + [f"s1{j}" for j in range(4)]
     assert [i for p in plan_pieces(shards, 3) for i in piece_ids(p)] == expect
 

@@ -506,12 +506,6 @@ def _table_unit(piece: Piece) -> int:
 def shard_meta(shards) -> dict:
     """What all shards record about their encoder (``ENCODER_META_KEYS``: encoder, modality,
     normalisation, activation, fingerprint), refusing disagreement (None where unknown)."""
-    from whitenclip.encoders.base import ENCODER_META_KEYS
+    from whitenclip.stores import agreed_encoder_meta
 
-    meta = {}
-    for key in ENCODER_META_KEYS:
-        values = {json.dumps(s.meta.get(key)) for s in shards if s.meta.get(key) is not None}
-        if len(values) > 1:
-            raise InputError(f"shards disagree on {key}: {', '.join(sorted(values))}")
-        meta[key] = json.loads(values.pop()) if values else None
-    return meta
+    return agreed_encoder_meta((s.meta for s in shards), "shards")

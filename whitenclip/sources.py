@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from whitenclip.errors import InputError
 from whitenclip.inputs import is_image_path
 from whitenclip.stores import (
     EmbeddingFile,
+    agreed_encoder_meta,
     is_embedding_path,
     iter_rows,
     label_ids,
@@ -289,15 +289,7 @@ def skip_summary(sources) -> str:
 def source_meta(sources) -> dict:
     """Encoder / modality / normalisation / activation / encoder fingerprint all sources agree on
     (``ENCODER_META_KEYS``; None where unknown)."""
-    from whitenclip.encoders.base import ENCODER_META_KEYS
-
-    meta = {}
-    for key in ENCODER_META_KEYS:
-        values = {json.dumps(s.meta.get(key)) for s in sources if s.meta.get(key) is not None}
-        if len(values) > 1:
-            raise InputError(f"inputs disagree on {key}: {', '.join(sorted(values))}")
-        meta[key] = json.loads(values.pop()) if values else None
-    return meta
+    return agreed_encoder_meta((s.meta for s in sources), "inputs")
 
 
 def read_all_rows(sources, *, drop_nonfinite: bool = False) -> np.ndarray:

@@ -680,6 +680,21 @@ def _check_ids(p, ids, n: int) -> None:
             raise InputError(f"{p}: id of row {row} is {v!r}; ids must be strings or integers")
 
 
+def agreed_encoder_meta(metas, what: str) -> dict:
+    """What every one of ``metas`` (dicts) records about its encoder (``ENCODER_META_KEYS``), None
+    where none records it; :class:`InputError` when two disagree (``"{what} disagree on KEY"``)."""
+    from whitenclip.encoders.base import ENCODER_META_KEYS
+
+    metas = list(metas)
+    meta = {}
+    for key in ENCODER_META_KEYS:
+        values = {json.dumps(m.get(key)) for m in metas if m.get(key) is not None}
+        if len(values) > 1:
+            raise InputError(f"{what} disagree on {key}: {', '.join(sorted(values))}")
+        meta[key] = json.loads(values.pop()) if values else None
+    return meta
+
+
 # ---------------------------------------------------------------------------------------
 # text vectors (stdin)
 # ---------------------------------------------------------------------------------------
