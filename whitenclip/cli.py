@@ -929,6 +929,7 @@ def simulate(
     from whitenclip.simulate import simulate as run_simulation
 
     out = out if out is not None else out_alias
+    progress = not _state["quiet"] and sys.stderr.isatty()
     if preset is not None:
         from whitenclip.simulate import preset_configs, run_preset
 
@@ -937,8 +938,7 @@ def simulate(
         configs = preset_configs(preset, seeds=seeds, device=device)
         _log(f"simulate --preset {preset}: {len(configs)} data sets x {seeds} seeds (laplace, gmm, binary: "
              "linear encoder; digits: CNN, infonce and supervised)")
-        result = run_preset(preset, configs=configs, progress=not _state["quiet"] and sys.stderr.isatty(),
-                            threads=threads)
+        result = run_preset(preset, configs=configs, progress=progress, threads=threads)
         _log(f"simulate: {result.wall_seconds:.1f} s wall, {result.cpu_seconds:.1f} s CPU")
         _render(result, "json" if as_json else "table")
         return
@@ -951,7 +951,6 @@ def simulate(
                          tau=tau, seeds=seeds, lr=lr, evals=evals, n_eval=n_eval, labels=labels, device=device,
                          encoder=encoder, mixing=mixing, sparsity=sparsity, train_size=train_size, epochs=epochs,
                          eval_epochs=eval_epochs)
-    progress = not _state["quiet"] and sys.stderr.isatty()
     _log(f"simulate: {len(config.losses)} loss(es) x {config.seeds} seed(s), {config.steps} steps on {config.data} "
          f"({config.encoder} encoder), "
          f"device {config.device}")
