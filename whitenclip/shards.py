@@ -419,17 +419,11 @@ def finite_piece_rows(piece: Piece, chunk_rows: int = CHUNK_ROWS, *, drop_nonfin
     file), unless ``drop_nonfinite``: then it is skipped and counted in ``dropped[0]``; ``kept``
     is the boolean mask of the chunk's rows kept.
     """
-    from whitenclip.validation import check_magnitude
+    from whitenclip.stores import finite_rows
 
     for lo, X in iter_piece_rows(piece, chunk_rows, digest=digest):
-        ok = np.isfinite(X).all(axis=1)
-        if ok.all():
-            check_magnitude(X, str(piece.shard.path), lo)
-        else:
-            if not drop_nonfinite:
-                raise InputError(f"{piece.shard.path}: row {lo + int(np.flatnonzero(~ok)[0])} holds NaN or inf "
-                                 "(use --drop-nonfinite to skip such rows)")
-            check_magnitude(np.where(ok[:, None], X, 0.0), str(piece.shard.path), lo)  # rows kept, as numbered
+        ok = finite_rows(X, str(piece.shard.path), lo, drop_nonfinite=drop_nonfinite)
+        if not ok.all():
             if dropped is not None:
                 dropped[0] += int((~ok).sum())
             X = X[ok]

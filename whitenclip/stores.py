@@ -784,6 +784,25 @@ class RowStats:
     dropped_nonfinite: int = 0
 
 
+def finite_rows(X: np.ndarray, name: str, first_row: int, ids=None, *, drop_nonfinite: bool = False) -> np.ndarray:
+    """The boolean mask of X's (m, d) finite rows, once they are checked: a row holding NaN or inf
+    raises :class:`InputError` naming ``name`` and its row ``first_row + i`` (and its id, given
+    ``ids``) unless ``drop_nonfinite``; a finite row beyond :data:`~whitenclip.validation.MAX_ABS`
+    raises always (:func:`~whitenclip.validation.check_magnitude`, rows numbered as in X)."""
+    from whitenclip.validation import check_magnitude
+
+    ok = np.isfinite(X).all(axis=1)
+    if ok.all():
+        check_magnitude(X, name, first_row, ids)
+        return ok
+    if not drop_nonfinite:
+        i = int(np.flatnonzero(~ok)[0])
+        label = f"row {first_row + i}" + (f" (id {ids[i]!r})" if ids is not None else "")
+        raise InputError(f"{name}: {label} holds NaN or inf (use --drop-nonfinite to skip such rows)")
+    check_magnitude(np.where(ok[:, None], X, 0.0), name, first_row, ids)  # the rows kept, numbered as in X
+    return ok
+
+
 def finite_chunks(source: EmbeddingFile, *, drop_nonfinite: bool = False, stats: RowStats | None = None,
                   chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
     """Chunks of ``source`` with every row finite and within ``validation.MAX_ABS``.
@@ -794,20 +813,11 @@ def finite_chunks(source: EmbeddingFile, *, drop_nonfinite: bool = False, stats:
     (0-based index and id), unless ``drop_nonfinite`` is set: then such rows are skipped,
     counted in ``stats.dropped_nonfinite`` and reported in one warning at the end.
     """
-    from whitenclip.validation import check_magnitude
-
     stats = stats if stats is not None else RowStats()
     offset = 0
     for ids, X in source.iter_chunks(chunk_rows):
-        ok = np.isfinite(X).all(axis=1)
-        if ok.all():
-            check_magnitude(X, str(source.path), offset, ids)
-        else:
-            if not drop_nonfinite:
-                i = int(np.flatnonzero(~ok)[0])
-                raise InputError(f"{source.path}: row {offset + i} (id {ids[i]!r}) holds NaN or inf "
-                                 "(use --drop-nonfinite to skip such rows)")
-            check_magnitude(np.where(ok[:, None], X, 0.0), str(source.path), offset, ids)  # rows kept, as numbered
+        ok = finite_rows(X, str(source.path), offset, ids, drop_nonfinite=drop_nonfinite)
+        if not ok.all():
             stats.dropped_nonfinite += int((~ok).sum())
             ids = [s for s, k in zip(ids, ok) if k]
             X = X[ok]
