@@ -729,6 +729,10 @@ def test_pair_rows_property(n, data):
     drop = data.draw(st.integers(0, n - 1))
     with pytest.raises(InputError, match="different ids"):
         pair_rows(ids, X, [ids[i] if i != drop else "zz" for i in perm], Y)
+    dup = [ids[i] for i in perm]
+    dup[-1] = dup[0]
+    with pytest.raises(InputError, match=f"Y: id {dup[0]!r} appears twice \\(rows 0 and {n - 1}\\)"):
+        pair_rows(ids, X, dup, Y)
     rows = [str(i) for i in range(n)]  # what a reader gives rows without ids
     assert pair_rows(rows, X, [ids[i] for i in perm], Y)[3] == "row"
 

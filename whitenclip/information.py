@@ -1104,21 +1104,20 @@ def pair_rows(ids_x, X, ids_y, Y, name_x="X", name_y="Y"):
     ids_x, ids_y = [str(i) for i in ids_x], [str(i) for i in ids_y]
     if ids_x == ids_y:
         return ids_x, X, Y, "row"
-    for ids, name in ((ids_x, name_x), (ids_y, name_y)):
-        seen: dict = {}
+    where_x: dict = {}  # id -> row, per side
+    where_y: dict = {}
+    for ids, name, seen in ((ids_x, name_x, where_x), (ids_y, name_y, where_y)):
         for i, v in enumerate(ids):
             if v in seen:
                 raise InputError(f"{name}: id {v!r} appears twice (rows {seen[v]} and {i}); pairing by id "
                                  "needs unique ids")
             seen[v] = i
-    where_y = {v: i for i, v in enumerate(ids_y)}
-    set_x = set(ids_x)
     for i, v in enumerate(ids_x):
         if v not in where_y:
             raise InputError(f"{name_x} and {name_y} carry different ids: {v!r} (row {i} of {name_x}) is not in "
                              f"{name_y}; rows are paired by id when both inputs carry ids")
     for i, v in enumerate(ids_y):
-        if v not in set_x:
+        if v not in where_x:
             raise InputError(f"{name_x} and {name_y} carry different ids: {v!r} (row {i} of {name_y}) is not in "
                              f"{name_x}; rows are paired by id when both inputs carry ids")
     order = np.fromiter((where_y[v] for v in ids_x), dtype=np.int64, count=len(ids_x))
