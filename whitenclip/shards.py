@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import glob
-import hashlib
 import json
 import os
 import re
@@ -99,14 +98,6 @@ class Piece:
     @property
     def byte_stop(self) -> int:
         return self.shard.offset + self.stop * self.shard.row_bytes
-
-    def key(self, *extra) -> str:
-        """Identity of the piece's bytes (path, size, mtime, range) plus ``extra`` settings:
-        names its saved moments in ``--moments-dir``."""
-        st = os.stat(self.shard.path)
-        raw = json.dumps([os.path.abspath(self.shard.path), st.st_size, st.st_mtime_ns, self.start, self.stop,
-                          self.shard.dtype, self.shard.dim, *map(str, extra)])
-        return hashlib.blake2b(raw.encode(), digest_size=10).hexdigest()
 
     def __str__(self) -> str:
         return f"{self.shard.path}[{self.start}:{self.stop}]"
