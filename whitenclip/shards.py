@@ -45,7 +45,6 @@ PIECE_ROWS = config.PIECE_ROWS
 
 _FLOATS = ("float16", "float32", "float64")
 _ST_DTYPES = {"F16": "float16", "F32": "float32", "F64": "float64"}
-_STORE_SHARD = re.compile(r"^shard-(\d{5,})\.npy$")
 _CLIP_EMB = re.compile(r"^(img|text)_emb_(\d+)\.npy$")
 _ID_COLUMNS = ("key", "image_path", "url", "caption")
 
