@@ -35,7 +35,7 @@ import numpy as np
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError, NonFiniteRowsWarning
 from whitenclip.outputs import atomic_write  # noqa: F401  (re-exported: stores write through it)
-from whitenclip.tables import TABLE_SUFFIXES, TableRows, inspect_table, is_table_path, table_files
+from whitenclip.tables import TABLE_SUFFIXES, TableRows, index_ids, inspect_table, is_table_path, table_files
 
 DEFAULT_CHUNK_ROWS = CHUNK_ROWS
 STORE_FORMAT = "whitenclip-store"
@@ -252,15 +252,12 @@ class EmbeddingFile:
                 X = _fresh_float64(rows, already_fresh=isinstance(block, (RawRows, TableRows)))
                 if own_ids:
                     chunk_ids = own_ids[0]
+                elif ids is not None:
+                    chunk_ids = list(ids[lo:hi])
                 else:
-                    chunk_ids = list(ids[lo:hi]) if ids is not None else self._default_ids(start + lo, start + hi)
+                    chunk_ids = index_ids(start + lo, start + hi, self.id_prefix)
                 yield chunk_ids, X
             start += block.shape[0]
-
-    def _default_ids(self, lo: int, hi: int) -> list[str]:
-        if self.id_prefix is None:
-            return [str(i) for i in range(lo, hi)]
-        return [f"{self.id_prefix}:{i}" for i in range(lo, hi)]
 
     def read_all(self) -> tuple[list[str], np.ndarray]:
         """All rows at once: ``(ids, X)`` with X of shape (n_rows, dim), float64."""

@@ -300,6 +300,17 @@ def _ids_of(info: TableInfo, ids, unit: int, lo: int, file_row: int) -> list[str
     return [v if isinstance(v, str) else str(v) for v in values]
 
 
+def index_ids(lo: int, hi: int, id_prefix: str | None = None) -> list[str]:
+    """Ids of rows ``lo..hi-1`` that have none of their own: ``f"{id_prefix}:{row}"``, or ``str(row)``.
+
+    >>> index_ids(2, 4), index_ids(0, 2, "a.npy")
+    (['2', '3'], ['a.npy:0', 'a.npy:1'])
+    """
+    if id_prefix is None:
+        return [str(i) for i in range(lo, hi)]
+    return [f"{id_prefix}:{i}" for i in range(lo, hi)]
+
+
 def iter_table_rows(info: TableInfo, units=None, chunk_rows: int = 4096, *,
                     id_prefix: str | None = None) -> Iterator[tuple[int, np.ndarray, list[str]]]:
     """Yield ``(file_row, X, ids)`` chunks of the given units (all when None): X float64 (m, dim),
@@ -308,12 +319,7 @@ def iter_table_rows(info: TableInfo, units=None, chunk_rows: int = 4096, *,
     for unit, lo, emb, ids in _unit_arrays(info, units, chunk_rows):
         row = starts[unit] + lo
         X = _to_matrix(info, emb, unit, lo, row)
-        if ids is not None:
-            chunk_ids = _ids_of(info, ids, unit, lo, row)
-        elif id_prefix is not None:
-            chunk_ids = [f"{id_prefix}:{i}" for i in range(row, row + len(X))]
-        else:
-            chunk_ids = [str(i) for i in range(row, row + len(X))]
+        chunk_ids = _ids_of(info, ids, unit, lo, row) if ids is not None else index_ids(row, row + len(X), id_prefix)
         yield row, X, chunk_ids
 
 
@@ -321,8 +327,7 @@ def table_unit_ids(info: TableInfo, unit: int, *, id_prefix: str | None = None) 
     """Row ids of one unit, read from the id column alone (see :func:`iter_table_rows`)."""
     start = info.unit_starts()[unit]
     if info.id_column is None:
-        rows = range(start, start + info.units[unit])
-        return [f"{id_prefix}:{i}" for i in rows] if id_prefix is not None else [str(i) for i in rows]
+        return index_ids(start, start + info.units[unit], id_prefix)
     pa = import_pyarrow(info.path)
     with _arrow_errors(info.path):
         if info.fmt == "parquet":
