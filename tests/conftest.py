@@ -49,6 +49,17 @@ def shared_path(*parts) -> Path:
         pytest.skip(f"real data not available: {p} is absent (it sits beside the project on dev machines and CI)")
     return p
 
+
+def flickr_captions_by_image() -> dict[str, list[str]]:
+    """Flickr8k's all_captions.txt (CSV image,caption) as {image: its captions in file order}, or skip."""
+    import csv
+
+    by_image: dict[str, list[str]] = {}
+    with open(shared_path("flickr8k", "all_captions.txt"), newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            by_image.setdefault(row["image"], []).append(row["caption"])
+    return by_image
+
 # tests/plugins holds a toy encoder package that tests install through sys.path / PYTHONPATH
 # themselves; collecting it (e.g. for --doctest-modules) would import it too early.
 collect_ignore = ["plugins"]

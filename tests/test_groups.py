@@ -350,17 +350,12 @@ def flickr(tmp_path_factory):
     first 200 goes through the captions pipeline with its default image-column groups and a store),
     one caption of each of 500 other images (held out) and of 2400 more (1-caption references).
     Caption positions are drawn at random: Flickr8k's five positions are not exchangeable."""
-    from conftest import shared_path
+    from conftest import flickr_captions_by_image
 
     from whitenclip.encoders import embed, load_encoder
     from whitenclip.sources import EncodeOptions, embed_to_store, open_sources
 
-    path = shared_path("flickr8k", "all_captions.txt")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    by: dict[str, list[str]] = {}
-    for r in rows:
-        by.setdefault(r["image"], []).append(r["caption"])
+    by = flickr_captions_by_image()
     images = sorted(im for im in by if len(by[im]) == 5)
     rng = np.random.default_rng(17)
     order = rng.permutation(len(images))

@@ -740,22 +740,16 @@ def test_pair_rows_property(n, data):
 def test_minilm_caption_pairs_are_dependent_and_shuffled_ones_are_not():
     """Captions 1 and 2 of 300 Flickr8k images, embedded with MiniLM (d = 384 + 384, n = 300 < d_x + d_y):
     dependence detected; Y shuffled: no detectable dependence (n = 1000 and 4000: benchmarks/bench_information.py)."""
-    import csv
-
-    from conftest import shared_path
+    from conftest import flickr_captions_by_image
 
     from whitenclip import load_encoder
     from whitenclip.encoders import embed
 
-    path = shared_path("flickr8k", "all_captions.txt")
+    by_image = flickr_captions_by_image()
     try:
         enc = load_encoder("minilm", device="cpu")
     except Exception as exc:  # pragma: no cover - the offline model is a dependency
         pytest.skip(f"minilm unavailable: {exc}")
-    by_image: dict = {}
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            by_image.setdefault(row["image"], []).append(row["caption"])
     images = [k for k, v in by_image.items() if len(v) >= 2]
     pick = np.random.default_rng(0).choice(len(images), 300, replace=False)
     _, X = embed(enc, [by_image[images[i]][0] for i in pick], modality="text")

@@ -182,19 +182,13 @@ def test_conformal_pvalue_on_minilm_captions(capsys):
     The Gaussian (F-law) p-value flags about a third of ordinary held-out captions at 0.05; the
     conformal one flags 2-10% of them, while most odd captions (code, SQL, legal text, other
     languages) still get p < 0.05. Embedding 6430 captions takes ~20 s on 2 quiet CPU cores."""
-    import csv
     import warnings as _w
 
-    from conftest import REPO, shared_path
+    from conftest import REPO, flickr_captions_by_image
 
     from whitenclip.encoders import embed, load_encoder
 
-    path = shared_path("flickr8k", "all_captions.txt")
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    by_image: dict[str, list[str]] = {}
-    for r in rows:
-        by_image.setdefault(r["image"], []).append(r["caption"])
+    by_image = flickr_captions_by_image()
     images = sorted(by_image)
     order = np.random.default_rng(0).permutation(len(images))
     ref, held, k = [], [], 0
