@@ -945,7 +945,7 @@ def _restore(wh: Whitener, tensors: dict, meta: dict, path) -> None:
     wh.dropped_ = meta["dropped"]
     wh.n_features_in_ = d
     wh.calibration_ = _restore_calibration(tensors.get("calibration"), path)
-    cal = meta.get("calibration") if isinstance(meta.get("calibration"), dict) else {}
+    cal = meta["calibration"] or {}  # None or a dict: checked by check_whitener_header
     n_groups, warning = cal.get("n_groups"), cal.get("warning")
     wh.calibration_groups_ = int(n_groups) if isinstance(n_groups, int) and n_groups > 0 else None
     wh.calibration_warning_ = str(warning) if isinstance(warning, str) and warning else None
