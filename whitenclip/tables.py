@@ -348,8 +348,7 @@ class TableRows:
         self.shape = (info.n_rows, info.dim)
 
     def chunks(self, chunk_rows: int):
-        for row, X, ids in iter_table_rows(self.info, None, chunk_rows, id_prefix=self.id_prefix):
-            yield row, X, ids
+        return iter_table_rows(self.info, None, chunk_rows, id_prefix=self.id_prefix)
 
 
 # ---------------------------------------------------------------------------------------
