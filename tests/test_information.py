@@ -635,7 +635,7 @@ def test_cross_fitted_folds_hold_whole_groups():
     from whitenclip.information import _fold_indices, cross_fitted_mi
 
     groups = np.repeat(np.arange(60), 5)
-    folds = _fold_indices(300, 5, list(groups), np.random.default_rng(0))
+    folds = _fold_indices(300, 5, groups, np.random.default_rng(0))  # groups 0..59: their own indices
     assert sorted(np.concatenate(folds).tolist()) == list(range(300))
     assert all(len({groups[i] for i in f} & {groups[i] for i in g}) == 0
                for a, f in enumerate(folds) for g in folds[a + 1:])

@@ -959,11 +959,11 @@ def _select(fm, idx, dx, floor):
     return max(valid, key=valid.get)
 
 
-def _fold_indices(n, n_folds, groups, rng):
-    """``n_folds`` folds of row indices (whole groups when ``groups`` is given), seeded."""
-    if groups is None:
+def _fold_indices(n, n_folds, label, rng):
+    """``n_folds`` folds of row indices (whole groups when ``label``, each row's group index
+    0..G-1, is given), seeded."""
+    if label is None:
         return [np.sort(f) for f in np.array_split(rng.permutation(n), n_folds)]
-    _, label = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
     order = rng.permutation(label.max() + 1)
     fold_of = np.empty(order.size, dtype=np.int64)
     for j, part in enumerate(np.array_split(order, n_folds)):
@@ -1003,11 +1003,14 @@ def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, ra
     X, Y = _paired(X, Y)
     n, dx = X.shape
     n_folds = int(folds)
-    n_groups = n if groups is None else len(set(map(str, groups)))
+    label, n_groups = None, n  # each row's group index (groups compared as strings), and how many groups
+    if groups is not None:
+        unique, label = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
+        n_groups = unique.size
     if n_folds < 3 or n < 4 * n_folds or n_groups < n_folds:
         return None
     rng = np.random.default_rng(random_state)
-    idx = _fold_indices(n, n_folds, groups, rng)
+    idx = _fold_indices(n, n_folds, label, rng)
     if min(f.size for f in idx) < 2:
         return None
     Z = np.hstack([X, Y])
@@ -1044,7 +1047,6 @@ def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, ra
         se = float(pmi.std(ddof=1)) / math.sqrt(n)
         dof = n - 1
     else:
-        _, label = np.unique(np.asarray(groups, dtype=object).astype(str), return_inverse=True)
         sums = np.bincount(label, weights=pmi - mi)
         G = sums.size
         se = math.sqrt(G / (G - 1.0) * float((sums**2).sum())) / n
