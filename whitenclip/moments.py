@@ -228,6 +228,16 @@ def _chunk_moments(X: np.ndarray, *, overwrite: bool = False, gram: str = "float
     Raises :class:`InputError` naming ``origin`` = (file, first row) when the values overflow."""
     if gram not in GRAM_DTYPES:
         raise InputError(f"gram must be one of {', '.join(GRAM_DTYPES)}; got {gram!r}")
+    Xc, mean = _centre(X, overwrite=overwrite, origin=origin)
+    S = centred_gram(Xc, gram)
+    if not np.isfinite(S).all():
+        raise _overflow(Xc, origin, "the scatter")
+    return X.shape[0], mean, S
+
+
+def _centre(X: np.ndarray, *, overwrite: bool = False, origin: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(X - mean, mean) in float64, X centred in place when ``overwrite`` and X is a writeable
+    C-contiguous float64 array, else a copy; :func:`_overflow` refuses a non-finite result."""
     in_place = overwrite and X.dtype == np.float64 and X.flags.c_contiguous and X.flags.writeable
     Xc = X if in_place else np.array(X, dtype=np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
@@ -235,10 +245,7 @@ def _chunk_moments(X: np.ndarray, *, overwrite: bool = False, gram: str = "float
         Xc -= mean
     if not np.isfinite(mean).all() or not np.isfinite(Xc).all():
         raise _overflow(Xc, origin, "the mean")
-    S = centred_gram(Xc, gram)
-    if not np.isfinite(S).all():
-        raise _overflow(Xc, origin, "the scatter")
-    return X.shape[0], mean, S
+    return Xc, mean
 
 
 def centred_gram(Y: np.ndarray, gram: str = "float64") -> np.ndarray:
@@ -420,14 +427,10 @@ class MomentsPart:
         if gram not in GRAM_DTYPES:
             raise InputError(f"gram must be one of {', '.join(GRAM_DTYPES)}; got {gram!r}")
         check_magnitude(X, *(origin or ("X", 0)))
-        Y = np.array(X, dtype=np.float64)
+        Y, mean = _centre(X, origin=origin)
         with np.errstate(over="ignore", invalid="ignore"):
-            mean = Y.mean(axis=0)
-            Y -= mean
             a = np.einsum("ij,ij->i", Y, Y)
             t, q = a @ Y, float(a @ a)
-        if not (np.isfinite(mean).all() and np.isfinite(Y).all()):
-            raise _overflow(Y, origin, "the mean")
         if not (np.isfinite(t).all() and np.isfinite(q)):
             raise _overflow(Y, origin, "sum ||x - mean||^4 (Ledoit-Wolf's power sum)")
         S = centred_gram(Y, gram)
