@@ -555,5 +555,5 @@ def collect_inputs(
         where = ", ".join(names)
         extra = f" ({report.summary()})" if report.n_skipped else ""
         raise InputError(f"{where}: nothing usable to embed{extra}")
-    named = modality == "text" and any(g is not None for g in groups)
+    named = any(g is not None for g in groups)  # images have none
     return Inputs(items=items, modality=modality, skips=report, groups=groups if named else None)
