@@ -386,6 +386,33 @@ def test_oom_through_embed_items_keeps_order_and_chunks(small, monkeypatch):
         np.testing.assert_allclose(np.concatenate([c[1] for c in chunks]), X_ref, atol=2e-3 * np.abs(X_ref).max())
 
 
+def test_oom_in_the_device_resize_splits_then_falls_back_to_pil(small, odd_files, monkeypatch):
+    paths = [p for p in SHIPPED if p.endswith(".jpg")] + [odd_files["large"], odd_files["exif6"]]
+    ids_ref, X_ref = embed(small, paths, modality="image", decode="gpu", batch_size=8, num_workers=0)
+    real = TensorPreprocess.resize_crop
+    calls = []
+    big = max(Image.open(p).size[0] * Image.open(p).size[1] for p in paths)
+
+    def fussy(self, images):  # more than 2 images, or the largest photo at all, do not fit
+        calls.append(len(images))
+        if len(images) > 2 or any(im.shape[-2] * im.shape[-1] == big for im in images):
+            raise _oom("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real(self, images)
+
+    monkeypatch.setattr(TensorPreprocess, "resize_crop", fussy)
+    with pytest.warns(DecodeFallbackWarning) as rec:
+        ids, X = embed(small, paths, modality="image", decode="gpu", batch_size=8, num_workers=0)
+    assert ids == ids_ref and calls[0] == len(paths) and max(calls[1:]) <= 4
+    assert [str(w.message) for w in rec] == [f"{odd_files['large']}: decoded on the CPU (device resize out of "
+                                             "memory: CUDA out of memory. Tried to allocate 1.00 GiB)"]
+    monkeypatch.undo()
+    ids_pil, X_pil = embed(small, paths, modality="image", decode="cpu", batch_size=8, num_workers=0)
+    k = paths.index(odd_files["large"])
+    np.testing.assert_allclose(X[k], X_pil[k], rtol=1e-5, atol=1e-6)  # PIL's pixels for the one left
+    others = [j for j in range(len(paths)) if j != k]
+    np.testing.assert_allclose(X[others], X_ref[others], rtol=1e-5, atol=1e-6)  # split batches: same pixels
+
+
 # --------------------------------------------------------------------------- prefetch thread
 
 

@@ -76,6 +76,16 @@ def test_local_engine_equals_one_shot(shards):
     same_whitener(wh, Whitener(shrinkage="ledoit-wolf").fit(X))
 
 
+def test_fortran_ordered_npy_on_the_sharded_path_equals_local(shards, tmp_path):
+    d, X = shards
+    np.save(tmp_path / "f.npy", np.asfortranarray(X))
+    part = engine.compute_moments([tmp_path / "f.npy"], opts())
+    ref = Moments.from_array(X)
+    assert part.n == X.shape[0] and part.stats["pieces"] == 1
+    assert rel(part.mean, ref.mean) < 1e-12 and rel(part.scatter, ref.scatter) < 1e-12
+    assert run("moments", tmp_path / "f.npy", "-o", tmp_path / "f.moments.safetensors").exit_code == 0
+
+
 def test_moments_merge_fit_cli_equals_fit(shards, tmp_path):
     d, X = shards
     assert run("fit", d / "all.npy", "-o", tmp_path / "w.safetensors").exit_code == 0
@@ -383,7 +393,8 @@ def test_moments_dir_reuses_a_piece_only_when_its_bytes_match(tmp_path):
 def test_piece_content_hash_equals_the_hash_taken_while_reading(shards, tmp_path):
     d, X = shards
     np.savez(tmp_path / "z.npz", embeddings=X[:30])
-    for inp in (d / "img_emb", tmp_path / "z.npz"):
+    np.save(tmp_path / "f.npy", np.asfortranarray(X[:30]))
+    for inp in (d / "img_emb", tmp_path / "z.npz", tmp_path / "f.npy"):
         _, pieces = engine.plan([inp], opts())
         for p in pieces:
             part = engine.piece_moments(p, meta={}, chunk_rows=7)

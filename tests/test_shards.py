@@ -117,9 +117,11 @@ def test_plan_is_headers_only_and_refuses_bad_shards(tmp_path, rng):
     (tmp_path / "t.npy").write_bytes(raw[:128 + 3 * 12 + 6])
     with pytest.raises(InputError, match=r"t\.npy: truncated at row 3"):
         discover_shards([str(tmp_path / "t.npy")])
-    np.save(tmp_path / "f.npy", np.asfortranarray(good))
-    with pytest.raises(InputError, match="Fortran"):
-        discover_shards([str(tmp_path / "f.npy")])
+    np.save(tmp_path / "f.npy", np.asfortranarray(good))  # rows are not byte ranges: one whole piece
+    (fortran,) = discover_shards([str(tmp_path / "f.npy")])
+    assert (fortran.kind, fortran.n_rows, fortran.dim) == ("whole", 6, 3)
+    assert [(p.start, p.stop) for p in plan_pieces([fortran], 4)] == [(0, 6)]
+    np.testing.assert_array_equal(_rows(plan_pieces([fortran], 4), 4), good)
     np.save(tmp_path / "o.npy", np.array([[None, 1]], dtype=object), allow_pickle=True)
     with pytest.raises(InputError, match="never unpickled"):
         discover_shards([str(tmp_path / "o.npy")])

@@ -9,7 +9,8 @@ Accepted INPUTs (see :func:`discover_shards`), in a stable order:
 
 * files: ``.npy`` (2-D, C order, float16/32/64) and ``.safetensors`` (tensor ``embeddings`` or
   the only tensor; optional ``ids`` list in the header metadata); other embeddings files
-  (``.npz``, text vectors) become one whole-file piece read by :mod:`whitenclip.stores`;
+  (``.npz``, text vectors, Fortran-ordered ``.npy``) become one whole-file piece read by
+  :mod:`whitenclip.stores`;
 * glob patterns (``img_emb/*.npy``), expanded here in natural order (``_2`` before ``_10``);
 * directories: a whitenclip store (``meta.json`` + shards), a clip-retrieval embeddings folder
   (``img_emb/`` or ``text_emb/``, with ``metadata/metadata_N.parquet`` giving row ids when
@@ -194,13 +195,13 @@ def _npy_shard(p: Path, *, ids=None, meta=None) -> Shard:
         raise InputError(f"{p}: not a readable .npy file ({' '.join(str(exc).split())})") from None
     if len(shape) != 2:
         raise InputError(f"{p}: expected a 2-D array (n_rows, dim), got shape {tuple(shape)}")
-    if fortran and shape[0] > 1 and shape[1] > 1:
-        raise InputError(f"{p}: Fortran-ordered arrays cannot be read by row ranges; save it C-ordered")
     if dtype.name not in _FLOATS:
         raise InputError(f"{p}: expected float16/32/64 embeddings, got dtype {dtype}")
     if shape[1] == 0:
         raise InputError(f"{p}: rows have zero dimensions")
-    return Shard(str(p), int(shape[0]), int(shape[1]), dtype.str, offset, "raw", ids, dict(meta or {}))
+    # a Fortran-ordered array's rows are not byte ranges: one whole-file piece, read as the local path does
+    kind = "whole" if fortran and shape[0] > 1 and shape[1] > 1 else "raw"
+    return Shard(str(p), int(shape[0]), int(shape[1]), dtype.str, offset, kind, ids, dict(meta or {}))
 
 
 def _safetensors_shard(p: Path, *, meta=None) -> Shard:

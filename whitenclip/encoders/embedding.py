@@ -266,6 +266,25 @@ def _decode_jpeg_call(datas: list, device) -> list:
     return [op(d, rgb.value, False) for d in datas]
 
 
+def resize_crop_each(prep: TensorPreprocess, images) -> list:
+    """:meth:`TensorPreprocess.resize_crop` on ``images``, split in halves and retried while the
+    device runs out of memory. One entry per image, in order: a uint8 (3, crop_h, crop_w) tensor,
+    or the out-of-memory error that even that image alone raised (the caller decodes it on the CPU).
+    """
+    if not images:
+        return []
+    try:
+        return list(prep.resize_crop(images))
+    except _oom_error() as exc:
+        failure = exc
+    if len(images) == 1:
+        return [failure]
+    del failure
+    _empty_cache(images[0].device)
+    h = len(images) // 2
+    return resize_crop_each(prep, images[:h]) + resize_crop_each(prep, images[h:])
+
+
 def _empty_cache(device) -> None:
     if getattr(device, "type", str(device)).startswith("cuda"):
         import torch
@@ -712,7 +731,8 @@ def _tensor_batches(loader, plan, *, start: int, device, prep: TensorPreprocess,
     """decode="gpu": byte pieces -> JPEGs decoded together on ``device`` -> resize/crop/normalise there.
 
     Non-JPEG and CMYK files come decoded by the workers' PIL fallback; a JPEG the device decoder
-    rejects is decoded here with PIL (load_image + the PIL stage) and listed in ``_Batch.cpu``.
+    rejects, or that alone does not fit the device's memory for the resize, is decoded here with
+    PIL (load_image + the PIL stage) and listed in ``_Batch.cpu``.
     """
     import torch
 
@@ -727,21 +747,27 @@ def _tensor_batches(loader, plan, *, start: int, device, prep: TensorPreprocess,
             cpu = [(i, note) for i, kind, _, note in pend if kind == "cpu"]
             pixels = {i: payload.permute(2, 0, 1).to(device, non_blocking=True)
                       for i, kind, payload, _ in pend if kind == "cpu"}
+
+            def on_cpu(i: int, why: str) -> None:  # the PIL path decides: --decode cpu's pixels, or a skip
+                try:
+                    px = _uint8_hwc(pil_stage(load_image(items[i])))
+                except Exception as exc:  # noqa: BLE001
+                    bad.append((i, image_error_reason(exc)))
+                    return
+                pixels[i] = px.permute(2, 0, 1).to(device, non_blocking=True)
+                cpu.append((i, why))
+
             decoded = decode_jpegs([data for _, (data, _) in jpeg], device)
             full = []
             for (i, (_, orientation)), img in zip(jpeg, decoded):
                 if isinstance(img, BaseException):
-                    try:  # the PIL path decides: same pixels as --decode cpu, or a skip with its reason
-                        px = _uint8_hwc(pil_stage(load_image(items[i])))
-                    except Exception as exc:  # noqa: BLE001
-                        bad.append((i, image_error_reason(exc)))
-                        continue
-                    pixels[i] = px.permute(2, 0, 1).to(device, non_blocking=True)
-                    cpu.append((i, f"device decoder failed: {_one_line(img, 120)}"))
+                    on_cpu(i, f"device decoder failed: {_one_line(img, 120)}")
                 else:
                     full.append((i, _exif_orient(img, orientation)))
-            if full:
-                for (i, _), u8 in zip(full, prep.resize_crop([im for _, im in full])):
+            for (i, _), u8 in zip(full, resize_crop_each(prep, [im for _, im in full])):
+                if isinstance(u8, BaseException):
+                    on_cpu(i, f"device resize out of memory: {_one_line(u8, 120)}")
+                else:
                     pixels[i] = u8
             order = sorted(pixels)
             px = prep.normalize(torch.stack([pixels[i] for i in order])) if order else None
