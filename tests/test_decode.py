@@ -520,6 +520,28 @@ def test_cuda_decode_equals_cpu_decode(odd_files):
 
 
 @gpu
+def test_cuda_decode_waits_for_the_callers_stream():
+    """pytorch/vision#9606: nvjpeg writes on a private stream into blocks the caller's stream may
+    still read. Queue slow work reading tensors, free them, decode: the reads must stay right."""
+    jpgs = [p for p in SHIPPED if p.endswith(".jpg")]
+    datas = [_bytes(p) for p in jpgs]
+    ref = [im.cpu() for im in decode_jpegs(datas, "cuda")]
+    torch.cuda.synchronize()
+    bad_reads = bad_images = 0
+    for _ in range(50):
+        big = torch.randn(4096, 4096, device="cuda")
+        for _ in range(8):  # tens of ms of queued work on the caller's stream
+            big = big @ big / 64
+        blocks = [torch.ones(int(im.numel()), dtype=torch.uint8, device="cuda") for im in ref]
+        sums = [b.float().sum() for b in blocks]  # queued after the slow work, reading the blocks
+        del blocks  # freed while the reads are still queued
+        out = decode_jpegs(datas, "cuda")
+        bad_reads += sum(int(s.item()) != int(im.numel()) for s, im in zip(sums, ref))
+        bad_images += sum(not torch.equal(o.cpu(), r) for o, r in zip(out, ref))
+    assert bad_reads == 0 and bad_images == 0, (bad_reads, bad_images)
+
+
+@gpu
 def test_cuda_oom_splits_and_retries():
     enc = load_encoder("openclip:wc-small/none", device="cuda", precision="fp32")
     jpgs = [p for p in SHIPPED if p.endswith(".jpg")] * 8  # 48 images

@@ -262,6 +262,11 @@ def _decode_jpeg_call(datas: list, device) -> list:
             warnings.simplefilter("ignore", DeprecationWarning)
             return list(torchvision.io.decode_jpeg(datas, mode=rgb, device=device))
     if device.type == "cuda":
+        # torchvision allocates the outputs on the caller's stream but nvjpeg writes them on a private
+        # stream that does not wait for the caller's: a block freed while the caller's kernels still
+        # read it can be overwritten (pytorch/vision#9606). Draining the caller's stream first
+        # (here the prefetch thread's side stream, not the model's) orders the two.
+        torch.cuda.current_stream(device).synchronize()
         return list(op(datas, rgb.value, device))
     return [op(d, rgb.value, False) for d in datas]
 
