@@ -12,6 +12,8 @@ Sources, in the order given:
 - image files listed explicitly;
 - a captions file: one caption per line (UTF-8), or a CSV/TSV (``.csv``/``.tsv``, or any file
   when ``column`` is given) whose header names the caption column;
+- a parquet/Arrow table (file, folder of them, ``datasets.save_to_disk`` folder) whose caption
+  column is a string column, read like the same table as CSV (:func:`whitenclip.tables.read_caption_table`);
 - ``"-"``: standard input, read as captions (or, with ``modality="image"``, as one image path
   per line, e.g. ``find photos -name '*.jpg' | whitenclip embed - --modality image``).
 
@@ -157,7 +159,7 @@ def detect_modality(paths: Sequence[str | os.PathLike]) -> str:
     kinds = {}
     for p in paths:
         s = str(p)
-        if s == STDIN:
+        if s == STDIN or _is_table(s):
             kinds.setdefault("text", s)
         elif os.path.isdir(s) or is_image_path(s):
             kinds.setdefault("image", s)
@@ -169,6 +171,12 @@ def detect_modality(paths: Sequence[str | os.PathLike]) -> str:
             "embed them separately or pass --modality"
         )
     return next(iter(kinds))
+
+
+def _is_table(path: str) -> bool:
+    from whitenclip.tables import is_table_path
+
+    return path != STDIN and is_table_path(path)
 
 
 # --------------------------------------------------------------------------- images
@@ -456,6 +464,10 @@ def read_caption_groups(
     """Captions and their group ids from a file (``"-"`` = standard input); see :func:`parse_caption_groups`."""
     name = str(path)
     kw = {"column": column, "report": report, "group_column": group_column}
+    if _is_table(name):  # parquet/Arrow: its string column, read as the CSV of the same table would be
+        from whitenclip.tables import read_caption_table
+
+        return read_caption_table(name, **kw)
     if name == STDIN:
         stream = stdin if stdin is not None else sys.stdin.buffer
         return parse_caption_groups(stream.read(), "<stdin>", **kw)
@@ -514,13 +526,13 @@ def collect_inputs(
     modality : {"image", "text"}, optional
         Override :func:`detect_modality`.
     column : str or int, optional
-        Caption column of CSV inputs.
+        Caption column of CSV inputs and parquet/Arrow tables.
     strict : bool, default False
         Raise :class:`InputError` on the first bad item instead of skipping it.
     stdin : binary stream, optional
         Read instead of ``sys.stdin.buffer`` for ``"-"`` (tests).
     group_column : str, True or None
-        Group the captions of CSV inputs by this column (True: an image column of
+        Group the captions of CSV inputs and tables by this column (True: an image column of
         :data:`IMAGE_COLUMNS` when the header has one); see :func:`parse_caption_groups`. Items
         of inputs without groups are their own groups; ``Inputs.groups`` is None when no input had any.
 
@@ -546,7 +558,7 @@ def collect_inputs(
     else:
         items, groups = [], []
         for p in names:
-            if p != STDIN and os.path.isdir(p):
+            if p != STDIN and os.path.isdir(p) and not _is_table(p):
                 raise InputError(f"{p}: is a directory; captions come from a text or CSV file")
             caps, grp = read_caption_groups(p, column=column, report=report, stdin=stdin, group_column=group_column)
             items.extend(caps)

@@ -37,7 +37,7 @@ from whitenclip.stores import (
     open_embeddings,
     read_text_vectors,
 )
-from whitenclip.tables import is_table_path
+from whitenclip.tables import is_table_path, table_kind
 
 DEFAULT_MODELS = {"text": "minilm", "image": "openclip:ViT-B-32/openai"}
 """Encoder used for raw inputs when neither --model nor a whitener names one."""
@@ -136,7 +136,7 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     stdin = _read_stdin_once() if "-" in paths else None
     as_text = options.modality == "text"  # numeric-looking lines are captions then
     stdin_vectors = stdin is not None and not as_text and looks_like_vectors(_first_line(stdin))
-    holds = {p: stdin_vectors if p == "-" else _holds_embeddings(p, as_text) for p in paths}
+    holds = {p: stdin_vectors if p == "-" else _holds_embeddings(p, as_text, options.column) for p in paths}
     kinds = {p: "embeddings" if holds[p] else "raw" for p in paths}
     if len(set(kinds.values())) > 1:
         emb = next(p for p, k in kinds.items() if k == "embeddings")
@@ -188,12 +188,16 @@ _BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, pa
                 "or CSV; images by their extension")
 
 
-def _holds_embeddings(path: str, as_text: bool = False) -> bool:
-    """An embeddings file/store, or a text file whose first non-empty line is a vector of numbers.
+def _holds_embeddings(path: str, as_text: bool = False, column: str | None = None) -> bool:
+    """An embeddings file/store, a parquet/Arrow table whose column (``column``, else the default
+    one) is a list<float> one (a string column: captions, :func:`whitenclip.tables.table_kind`), or a
+    text file whose first non-empty line is a vector of numbers.
 
     A file of another extension that is binary (NUL bytes or invalid UTF-8 in its first 8 KiB)
     is refused: it is neither embeddings we can read nor captions.
     """
+    if is_table_path(path):
+        return table_kind(path, column) == "embeddings"
     if is_embedding_path(path):
         return True
     p = Path(path)
@@ -233,6 +237,9 @@ def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: b
     from whitenclip.encoders import check_activation, load_encoder
     from whitenclip.inputs import collect_inputs
 
+    if options.id_column is not None:
+        raise InputError(f"{paths[0]}: --id-column names the row ids of an embeddings table; raw captions and "
+                         "images are their own ids")
     inputs = collect_inputs(paths, modality=options.modality, column=options.column, strict=options.strict,
                             stdin=io.BytesIO(stdin) if stdin is not None else None,
                             group_column=options.group_column or None)

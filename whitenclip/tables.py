@@ -1,4 +1,10 @@
-"""Embeddings in tables: parquet files, Arrow IPC files and streams, ``datasets.save_to_disk`` folders.
+"""Embeddings and captions in tables: parquet files, Arrow IPC files and streams, ``datasets.save_to_disk`` folders.
+
+The type of the column read decides what a table holds (:func:`choose_column`): a string column
+holds captions, read as a captions CSV would be (:func:`read_caption_table`: the same items, the
+same skips, ``--group-column`` and the image-column default), a list<float> column embeddings.
+Without ``--column``, a table's only list<float> column is read (as before), else its caption
+column (``caption``, ``text``, ``sentence``).
 
 An embedding column is a ``list<float>``, ``large_list<float>`` or ``fixed_size_list<float>``
 column (float16/32/64 values): ``--column NAME`` names it; by default it is the only such column
@@ -28,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -47,6 +54,7 @@ def import_pyarrow(path=None):
     """``pyarrow`` (with ``pyarrow.parquet`` and ``pyarrow.ipc`` loaded), or one-line :class:`InputError`."""
     try:
         import pyarrow as pa
+        import pyarrow.compute  # noqa: F401
         import pyarrow.ipc  # noqa: F401
         import pyarrow.parquet  # noqa: F401
     except ImportError:
@@ -167,14 +175,108 @@ def _float_name(pa, t) -> str:
     return {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): "float64"}[t]
 
 
+def table_layout(path) -> tuple:
+    """``(fmt, schema, units)`` of one table file from its metadata (see :class:`TableInfo`)."""
+    pa = import_pyarrow(path)
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file")
+    with _arrow_errors(p):
+        if p.suffix.lower() == ".parquet":
+            pf = pa.parquet.ParquetFile(str(p))
+            units = tuple(pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups))
+            return "parquet", pf.schema_arrow, units
+        fmt, reader = _ipc_reader(pa, p)
+        if fmt == "ipc-file":
+            return fmt, reader.schema, tuple(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
+        return fmt, reader.schema, tuple(b.num_rows for b in reader)
+
+
+def _is_float_list(pa, t) -> bool:
+    return (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) \
+        and pa.types.is_floating(t.value_type)
+
+
+def _is_text(pa, t) -> bool:
+    """A caption column: string, large_string, string_view, or a dictionary of strings."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _shown(pa, t) -> str:
+    if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
+        return f"{str(t).split('<', 1)[0]}<{t.value_type}>"  # list<int64>, not list<element: int64>
+    return str(t)
+
+
+def _column_name(path, names: list, column, option: str) -> str:
+    """A column named by ``option``: its name, or (no column of that name) its 0-based index, as for a CSV."""
+    name = str(column)
+    if name in names:
+        return name
+    if name.isdigit() and int(name) < len(names):
+        return names[int(name)]
+    raise InputError(f"{path}: no column {name!r} (columns: {', '.join(names)}) ({option})")
+
+
+def choose_column(pa, path, schema, column: str | None) -> tuple[str, str]:
+    """``(kind, name)``: which column of a table's schema is read, and as ``"captions"`` or ``"embeddings"``.
+
+    ``--column NAME``: a string column holds captions, a ``list<float>`` column embeddings; any
+    other type is refused. Without it: the only ``list<float>`` column (a table of embeddings,
+    perhaps with their captions beside them, reads as embeddings as before), else the first of
+    :data:`whitenclip.inputs.CAPTION_COLUMNS` (case-insensitive) among the string columns, else
+    the table's only column when it is a string one, as for a CSV. Several candidates: refused,
+    naming them.
+    """
+    from whitenclip.inputs import CAPTION_COLUMNS
+
+    names = list(schema.names)
+    floats = [f.name for f in schema if _is_float_list(pa, f.type)]
+    texts = [f.name for f in schema if _is_text(pa, f.type)]
+    if column is not None:
+        column = _column_name(path, names, column, "--column")
+        if column in texts:
+            return "captions", column
+        if column in floats:
+            return "embeddings", column
+        raise InputError(f"{path}: column {column!r} holds {_shown(pa, schema.field(column).type)}, not embeddings "
+                         f"(list<float>; here: {', '.join(floats) or 'none'}) nor captions (string; here: "
+                         f"{', '.join(texts) or 'none'})")
+    if len(floats) > 1:
+        raise InputError(f"{path}: pass --column NAME to name the embedding column (list<float> columns: "
+                         f"several: {', '.join(floats)})")
+    if floats:
+        return "embeddings", floats[0]
+    for cand in CAPTION_COLUMNS:
+        found = [n for n in texts if n.strip().lower() == cand]
+        if len(found) > 1:
+            raise InputError(f"{path}: several caption columns ({', '.join(found)}); pass --column NAME")
+        if found:
+            return "captions", found[0]
+    if len(names) == 1 and texts:
+        return "captions", texts[0]
+    raise InputError(f"{path}: pass --column NAME: no caption column ({', '.join(CAPTION_COLUMNS)}: string) and no "
+                     f"list<float> embedding column (none among {', '.join(names) or '(no columns)'}; "
+                     f"string columns: {', '.join(texts) or 'none'})")
+
+
+def table_kind(path, column: str | None = None) -> str:
+    """``"captions"`` or ``"embeddings"``: how the INPUT ``path`` (a table file or folder) is read,
+    decided by the type of its first file's column (:func:`choose_column`); metadata only."""
+    pa = import_pyarrow(path)
+    first = table_files(path)[0]
+    return choose_column(pa, first, table_layout(first)[1], column)[0]
+
+
 def pick_columns(pa, path, schema, column: str | None, id_column: str | None) -> tuple:
     """``(column, id_column, dim or None, dtype)`` of a table's schema (see module doc)."""
     names = list(schema.names)
     kinds = {}
     for f in schema:
         t = f.type
-        if (pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)) \
-                and pa.types.is_floating(t.value_type):
+        if _is_float_list(pa, t):
             kinds[f.name] = (t.list_size if pa.types.is_fixed_size_list(t) else None, _float_name(pa, t.value_type))
     if column is None:
         if len(kinds) != 1:
@@ -185,10 +287,10 @@ def pick_columns(pa, path, schema, column: str | None, id_column: str | None) ->
         raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
     elif column not in kinds:
         t = schema.field(column).type
-        if pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t):
-            t = f"{str(t).split('<', 1)[0]}<{t.value_type}>"  # list<int64>, not list<element: int64>
-        raise InputError(f"{path}: column {column!r} holds {t}, not embeddings (a list<float> or "
-                         f"fixed_size_list<float> column; here: {', '.join(kinds) or 'none'})")
+        why = (" (captions: the sharded path, --engine dask or --moments-dir, reads embeddings only; embed "
+               "them first with `whitenclip embed`)" if _is_text(pa, t) else "")
+        raise InputError(f"{path}: column {column!r} holds {_shown(pa, t)}, not embeddings (a list<float> or "
+                         f"fixed_size_list<float> column; here: {', '.join(kinds) or 'none'}){why}")
     if id_column is None:
         id_column = DEFAULT_ID_COLUMN if DEFAULT_ID_COLUMN in names and DEFAULT_ID_COLUMN != column else None
     elif id_column not in names:
@@ -202,20 +304,7 @@ def inspect_table(path, column: str | None = None, id_column: str | None = None)
     row when the column is a variable-length list: its length is the dimension)."""
     pa = import_pyarrow(path)
     p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file" if not p.exists() else f"{p}: not a regular file")
-    with _arrow_errors(p):
-        if p.suffix.lower() == ".parquet":
-            pf = pa.parquet.ParquetFile(str(p))
-            fmt, schema = "parquet", pf.schema_arrow
-            units = tuple(pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups))
-        else:
-            fmt, reader = _ipc_reader(pa, p)
-            schema = reader.schema
-            if fmt == "ipc-file":
-                units = tuple(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
-            else:
-                units = tuple(b.num_rows for b in reader)
+    fmt, schema, units = table_layout(p)
     column, id_column, dim, dtype = pick_columns(pa, p, schema, column, id_column)
     info = TableInfo(str(p), fmt, column, id_column, dim or 0, dtype, units)
     if dim is None:  # list<float>: the first row's length is the dimension
@@ -235,32 +324,45 @@ def inspect_table(path, column: str | None = None, id_column: str | None = None)
 # ---------------------------------------------------------------------------------------
 # reading rows
 # ---------------------------------------------------------------------------------------
+def _read_units(path, fmt: str, units, columns, chunk_rows: int):
+    """Yield ``(unit, row_in_unit, arrays)`` chunks of the given units (in file order), at most
+    ``chunk_rows`` rows each, reading only ``columns``: one array per entry, a column name or
+    ``(name, field)`` for a field of a struct column (parquet reads that leaf alone)."""
+    pa = import_pyarrow(path)
+    specs = [c if isinstance(c, tuple) else (c, None) for c in columns]
+
+    def pick(batch):
+        return [pa.compute.struct_field(batch.column(n), f) if f else batch.column(n) for n, f in specs]
+
+    with _arrow_errors(path):
+        if fmt == "parquet":
+            pf = pa.parquet.ParquetFile(str(path))
+            read = list(dict.fromkeys(f"{n}.{f}" if f else n for n, f in specs))
+            for u in units:
+                lo = 0
+                for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[u], columns=read):
+                    yield u, lo, pick(batch)
+                    lo += batch.num_rows
+            return
+        fmt, reader = _ipc_reader(pa, path)
+        if fmt == "ipc-file":
+            batches = ((u, reader.get_batch(u)) for u in units)
+        else:
+            want = set(units)
+            batches = ((u, b) for u, b in enumerate(reader) if u in want)
+        for u, batch in batches:
+            arrays = pick(batch)
+            for lo in range(0, batch.num_rows, chunk_rows):
+                yield u, lo, [a.slice(lo, chunk_rows) for a in arrays]
+
+
 def _unit_arrays(info: TableInfo, units, chunk_rows: int, *, with_ids: bool = True):
     """Yield ``(unit, row_in_unit, embedding_array, id_array or None)`` chunks of the given units
     (all when None), in order, at most ``chunk_rows`` rows each."""
-    pa = import_pyarrow(info.path)
     wanted = range(len(info.units)) if units is None else list(units)
     columns = [info.column] + ([info.id_column] if with_ids and info.id_column else [])
-    with _arrow_errors(info.path):
-        if info.fmt == "parquet":
-            pf = pa.parquet.ParquetFile(info.path)
-            for u in wanted:
-                lo = 0
-                for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[u], columns=columns):
-                    yield u, lo, batch.column(0), batch.column(1) if len(columns) > 1 else None
-                    lo += batch.num_rows
-            return
-        fmt, reader = _ipc_reader(pa, info.path)
-        if fmt == "ipc-file":
-            batches = ((u, reader.get_batch(u)) for u in wanted)
-        else:
-            want = set(wanted)
-            batches = ((u, b) for u, b in enumerate(reader) if u in want)
-        for u, batch in batches:
-            emb = batch.column(info.column)
-            ids = batch.column(info.id_column) if len(columns) > 1 else None
-            for lo in range(0, batch.num_rows, chunk_rows):
-                yield u, lo, emb.slice(lo, chunk_rows), ids.slice(lo, chunk_rows) if ids is not None else None
+    for u, lo, arrays in _read_units(info.path, info.fmt, wanted, columns, chunk_rows):
+        yield u, lo, arrays[0], arrays[1] if len(arrays) > 1 else None
 
 
 def _to_matrix(info: TableInfo, arr, unit: int, lo: int, file_row: int) -> np.ndarray:
@@ -349,6 +451,118 @@ class TableRows:
 
     def chunks(self, chunk_rows: int):
         return iter_table_rows(self.info, None, chunk_rows, id_prefix=self.id_prefix)
+
+
+# ---------------------------------------------------------------------------------------
+# captions
+# ---------------------------------------------------------------------------------------
+def _group_spec(pa, field):
+    """How a column gives group ids: its name (string or integer values), ``(name, "path")`` for an
+    image struct with a string ``path`` (a ``datasets`` Image column), or None (unusable)."""
+    t = field.type
+    if _is_text(pa, t) or pa.types.is_integer(t):
+        return field.name
+    if pa.types.is_struct(t) and t.get_field_index("path") >= 0 and _is_text(pa, t.field("path").type):
+        return (field.name, "path")
+    return None
+
+
+def _group_column(pa, path, schema, group_column, stacklevel: int = 5):
+    """The group column of a caption table (:func:`_group_spec`), by the rules of
+    :func:`whitenclip.inputs.pick_group_column`: a name or 0-based index; True: the first of
+    :data:`~whitenclip.inputs.IMAGE_COLUMNS` (case-insensitive), said in an InputFormatWarning."""
+    from whitenclip.inputs import IMAGE_COLUMNS, InputFormatWarning
+
+    if group_column is None or group_column is False:
+        return None
+    names = list(schema.names)
+    if group_column is True:
+        lowered = [n.strip().lower() for n in names]
+        found = next((names[lowered.index(c)] for c in IMAGE_COLUMNS if c in lowered), None)
+        if found is None:
+            return None
+        spec = _group_spec(pa, schema.field(found))
+        if spec is None:
+            warnings.warn(f"{path}: its {found!r} column holds {_shown(pa, schema.field(found).type)}, not image "
+                          "ids: captions are not grouped (pass --group-column NAME)", InputFormatWarning,
+                          stacklevel=stacklevel)
+        else:
+            warnings.warn(f"{path}: grouping captions by its {found.strip()!r} column (captions of one image are "
+                          "calibrated together; --no-groups treats every row as independent)",
+                          InputFormatWarning, stacklevel=stacklevel)
+        return spec
+    name = _column_name(path, names, group_column, "--group-column")
+    spec = _group_spec(pa, schema.field(name))
+    if spec is None:
+        raise InputError(f"{path}: --group-column {name!r} holds {_shown(pa, schema.field(name).type)}; group ids "
+                         "come from a string or integer column (or an image struct with a path)")
+    return spec
+
+
+def _text_values(pa, arr) -> list:
+    """Cells of a string chunk as ``bytes`` (None for null): invalid UTF-8 is then one row's skip."""
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    return arr.cast(pa.large_binary() if pa.types.is_large_string(arr.type) else pa.binary()).to_pylist()
+
+
+def _group_values(pa, arr) -> list:
+    """Group ids of a chunk: stripped text (an empty one: None) or integers as text; null: None."""
+    if pa.types.is_integer(arr.type):
+        return [None if v is None else str(v) for v in arr.to_pylist()]
+    return [None if v is None else v.decode("utf-8", "replace").strip() or None for v in _text_values(pa, arr)]
+
+
+def read_caption_table(path, *, column: str | None = None, group_column=None, report=None,
+                       chunk_rows: int = 4096) -> tuple[list[str], list | None]:
+    """Captions, and the group id of each, from a table file or folder whose caption column is a
+    string column (:func:`choose_column`): what :func:`whitenclip.inputs.parse_caption_groups`
+    returns for the same table written as CSV.
+
+    Captions are stripped of surrounding whitespace; a null, empty or non-UTF-8 caption is skipped
+    into ``report`` (a :class:`~whitenclip.inputs.SkipReport`) naming the file, the row group or
+    record batch and the row. ``group_column``: a column name or index, True (the first of
+    :data:`whitenclip.inputs.IMAGE_COLUMNS`, if any), None/False (no groups). Only the caption
+    and group columns are read, chunk by chunk.
+    """
+    from whitenclip.inputs import SkipReport
+
+    pa = import_pyarrow(path)
+    report = report if report is not None else SkipReport()
+    captions: list[str] = []
+    groups: list = []
+    grouped = False
+    for f in table_files(path):
+        fmt, schema, units = table_layout(f)
+        kind, col = choose_column(pa, f, schema, column)
+        if kind != "captions":
+            raise InputError(f"{f}: column {col!r} holds embeddings, not captions like {path}'s first file; "
+                             "pass --column NAME")
+        gspec = _group_column(pa, f, schema, group_column)
+        grouped = grouped or gspec is not None
+        info = TableInfo(str(f), fmt, col, None, 0, "string", units)
+        starts = info.unit_starts()
+        for u, lo, arrays in _read_units(f, fmt, range(len(units)), [col] + ([gspec] if gspec else []), chunk_rows):
+            gids = _group_values(pa, arrays[1]) if gspec else None
+            for i, raw in enumerate(_text_values(pa, arrays[0])):
+                text, why = _caption(raw)
+                if why is not None:
+                    report.add(f"{f}: {info.unit_name} {u}, row {lo + i} (row {starts[u] + lo + i} of the file)", *why)
+                    continue
+                captions.append(text)
+                groups.append(gids[i] if gids is not None else None)
+    return captions, groups if grouped else None
+
+
+def _caption(raw: bytes | None) -> tuple:
+    """``(caption, None)``, or ``(None, (reason, detail))`` for a cell that is skipped."""
+    if raw is None:
+        return None, ("empty caption", "null")
+    try:
+        text = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        return None, ("non-UTF-8 caption", f"byte 0x{raw[exc.start]:02x} at position {exc.start + 1}")
+    return (text, None) if text else (None, ("empty caption", None))
 
 
 # ---------------------------------------------------------------------------------------
