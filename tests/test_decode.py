@@ -20,8 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from PIL import Image
 
 from whitenclip.encoders import (
@@ -43,7 +41,9 @@ from whitenclip.inputs import InputSkipWarning, collect_inputs, load_image
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(glob.glob(str(REPO / "data" / "images" / "*")))
-FLICKR = REPO.parent / "shared" / "datasets" / "flickr8k" / "images"
+FLICKR = next((d for d in (REPO.parent / "shared" / "datasets" / "flickr8k" / "images",
+                           REPO / ".whl" / "flickr8k-images")  # the copy gpu_check.sh carries to a device
+               if d.is_dir()), REPO.parent / "shared" / "datasets" / "flickr8k" / "images")
 TINY = "openclip:wc-tiny/none"
 SMALL = "openclip:wc-small/none"
 MAX_LEVELS = 3  # measured: 2 at 224 px, 3 at 32 px (one Flickr8k photo); 0.05-0.07% of pixels differ
@@ -142,19 +142,6 @@ def test_preprocess_is_read_from_open_clip_transforms(tiny):
                   T.Compose([T.Resize(64, antialias=False), T.CenterCrop(64), T.ToTensor(), T.Normalize([0], [1])]),
                   T.Compose([T.Resize(64), T.CenterCrop(64), T.Grayscale(), T.ToTensor(), T.Normalize([0], [1])])):
         assert TensorPreprocess.from_transform(other) is None
-
-
-@settings(max_examples=100, deadline=None, derandomize=True)
-@given(h=st.integers(1, 3000), w=st.integers(1, 3000), size=st.sampled_from([32, 224, 336]),
-       max_size=st.sampled_from([None, 400]))
-def test_output_size_is_torchvision_resize(h, w, size, max_size):
-    from torchvision.transforms import functional as F
-
-    if max_size is not None and max_size <= size:
-        return
-    p = TensorPreprocess(size, (size, size), (0.0,) * 3, (1.0,) * 3, max_size=max_size)
-    expect = F.resize(torch.zeros(1, h, w), [size], max_size=max_size, antialias=False).shape[-2:]
-    assert p.output_size(h, w) == tuple(expect)
 
 
 def test_exif_orientations_equal_pil_exif_transpose(odd_files):
@@ -463,6 +450,25 @@ def test_cli_decode_option(tmp_path, odd_files):
     np.testing.assert_allclose(out["gpu"][1], out["cpu"][1], atol=2e-2 * np.abs(out["cpu"][1]).max())
     r = runner.invoke(app, ["embed", str(folder), "-o", str(tmp_path / "x"), "--model", TINY, "--decode", "nvjpeg"])
     assert r.exit_code == 2 and "nvjpeg" in r.output and "Traceback" not in r.output
+
+
+def test_the_device_run_imports_only_what_the_device_image_has():
+    """gpu_check.sh runs this file's gpu tests and bench_encode.py on a machine without hypothesis,
+    pyarrow, dask, pandas, sentence-transformers: both must import without them."""
+    import subprocess
+    import sys
+
+    like = [sys.executable, str(REPO / "benchmarks" / "device_like.py")]
+    r = subprocess.run([*like, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only", "-m", "gpu",
+                        str(Path(__file__))], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0 and "8/" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    r = subprocess.run([*like, str(REPO / "benchmarks" / "bench_encode.py"), "--help"], capture_output=True,
+                       text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 0 and "--e2e" in r.stdout, r.stderr[-2000:]
+    r = subprocess.run([*like, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--collect-only",
+                        str(REPO / "tests" / "test_decode_sizes.py")], capture_output=True, text=True, cwd=REPO,
+                       timeout=300)
+    assert r.returncode != 0 and "hypothesis" in r.stdout  # the guard works: that file needs hypothesis
 
 
 # --------------------------------------------------------------------------- on a CUDA device
