@@ -116,6 +116,10 @@ def test_skips_name_file_row_group_and_row(tables):
     assert inp.skips.messages == [f"{p}: row group 0, row 7 (row 7 of the file): skipped (empty caption)",
                                   f"{p}: row group 2, row 7 (row 23 of the file): skipped (empty caption: null)"]
     assert {str(w.message) for w in record} >= set(inp.skips.messages)
+    small = SkipReport()  # chunks of 3 rows inside a row group: rows still counted from the group's start
+    with pytest.warns(UserWarning):
+        read_caption_table(p, report=small, chunk_rows=3)
+    assert small.messages == inp.skips.messages
     first = tables / "ds" / "data-00000-of-00002.arrow"  # rows 0-24 of the table, record batches of 7
     assert collect(tables / "ds").skips.messages[1] == \
         f"{first}: record batch 3, row 2 (row 23 of the file): skipped (empty caption: null)"
