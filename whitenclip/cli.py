@@ -321,9 +321,9 @@ ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_e
                              "pooling and its Normalize layer when it has one), or a plugin's KIND[:ARG].")
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
-ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input, or the embedding column (list<float>) of a parquet/Arrow table (default: its only one).")
+ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input or parquet/Arrow table (a string column), or the embedding column (list<float>) of a table (default: a table's only list<float> column, else caption/text/sentence).")
 IdColumnOpt = typer.Option(None, "--id-column", help="Row id column of a parquet/Arrow table (default: 'id' when present, else the row index).")
-GroupColumnOpt = typer.Option(None, "--group-column", help="CSV column naming each caption's group (e.g. its image); default: an image/image_id/filename... column when the header has one.")
+GroupColumnOpt = typer.Option(None, "--group-column", help="Column of a captions CSV or parquet/Arrow table naming each caption's group (e.g. its image); default: an image/image_id/filename... column when there is one.")
 GroupsOpt = typer.Option(None, "--groups", help="File of group ids, one line per input row (rows of one group: one image, clip or source).")
 NoGroupsOpt = typer.Option(False, "--no-groups", help="Treat every row as independent (no image-column default, no recorded groups).")
 StrictOpt = typer.Option(False, "--strict", help="Fail on the first bad image or caption instead of skipping it.")
@@ -453,7 +453,7 @@ class StoreDtype(str, Enum):
 @app.command()
 @_handles_errors
 def embed(
-    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image directories/files, captions files (.txt, or CSV with --column), or - for stdin."),
+    inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image directories/files, captions files (.txt, or CSV with --column), parquet/Arrow caption tables, or - for stdin."),
     output: Path = typer.Option(..., "--output", "-o", help="Store directory to write (resumed when it exists)."),
     dtype: StoreDtype = typer.Option(StoreDtype.float32, "--dtype", help="Stored precision of the shards."),
     shard_items: Optional[int] = typer.Option(None, "--shard-items", min=1, help="Input items per shard (exactly; default 4096 captions / 1024 images)."),
