@@ -175,8 +175,9 @@ def _float_name(pa, t) -> str:
     return {pa.float16(): "float16", pa.float32(): "float32", pa.float64(): "float64"}[t]
 
 
-def table_layout(path) -> tuple:
-    """``(fmt, schema, units)`` of one table file from its metadata (see :class:`TableInfo`)."""
+def table_layout(path, *, units: bool = True) -> tuple:
+    """``(fmt, schema, units)`` of one table file from its metadata (see :class:`TableInfo`);
+    ``units=False``: the schema alone (units None; an Arrow stream is not walked)."""
     pa = import_pyarrow(path)
     p = Path(path)
     if not p.is_file():
@@ -184,9 +185,12 @@ def table_layout(path) -> tuple:
     with _arrow_errors(p):
         if p.suffix.lower() == ".parquet":
             pf = pa.parquet.ParquetFile(str(p))
-            units = tuple(pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups))
-            return "parquet", pf.schema_arrow, units
+            meta = pf.metadata
+            return "parquet", pf.schema_arrow, \
+                tuple(meta.row_group(i).num_rows for i in range(meta.num_row_groups)) if units else None
         fmt, reader = _ipc_reader(pa, p)
+        if not units:
+            return fmt, reader.schema, None
         if fmt == "ipc-file":
             return fmt, reader.schema, tuple(reader.get_batch(i).num_rows for i in range(reader.num_record_batches))
         return fmt, reader.schema, tuple(b.num_rows for b in reader)
@@ -267,7 +271,7 @@ def table_kind(path, column: str | None = None) -> str:
     decided by the type of its first file's column (:func:`choose_column`); metadata only."""
     pa = import_pyarrow(path)
     first = table_files(path)[0]
-    return choose_column(pa, first, table_layout(first)[1], column)[0]
+    return choose_column(pa, first, table_layout(first, units=False)[1], column)[0]
 
 
 def pick_columns(pa, path, schema, column: str | None, id_column: str | None) -> tuple:
