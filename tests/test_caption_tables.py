@@ -82,10 +82,13 @@ def tables(tmp_path_factory):
     with pa.ipc.new_file(d / "caps.arrow", table.schema) as w:
         w.write_table(table, max_chunksize=11)
     write_save_to_disk(d / "ds", table, [25, len(rows) - 25])
+    (d / "parts").mkdir()  # a folder of parquet files, read in natural order (part-2 before part-10)
+    for k, (lo, hi) in enumerate([(0, 20), (20, 33), (33, len(rows))]):
+        pq.write_table(table.slice(lo, hi - lo), d / "parts" / f"part-{2 + 8 * k}.parquet", row_group_size=6)
     return d
 
 
-FORMATS = ["caps.parquet", "caps.arrow", "ds"]
+FORMATS = ["caps.parquet", "caps.arrow", "ds", "parts"]
 
 
 def collect(path, **kw):
@@ -125,6 +128,22 @@ def test_skips_name_file_row_group_and_row(tables):
         f"{first}: record batch 3, row 2 (row 23 of the file): skipped (empty caption: null)"
     with pytest.raises(InputError, match=r"caps.parquet: row group 0, row 7 \(row 7 of the file\): empty caption"):
         collect_inputs([p], strict=True)
+
+
+def test_group_options_on_the_command_line(tables, tmp_path):
+    def shard_groups(store):
+        return [g for k in range(3) for g in json.loads((store / f"shard-{k:05d}.ids.json").read_text())["groups"]]
+
+    for opts in (["--group-column", "album"], ["--no-groups"]):
+        for name in ("caps.csv", "caps.parquet"):
+            res = run("embed", tables / name, "-o", tmp_path / (name + opts[0]), "--model", TINY, "--shard-items", 20,
+                      *opts)
+            assert res.exit_code == 0, res.output
+        if opts[0] == "--no-groups":
+            assert "groups" not in (tmp_path / "caps.parquet--no-groups" / "shard-00000.ids.json").read_text()
+        else:
+            got = shard_groups(tmp_path / "caps.parquet--group-column")
+            assert got == shard_groups(tmp_path / "caps.csv--group-column") and got[:8] == ["0"] * 5 + ["1"] * 3
 
 
 def test_non_utf8_caption_is_one_skip(tmp_path):
