@@ -203,7 +203,8 @@ def test_non_float_column_refused(tmp_path, type_, shown):
     p = tmp_path / "t.parquet"
     values = [[1, 2]] * 3 if shown != "string" else ["a", "b", "c"]
     pq.write_table(pa.table({"emb": pa.array(values, type=type_), "ok": pa.array([[1.0]] * 3)}), p)
-    res = run("fit", p, "-o", tmp_path / "w.safetensors", "--column", "emb")
+    # moments reads embeddings only (fit/embed read a string column as captions: tests/test_caption_tables.py)
+    res = run("moments", p, "-o", tmp_path / "m.moments.safetensors", "--column", "emb")
     assert res.exit_code == 2
     assert f"{p}: column 'emb' holds {shown}, not embeddings" in " ".join(res.output.split())
 
