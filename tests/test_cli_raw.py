@@ -135,7 +135,10 @@ def test_mi_pairs_table_keeps_rows_aligned(tmp_path, images):
     lines.append(f"{names[0]},")  # empty caption
     table = images / "pairs.csv"
     table.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    paired = embed_pairs(table, EncodeOptions(model=TINY, num_workers=0, progress=False))
+    with pytest.warns(UserWarning) as rec:
+        paired = embed_pairs(table, EncodeOptions(model=TINY, num_workers=0, progress=False))
+    assert sorted(str(w.message).split(": skipped ")[-1] for w in rec) == [
+        "(empty caption)", "(truncated image: Truncated File Read)"]
     assert len(paired.ids) == 20 and paired.X.shape == (20, 32) and paired.Y.shape == (20, 32)
     assert paired.skips.counts["empty caption"] == 1 and paired.skips.n_skipped == 2  # + broken.jpg
     np.testing.assert_array_equal(paired.X[0], paired.X[1])  # same image, same row vector

@@ -227,7 +227,8 @@ def test_caption_groups_from_the_image_column(tmp_path):
     from whitenclip.inputs import InputFormatWarning, parse_caption_groups
 
     data = b"image,caption\na.jpg,one\na.jpg,two\nb.jpg,\nb.jpg,three\n,four\n"
-    with pytest.warns(InputFormatWarning, match="grouping captions by its 'image' column"):
+    with pytest.warns(InputFormatWarning, match="grouping captions by its 'image' column"), \
+            pytest.warns(InputSkipWarning, match=r"c.csv:4: skipped \(empty caption\)"):
         caps, groups = parse_caption_groups(data, "c.csv", group_column=True)
     assert caps == ["one", "two", "three", "four"] and groups == ["a.jpg", "a.jpg", "b.jpg", None]
     with _w.catch_warnings():
@@ -245,7 +246,7 @@ def test_caption_groups_from_the_image_column(tmp_path):
         parse_caption_groups(b"a caption\nanother\n", "c.txt", group_column="image")
     (tmp_path / "c.csv").write_bytes(data)
     (tmp_path / "d.txt").write_text("plain one\nplain two\n")
-    with pytest.warns(InputFormatWarning):
+    with pytest.warns(InputFormatWarning), pytest.warns(InputSkipWarning, match=r"c.csv:4: skipped"):
         got = collect_inputs([tmp_path / "c.csv", tmp_path / "d.txt"], group_column=True)
     assert got.groups == ["a.jpg", "a.jpg", "b.jpg", None, None, None] and len(got.items) == 6
     assert collect_inputs([tmp_path / "d.txt"], group_column=True).groups is None
