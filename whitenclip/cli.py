@@ -163,6 +163,17 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
 
 
+def _given_options(free) -> list[str]:
+    """Options of the running command typed on the command line (not defaults, not env), except ``free``."""
+    import importlib
+
+    # the click typer runs on (typer may vendor its own, as for _UsageError above)
+    core = sys.modules[next(c for c in typer.Context.__mro__ if c.__module__.endswith(".core")).__module__]
+    ctx = importlib.import_module(core.__name__.rsplit(".", 1)[0] + ".globals").get_current_context()
+    return [p.opts[0] for p in ctx.command.params if p.name not in free and p.opts
+            and ctx.get_parameter_source(p.name) is core.ParameterSource.COMMANDLINE]
+
+
 def _print_version(value: bool) -> None:
     if value:
         from whitenclip import __version__
@@ -330,7 +341,7 @@ StrictOpt = typer.Option(False, "--strict", help="Fail on the first bad image or
 DeviceOpt = typer.Option("auto", "--device", envvar="WHITENCLIP_DEVICE", show_envvar=True, help="auto, cpu, cuda or cuda:N.")
 PrecisionOpt = typer.Option(Precision.auto, "--precision", help="Autocast on CUDA: auto (fp16), fp32, fp16, bf16.")
 BatchOpt = typer.Option(None, "--batch-size", min=1, help="Items per forward pass (default 64 images / 128 captions).")
-WorkersOpt = typer.Option(None, "--num-workers", min=0, help="Image decode worker processes (default: one per core, at most 8).")
+WorkersOpt = typer.Option(None, "--num-workers", min=0, max=64, help="Image decode worker processes, 0-64 (default: one per core, at most 8).")
 DecodeOpt = typer.Option(Decode.auto, "--decode", help="Image decoding: cpu (PIL in the workers), gpu (JPEGs decoded, resized and normalised on the device; other files on the CPU), auto (gpu on CUDA, else cpu).")
 
 # Engine options shared by fit, moments, entropy, score and gaussianity-report (logic: whitenclip/engine.py).
@@ -862,11 +873,10 @@ def mi(
                      **_ci_options(bootstrap, seed)).fit(X, Y, groups=groups)
     result = est.result()
     if pointwise:
-        from whitenclip.render.information import fmt_ci
+        from whitenclip.render.information import pointwise_summary
 
         _render(est.pointwise_result(X, Y, ids), "tsv")
-        _log(f"mi ({result.headline}) {result.headline_mi:.6g} ci {fmt_ci(result.headline_ci)} over {result.n} "
-             f"pairs; {result.note}")
+        _log(pointwise_summary(result))
         return
     _render(result, "json" if as_json else "table")
 
@@ -935,6 +945,10 @@ def simulate(
 
         if out is not None or save_embeddings is not None:
             raise InputError("--preset prints its table (or --json); -o and --save-embeddings are not supported")
+        fixed = _given_options(("preset", "seeds", "device", "threads", "as_json", "_quiet", "_debug"))
+        if fixed:
+            raise InputError(f"--preset {preset} fixes every setting but --seeds, --device and --threads; "
+                             f"drop {', '.join(fixed)}")
         configs = preset_configs(preset, seeds=seeds, device=device)
         _log(f"simulate --preset {preset}: {len(configs)} data sets x {seeds} seeds (laplace, gmm, binary: "
              "linear encoder; digits: CNN, infonce and supervised)")

@@ -201,6 +201,8 @@ def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except FileNotFoundError:
+        if target.parent.is_dir():  # e.g. /proc, /sys: a directory that takes no new files
+            raise InputError(f"{path}: cannot create a file in {target.parent}") from None
         raise InputError(f"{path}: directory {target.parent} does not exist") from None
     except PermissionError:
         raise InputError(f"{path}: cannot write in {target.parent} (permission denied)") from None

@@ -284,6 +284,9 @@ def make_config(*, data: str = "gmm", latent_dim: int = 32, dim: int = 64, losse
             raise InputError(f"{name} must be a positive finite number, got {value}")
     if batch_size < 2:
         raise InputError(f"--batch-size must be at least 2 (contrastive losses need negatives), got {batch_size}")
+    if dim < 2:
+        raise InputError(f"--dim must be at least 2 (the metrics use L2-normalised rows: in 1 dimension every "
+                         f"row is +1 or -1), got {dim}")
     if seeds > MAX_SEEDS:
         raise InputError(f"--seeds {seeds}: at most {MAX_SEEDS} (each seed trains every loss)")
     step_bytes = 12 * (2 * batch_size) ** 2 * 4 + 8 * 2 * batch_size * max(hidden, dim) * 4
@@ -501,7 +504,9 @@ def embedding_metrics(F_eval: np.ndarray, *, subsets, seed: int, F_fit: np.ndarr
         if z_fit is not None:
             pred = _apply(_affine_lstsq(E_fit, z_fit), E)
             sst = ((z_eval - z_eval.mean(0)) ** 2).sum(0)
-            out["r2"] = float(np.mean(1.0 - ((z_eval - pred) ** 2).sum(0) / sst))
+            varies = sst > 0  # a latent coordinate constant over the held-out rows has no R^2 (0/0)
+            out["r2"] = (float(np.mean(1.0 - ((z_eval - pred) ** 2).sum(0)[varies] / sst[varies]))
+                         if varies.any() else None)
         if y_fit is not None:
             onehot = np.eye(n_classes)[y_fit]
             pred = _apply(_affine_lstsq(E_fit, onehot, ridge=1e-3), E).argmax(1)
@@ -653,8 +658,9 @@ class _Run:
         value.backward()
         self.opt.step()
         out = float(value.detach())
-        if not math.isfinite(out):
-            raise FloatingPointError(f"{self.loss} seed {self.seed}: the training loss became {out}")
+        if not math.isfinite(out):  # the options made training diverge: bad input, one line naming them
+            raise InputError(f"{self.loss} seed {self.seed}: training diverged (the loss is no longer a finite "
+                             f"number) with --lr {c.lr:g} and --tau {c.tau:g}; lower --lr or raise --tau")
         return out
 
     def embed(self, X: np.ndarray) -> np.ndarray:

@@ -117,8 +117,8 @@ def encoder_class(kind: str, *, spec: str | None = None) -> type[Encoder]:
     eps = _entry_points(kind) if kind else []
     if not eps:
         known = ", ".join(sorted(available_encoders()))
-        raise InputError(f"unknown encoder spec {spec or kind!r}; use openclip:ARCH/PRETRAINED, openclip:ARCH@PATH, "
-                         f"minilm, or another registered kind ({known})")
+        raise InputError(f"unknown encoder spec {short_text(spec or kind)!r}; use openclip:ARCH/PRETRAINED, "
+                         f"openclip:ARCH@PATH, minilm, or another registered kind ({known})")
     ep = eps[0]
     try:
         obj = ep.load()
@@ -132,6 +132,16 @@ def encoder_class(kind: str, *, spec: str | None = None) -> type[Encoder]:
 def available_encoders() -> list[str]:
     """Names of the registered encoder kinds plus those installed plugins declare (not imported)."""
     return sorted(set(_REGISTRY) | {ep.name for ep in _entry_points()})
+
+
+def short_text(text: str, limit: int = 120) -> str:
+    """``text`` cut to ``limit`` characters with ``...`` (a spec or name quoted in a one-line message).
+
+    >>> short_text("a" * 200, 10)
+    'aaaaaaaaaa...'
+    """
+    text = str(text)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _one_line(exc: BaseException, limit: int = 240) -> str:
@@ -149,7 +159,7 @@ def _one_line(exc: BaseException, limit: int = 240) -> str:
 def resolve_device(device: str = "auto"):
     """``"auto"`` -> ``cuda`` when available else ``cpu``; checks ``cuda[:N]`` exists.
 
-    Returns a ``torch.device``; raises :class:`WhitenclipError` for an unusable device.
+    Returns a ``torch.device``; raises :class:`InputError` (exit 2) for an unusable device.
     """
     import torch
 
@@ -159,15 +169,15 @@ def resolve_device(device: str = "auto"):
     try:
         dev = torch.device(d)
     except (RuntimeError, ValueError):
-        raise WhitenclipError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise WhitenclipError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
+            raise InputError(f"device {device!r} requested but no CUDA GPU is available; use --device cpu")
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
-            raise WhitenclipError(f"device {device!r} does not exist ({n} CUDA device(s)); use cuda:0..cuda:{n - 1}")
+            raise InputError(f"device {device!r} does not exist ({n} CUDA device(s)); use cuda:0..cuda:{n - 1}")
     elif dev.type != "cpu":
-        raise WhitenclipError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+        raise InputError(f"unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
     return dev
 
 
@@ -175,7 +185,7 @@ def resolve_precision(precision: str, device) -> str:
     """``"auto"`` -> ``"fp16"`` on CUDA, ``"fp32"`` on CPU; validates the others."""
     p = (precision or "auto").lower()
     if p not in PRECISIONS:
-        raise WhitenclipError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+        raise InputError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if p == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
     return p

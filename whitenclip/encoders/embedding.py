@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import sys
 import warnings
 from collections import Counter
@@ -22,6 +23,9 @@ WORKER_BATCH = 16
 """Images per hand-over from a decode worker (model batches are assembled from these)."""
 DECODERS = ("auto", "cpu", "gpu", "pil", "pil-reduced")
 """Image decoders of :func:`embed_items` (``--decode``): see :func:`resolve_decode`."""
+
+MAX_NUM_WORKERS = 64
+"""Most decode worker processes ``num_workers`` may ask for (each is a forked Python process)."""
 
 
 # --------------------------------------------------------------------------- image loading
@@ -297,6 +301,18 @@ def _empty_cache(device) -> None:
         torch.cuda.empty_cache()
 
 
+def _check_regular(path) -> None:
+    """Raise OSError unless ``path`` is a regular file (after symlinks): reading a FIFO or a
+    character device named ``x.jpg`` would block forever or never end."""
+    if isinstance(path, (str, os.PathLike)):
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+                    if stat.S_ISSOCK(mode) else "not a file")
+            raise OSError(f"not a regular file ({kind})")
+
+
 class _ImageDataset:
     """Map-style dataset: index -> (index, pixels or None, (reason, detail) or None).
 
@@ -318,6 +334,7 @@ class _ImageDataset:
 
     def __getitem__(self, i: int):
         try:
+            _check_regular(self.paths[i])
             pixels = self.transform(load_image(self.paths[i], reduce_to=self.reduce_to))
             if self.to_uint8:
                 pixels = _uint8_hwc(pixels)
@@ -367,6 +384,7 @@ class _BytesDataset:
 
         idx = self.offset + i
         try:
+            _check_regular(self.paths[i])
             with open(self.paths[i], "rb") as fh:
                 data = fh.read()
             why, orientation = jpeg_header(data)
@@ -577,6 +595,9 @@ def embed_items(
     chunk = int(chunk_size or config.SHARD_ITEMS[modality])
     if chunk < 1:
         raise ValueError("chunk_size must be >= 1")
+    if num_workers is not None and not 0 <= int(num_workers) <= MAX_NUM_WORKERS:
+        raise InputError(f"--num-workers {num_workers}: use 0..{MAX_NUM_WORKERS} (decode worker processes; "
+                         f"default: one per core, at most 8)")
 
     # inference_mode wraps each forward pass only (it is thread state; the caller runs between yields)
     with _progress(progress, n - start, f"embedding {modality}s") as bar:
@@ -871,6 +892,7 @@ def _embed_images(encoder: Encoder, items, *, start: int, batch_size: int, chunk
     plan = _image_plan(start, n, chunk, bs, piece)
     if not plan:
         return
+    workers = min(workers, len(plan))  # a worker per loader piece at most: more would only fork idle processes
     transform = encoder.image_transform
     if transform is None:
         raise WhitenclipError(f"encoder {encoder.spec} embeds images but defines no image_transform")

@@ -25,7 +25,7 @@ from whitenclip.encoders.base import (
     register_encoder,
 )
 from whitenclip.encoders.hub import hub_location, name_or_path, quiet_transformers
-from whitenclip.errors import WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError
 
 _HINT = ("offline choices: a local model folder hf:/path/to/model (save_pretrained output of the model, "
          "its tokenizer and image processor), openclip:ARCH@/path/to/weights.safetensors or the text model 'minilm'")
@@ -121,18 +121,18 @@ class HFEncoder(Encoder):
             with quiet_transformers():
                 model = AutoModel.from_pretrained(where, local_files_only=local_only)
         except Exception as exc:  # noqa: BLE001 - missing files, unknown architecture, download errors: one line
-            raise WhitenclipError(f"cannot load {self.spec}: {_one_line(exc)}; {_HINT}") from None
+            raise InputError(f"cannot load {self.spec}: {_one_line(exc)}; {_HINT}") from None
         missing = [m for m in _METHODS if not callable(getattr(model, m, None))]
         if missing:
-            raise WhitenclipError(f"cannot load {self.spec}: {type(model).__name__} has no {' or '.join(missing)}; "
-                                  "hf: needs a vision-language model with both (CLIP, SigLIP, ALIGN, ...)")
+            raise InputError(f"cannot load {self.spec}: {type(model).__name__} has no {' or '.join(missing)}; "
+                             "hf: needs a vision-language model with both (CLIP, SigLIP, ALIGN, ...)")
         try:
             with quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
                 processor = AutoImageProcessor.from_pretrained(where, local_files_only=local_only)
         except Exception as exc:  # noqa: BLE001
-            raise WhitenclipError(f"cannot load {self.spec}: tokenizer or image processor: {_one_line(exc)}; "
-                                  f"{_HINT}") from None
+            raise InputError(f"cannot load {self.spec}: tokenizer or image processor: {_one_line(exc)}; "
+                             f"{_HINT}") from None
         self.model = model.to(device).eval()
         self.image_transform = _ImageProcessorTransform(processor)
         config = model.config

@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.encoders.base import short_text
+from whitenclip.errors import InputError
 
 NET_PROBE_TIMEOUT = 4.0
 """Seconds the one connectivity check before a download may take (uncached weights only)."""
@@ -65,12 +66,12 @@ def _require_network(spec: str, what: str, url: str, hint: str) -> None:
     from urllib.parse import urlsplit
 
     if _hub_offline():
-        raise WhitenclipError(f"cannot load {spec}: {what} is not in the Hugging Face cache ({_hub_cache_dir()}) "
-                              f"and HF_HUB_OFFLINE is set; {hint}")
+        raise InputError(f"cannot load {spec}: {what} is not in the Hugging Face cache ({_hub_cache_dir()}) "
+                         f"and HF_HUB_OFFLINE is set; {hint}")
     reason = probe_network(url)
     if reason is not None:
-        raise WhitenclipError(f"cannot load {spec}: {what} is not cached ({_hub_cache_dir()}) and "
-                              f"{urlsplit(url).netloc} cannot be reached ({reason}); {hint}")
+        raise InputError(f"cannot load {spec}: {what} is not cached ({_hub_cache_dir()}) and "
+                         f"{urlsplit(url).netloc} cannot be reached ({reason}); {hint}")
 
 
 def is_local_model(arg: str) -> bool:
@@ -84,7 +85,24 @@ def name_or_path(kind: str, arg: str | None, spec: str, example: str) -> str:
     name = (arg or "").strip()
     if not name:
         raise InputError(f"encoder spec {spec!r}: expected {kind}:NAME_OR_PATH ({example}, or a local model folder)")
-    return os.path.abspath(os.path.expanduser(name)) if is_local_model(name) else name
+    if is_local_model(name):
+        return os.path.abspath(os.path.expanduser(name))
+    check_repo_id(name, spec)
+    return name
+
+
+def check_repo_id(repo: str, spec: str) -> None:
+    """Refuse (one line, exit 2) a hub name that no hub repo can have, before anything is imported or
+    fetched: ``huggingface_hub.utils.validate_repo_id`` (``NAME`` or ``ORG/NAME`` of letters, digits,
+    ``-``, ``_``, ``.``, at most 96 characters), which would otherwise fail deep inside a loader."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo)
+    except HFValidationError:
+        raise InputError(f"encoder spec {short_text(spec)!r}: {short_text(repo)!r} is neither a local folder nor a hub "
+                         "repo id (NAME or ORG/NAME: letters, digits, '-', '_', '.'; at most 96 characters; "
+                         "local folders start with /, ./ or ~)") from None
 
 
 def hub_location(spec: str, name: str, needed: tuple[str, ...], hint: str, *,
@@ -100,10 +118,17 @@ def hub_location(spec: str, name: str, needed: tuple[str, ...], hint: str, *,
 
     if is_local_model(name):
         folder = os.path.abspath(os.path.expanduser(name))
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            raise InputError(f"cannot load {spec}: {folder} is a file, not a model folder; {hint}")
         if not os.path.isdir(folder):
-            raise WhitenclipError(f"cannot load {spec}: model folder {folder} not found; {hint}")
+            raise InputError(f"cannot load {spec}: model folder {folder} not found; {hint}")
+        with os.scandir(folder) as entries:
+            empty = next(entries, None) is None
+        if empty:
+            raise InputError(f"cannot load {spec}: model folder {folder} is empty; {hint}")
         return folder, True
     repo = name if "/" in name or default_org is None else f"{default_org}/{name}"
+    check_repo_id(repo, spec)
     if all(_hub_cached(repo, f) for f in needed) and (not any_of or any(_hub_cached(repo, f) for f in any_of)):
         return repo, True
     _require_network(spec, f"hub repo {repo}", constants.ENDPOINT, hint)

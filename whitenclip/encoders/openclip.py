@@ -17,8 +17,9 @@ from whitenclip.encoders.base import (
     autocast,
     model_fingerprint,
     register_encoder,
+    short_text,
 )
-from whitenclip.encoders.hub import _hub_cached, _require_network
+from whitenclip.encoders.hub import _hub_cached, _require_network, check_repo_id
 from whitenclip.errors import InputError, WhitenclipError
 
 EXTRA_OPENCLIP_CONFIGS: dict[str, dict] = {
@@ -135,18 +136,19 @@ class OpenClipEncoder(Encoder):
     def parse(cls, arg: str | None, spec: str) -> EncoderSpec:
         rest = arg or ""
         if rest.startswith("hf-hub:") and len(rest) > len("hf-hub:"):
+            check_repo_id(rest[len("hf-hub:"):], spec)
             return EncoderSpec("openclip", arch=rest, pretrained="hf-hub")
         if "@" in rest:
             arch, path = rest.split("@", 1)
             if not arch or not path:
-                raise InputError(f"encoder spec {spec!r}: expected openclip:ARCH@PATH")
+                raise InputError(f"encoder spec {short_text(spec)!r}: expected openclip:ARCH@PATH")
             return EncoderSpec("openclip", arch=arch, path=os.path.abspath(os.path.expanduser(path)))
         if "/" in rest:
             arch, tag = rest.split("/", 1)
             if arch and tag:
                 return EncoderSpec("openclip", arch=arch, pretrained=None if tag.lower() == "none" else tag)
         raise InputError(
-            f"encoder spec {spec!r}: expected openclip:ARCH/PRETRAINED (e.g. openclip:ViT-B-32/openai), "
+            f"encoder spec {short_text(spec)!r}: expected openclip:ARCH/PRETRAINED (e.g. openclip:ViT-B-32/openai), "
             "openclip:ARCH/none (random weights) or openclip:ARCH@PATH"
         )
 
@@ -167,14 +169,17 @@ class OpenClipEncoder(Encoder):
         arch = spec.arch
         hub = spec.pretrained == "hf-hub"
         if not hub and open_clip.factory.get_model_config(arch) is None:
-            raise WhitenclipError(
+            raise InputError(
                 f"cannot load {self.spec}: unknown open_clip architecture {arch!r} "
                 f"(see open_clip.list_models()); {_HINT}"
             )
         model_name, pretrained, extra = arch, None, {}
         if spec.path is not None:
+            if os.path.isdir(spec.path):
+                raise InputError(f"cannot load {self.spec}: checkpoint {spec.path} is a directory; give the "
+                                 f"weights file in it; {_HINT}")
             if not os.path.isfile(spec.path):
-                raise WhitenclipError(f"cannot load {self.spec}: checkpoint {spec.path} not found; {_HINT}")
+                raise InputError(f"cannot load {self.spec}: checkpoint {spec.path} not found; {_HINT}")
             pretrained = spec.path
             variant = _quickgelu_variant(arch)
             if variant is not None and arch not in _ACTIVATION_WARNED:
@@ -188,7 +193,7 @@ class OpenClipEncoder(Encoder):
             cfg = open_clip.get_pretrained_cfg(arch, spec.pretrained)
             if not cfg:
                 tags = ", ".join(open_clip.list_pretrained_tags_by_model(arch)) or "none known"
-                raise WhitenclipError(
+                raise InputError(
                     f"cannot load {self.spec}: unknown pretrained tag {spec.pretrained!r} for {arch} "
                     f"(known: {tags}); {_HINT}"
                 )
@@ -209,7 +214,7 @@ class OpenClipEncoder(Encoder):
                 what = f"could not fetch the hub model ({detail})"
             else:
                 what = detail
-            raise WhitenclipError(f"cannot load {self.spec}: {what}; {_HINT}") from None
+            raise (WhitenclipError if hub else InputError)(f"cannot load {self.spec}: {what}; {_HINT}") from None
         if spec.path is not None:  # a local checkpoint: the spec alone does not pin the weights
             self.fingerprint = model_fingerprint(model, arch)
         self.model = model.to(device).eval()

@@ -16,7 +16,7 @@ from whitenclip.encoders.base import (
     register_encoder,
 )
 from whitenclip.encoders.hub import hub_location, name_or_path, quiet_transformers
-from whitenclip.errors import WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError
 
 _HINT = ("offline choices: a local sentence-transformers folder st:/path/to/model (SentenceTransformer.save "
          "output) or the text model 'minilm'")
@@ -57,7 +57,7 @@ class SentenceTransformerEncoder(Encoder):
             with quiet_transformers():
                 self.model = SentenceTransformer(where, device=str(device), local_files_only=local_only).eval()
         except Exception as exc:  # noqa: BLE001 - missing files, bad config, download errors: one line
-            raise WhitenclipError(f"cannot load {self.spec}: {_one_line(exc)}; {_HINT}") from None
+            raise InputError(f"cannot load {self.spec}: {_one_line(exc)}; {_HINT}") from None
         first = self.model[0] if len(self.model) else None
         auto = getattr(first, "auto_model", None) or getattr(first, "model", None)
         config = getattr(auto, "config", None)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 
 from rich.table import Table
 from rich.text import Text
@@ -77,6 +78,19 @@ def entropy_rows(result: EntropyResult) -> list[tuple[str, str]]:
                                  "check runs on the input rows' own PCs and does not depend on it"))
     rows.append(("assumes", result.assumes))
     return rows
+
+
+def pointwise_summary(result: MIResult) -> str:
+    """The stderr line ``mi --pointwise`` ends with: the headline estimate, its interval, n and the note.
+
+    A deterministic relation reads "infinite (deterministic relation)", as in the table, never ``inf``.
+    """
+    head = result.headline_mi
+    if result.deterministic or head is None or not math.isfinite(head):
+        value = "infinite (deterministic relation)" if result.deterministic else "-"
+    else:
+        value = f"{head:.6g}"
+    return f"mi ({result.headline}) {value} ci {fmt_ci(result.headline_ci)} over {result.n} pairs; {result.note}"
 
 
 def mi_rows(result: MIResult) -> list[tuple[str, str]]:

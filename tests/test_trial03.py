@@ -1,0 +1,197 @@
+"""Trial 03 (hostile shell user of 0.3's newer surfaces): one regression test per defect found.
+
+Each command must end with exit 0 and the right output, or exit 2 and one line naming the file,
+option or row: never exit 1, a traceback, a hang, or inf/NaN printed.
+"""
+
+import os
+import re
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from whitenclip.cli import app
+from whitenclip.errors import InputError
+
+runner = CliRunner()
+TINY = "openclip:wc-tiny/none"
+
+
+def run(*args):
+    res = runner.invoke(app, [str(a) for a in args])
+    assert res.exit_code in (0, 2), res.output
+    assert "Traceback" not in res.output, res.output
+    return res
+
+
+def refused(*args, match):
+    res = run(*args)
+    errors = [line for line in res.stderr.splitlines() if line.startswith("whitenclip: error:")]
+    assert res.exit_code == 2 and len(errors) == 1 and re.search(match, errors[0]), res.output
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from whitenclip.encoders import load_encoder
+
+    return load_encoder(TINY, device="cpu")
+
+
+def _photos(folder, n=3):
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for k in range(n):
+        p = folder / f"p{k}.jpg"
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+# --- 1. --num-workers 100000 forked one process per worker (OOM-killed after minutes, orphans left)
+def test_num_workers_is_bounded_and_capped_at_the_loader_pieces(tmp_path, tiny, monkeypatch):
+    import torch
+
+    from whitenclip.encoders import embed
+    from whitenclip.encoders.embedding import MAX_NUM_WORKERS
+
+    assert MAX_NUM_WORKERS == 64
+    refused("embed", tmp_path, "-o", tmp_path / "st", "--num-workers", 100000, "--model", TINY,
+            match="--num-workers")
+    with pytest.raises(InputError, match=r"--num-workers 65: use 0\.\.64"):
+        embed(tiny, _photos(tmp_path / "a"), modality="image", num_workers=65)
+    seen = []
+    real = torch.utils.data.DataLoader
+
+    def loader(*args, **kwargs):
+        seen.append(kwargs["num_workers"])
+        return real(*args, **{**kwargs, "num_workers": 0, "prefetch_factor": None})
+
+    monkeypatch.setattr(torch.utils.data, "DataLoader", loader)
+    ids, X = embed(tiny, _photos(tmp_path / "b"), modality="image", num_workers=64, batch_size=3)
+    assert seen == [1] and len(ids) == 3  # 3 images, one loader piece: one worker, not 64
+    ids, X = embed(tiny, _photos(tmp_path / "c", 5), modality="image", num_workers=64, batch_size=2)
+    assert seen[-1] == 3  # pieces of 2, 2, 1 images
+
+
+# --- 2. a FIFO named x.jpg inside an image folder hung embed/fit/score forever (both decoders)
+@pytest.mark.parametrize("decode", ["cpu", "gpu"])
+def test_fifo_named_jpg_is_skipped_not_read(tmp_path, tiny, decode):
+    from whitenclip.encoders import embed
+    from whitenclip.inputs import SkipReport
+
+    good = _photos(tmp_path, 1)
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    # were the FIFO opened, this writer would let the read end at EOF (so a regression fails, not hangs)
+    writer = threading.Thread(target=lambda: open(fifo, "wb").close(), daemon=True)
+    writer.start()
+    try:
+        skips = SkipReport()
+        ids, X = embed(tiny, good + [str(fifo)], modality="image", decode=decode, num_workers=0, skips=skips)
+        assert ids == good and X.shape == (1, tiny.dim)
+        assert skips.messages == [f"{fifo}: skipped (corrupt image: not a regular file (a FIFO))"]
+    finally:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))  # release the writer thread
+        writer.join(5)
+
+
+# --- 3. encoder specs: odd hub names were "internal error: HFValidationError" (exit 1); every
+# spec that cannot load (unknown arch, empty folder, a file, not cached offline, bad device) exit 1
+@pytest.mark.parametrize("spec", ["hf:has space/model", "hf:ünïcödé/模型", "hf:a/b/c/d", "hf:org/repo@rev",
+                                  "st:" + "a" * 500, "openclip:hf-hub:bad name"])
+def test_impossible_hub_names_exit_2_before_loading(tmp_path, spec):
+    line = refused("embed", _photos(tmp_path / "in", 1)[0], "-o", tmp_path / "st", "--model", spec,
+                   match=r"is neither a local folder nor a hub repo id")
+    assert len(line) < 600  # the 500-character name (quoted twice) is shortened in the message
+
+
+def test_local_model_paths_name_what_is_wrong(tmp_path, monkeypatch):
+    from whitenclip.encoders import hub
+
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("{}")
+    with pytest.raises(InputError, match=r"cannot load hf:X: .*/empty is empty"):
+        hub.hub_location("hf:X", str(tmp_path / "empty"), ("config.json",), "hint")
+    with pytest.raises(InputError, match=r"cannot load hf:X: .*/file is a file, not a model folder"):
+        hub.hub_location("hf:X", str(tmp_path / "file"), ("config.json",), "hint")
+    monkeypatch.setattr(hub, "_hub_offline", lambda: True)
+    with pytest.raises(InputError, match="HF_HUB_OFFLINE is set"):
+        hub.hub_location("st:org/none", "org/none", ("modules.json",), "hint")
+
+
+def test_unloadable_openclip_specs_and_devices_are_bad_input(tmp_path):
+    from whitenclip.encoders import load_encoder, resolve_device
+
+    with pytest.raises(InputError, match="unknown open_clip architecture 'NoSuchArch'"):
+        load_encoder("openclip:NoSuchArch/none", device="cpu")
+    with pytest.raises(InputError, match="unknown pretrained tag 'nosuchtag'"):
+        load_encoder("openclip:wc-tiny/nosuchtag", device="cpu")
+    with pytest.raises(InputError, match=r"checkpoint .* is a directory"):
+        load_encoder(f"openclip:wc-tiny@{tmp_path}", device="cpu")
+    with pytest.raises(InputError, match="unknown device 'tpu'"):
+        resolve_device("tpu")
+    refused("simulate", "--device", "foo", "--steps", 1, match="unknown device 'foo'")
+
+
+# --- 4. mi --pointwise on a deterministic relation printed "mi (in-sample) inf ci -" on stderr
+def test_pointwise_summary_never_prints_inf(tmp_path):
+    X = np.random.default_rng(0).standard_normal((300, 4))
+    np.save(tmp_path / "x.npy", X)
+    res = run("mi", tmp_path / "x.npy", tmp_path / "x.npy", "--pointwise")
+    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 301
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("mi (in-sample) infinite (deterministic relation) ci - over 300 pairs; "), last
+    assert not re.search(r"(?i)(?<![a-z])-?(inf|nan)(?![a-z])", res.stderr), res.stderr
+
+
+# --- 5. simulate
+def test_simulate_divergence_is_one_line_exit_2(tmp_path):
+    line = refused("simulate", "--losses", "aninfonce", "--lr", "1e10", "--steps", 3, "--evals", 1,
+                   "--n-eval", 500, "--seeds", 1, "--batch-size", 32, "--device", "cpu",
+                   match=r"aninfonce seed 0: training diverged .* --lr 1e\+10 .*; lower --lr or raise --tau")
+    assert "FloatingPointError" not in line and "nan" not in line
+
+
+def test_simulate_dim_1_is_refused_up_front():
+    refused("simulate", "--dim", 1, "--device", "cpu", match=r"--dim must be at least 2 .* got 1")
+
+
+def test_simulate_preset_refuses_the_settings_it_fixes():
+    refused("simulate", "--preset", "iclr2026", "--epochs", 1,
+            match=r"--preset iclr2026 fixes every setting but --seeds, --device and --threads; drop --epochs$")
+    refused("simulate", "--preset", "iclr2026", "--sparsity", "-1", "--mixing", "foo", "--seeds", 2,
+            match=r"drop --mixing, --sparsity$")
+
+
+def test_r2_skips_latent_coordinates_constant_on_the_held_out_rows():
+    import warnings
+
+    from whitenclip.simulate import _affine_lstsq, _apply, _subsets, embedding_metrics
+
+    rng = np.random.default_rng(1)
+    F = rng.standard_normal((1000, 4))
+    z = np.column_stack([F[:, 0] + 0.1 * rng.standard_normal(1000), F[:, 1], np.zeros(1000)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # 0/0 was a RuntimeWarning and r2 = NaN
+        m = embedding_metrics(F[500:], subsets=_subsets(500, 0), seed=0, F_fit=F[:500], z_fit=z[:500],
+                              z_eval=z[500:])
+    E = F / np.linalg.norm(F, axis=1, keepdims=True)
+    pred = _apply(_affine_lstsq(E[:500], z[:500]), E[500:])
+    ze = z[500:, :2]
+    want = np.mean(1 - ((ze - pred[:, :2]) ** 2).sum(0) / ((ze - ze.mean(0)) ** 2).sum(0))
+    assert np.isfinite(m["r2"]) and m["r2"] == pytest.approx(want, rel=1e-12)
+
+
+# --- 6. -o into a directory that takes no files (/proc) said "directory /proc does not exist"
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs procfs")
+def test_output_in_a_directory_that_takes_no_files(tmp_path):
+    from whitenclip.outputs import atomic_write
+
+    with pytest.raises(InputError, match=r"^/proc/x\.tsv: cannot create a file in /proc$"):
+        with atomic_write("/proc/x.tsv", "w") as fh:
+            fh.write("x")
