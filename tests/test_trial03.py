@@ -195,3 +195,19 @@ def test_output_in_a_directory_that_takes_no_files(tmp_path):
     with pytest.raises(InputError, match=r"^/proc/x\.tsv: cannot create a file in /proc$"):
         with atomic_write("/proc/x.tsv", "w") as fh:
             fh.write("x")
+
+
+# --- 7. score -o x.parquet --format jsonl silently wrote parquet
+def test_parquet_output_refuses_an_explicit_text_format(tmp_path):
+    pytest.importorskip("pyarrow")
+    from whitenclip.whitening import Whitener
+
+    X = np.random.default_rng(0).standard_normal((50, 3))
+    np.save(tmp_path / "q.npy", X)
+    Whitener().fit(X).save(tmp_path / "w.safetensors")
+    out = tmp_path / "s.PARQUET"
+    refused("score", tmp_path / "q.npy", "-w", tmp_path / "w.safetensors", "-o", out, "--format", "jsonl",
+            match=r"s\.PARQUET: a \.parquet output is written as parquet; --format jsonl names a text format")
+    assert not out.exists()
+    assert run("score", tmp_path / "q.npy", "-w", tmp_path / "w.safetensors", "-o", out).exit_code == 0
+    assert out.read_bytes()[:4] == b"PAR1"

@@ -564,6 +564,9 @@ def score(
     from whitenclip.stores import RowStats, iter_rows
     from whitenclip.tables import is_parquet_output
 
+    if is_parquet_output(output) and "--format" in _given_options(()):
+        raise InputError(f"{output}: a .parquet output is written as parquet; --format {fmt.value} names a text "
+                         "format: drop --format, or give another file name")
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial,
                   column=column, id_column=id_column)
     sharded = eng.handles(inputs)
