@@ -211,3 +211,18 @@ def test_parquet_output_refuses_an_explicit_text_format(tmp_path):
     assert not out.exists()
     assert run("score", tmp_path / "q.npy", "-w", tmp_path / "w.safetensors", "-o", out).exit_code == 0
     assert out.read_bytes()[:4] == b"PAR1"
+
+
+# --- 8. --decode gpu with a model whose preprocessing has no tensor equivalent exited 1
+def test_decode_gpu_without_tensor_preprocessing_is_bad_input(tiny):
+    import copy
+
+    from whitenclip.encoders import resolve_decode
+
+    odd = copy.copy(tiny)
+    odd.image_transform = lambda im: im  # no Resize/CenterCrop/ToTensor/Normalize to mirror
+    with pytest.raises(InputError, match="--decode gpu: the preprocessing of .* has no tensor equivalent"):
+        resolve_decode("gpu", odd)
+    assert resolve_decode("cpu", odd) == "pil" and resolve_decode("auto", odd) == "pil"
+    with pytest.raises(InputError, match="unknown decode 'nvjpeg'"):
+        resolve_decode("nvjpeg", odd)

@@ -581,7 +581,7 @@ def embed_items(
         raise ValueError("modality= is required when items is a plain sequence")
     encoder.check_modality(modality)
     if (decode or "auto").strip().lower() not in DECODERS:
-        raise WhitenclipError(f"unknown decode {decode!r}; use {', '.join(DECODERS)}")
+        raise InputError(f"unknown decode {decode!r}; use {', '.join(DECODERS)}")
     decode = resolve_decode(decode, encoder) if modality == "image" else "pil"
     skips = skips if skips is not None else SkipReport()
     strict = bool(strict)
@@ -654,7 +654,7 @@ def resolve_decode(decode: str | None, encoder: Encoder) -> str:
     """
     d = (decode or "auto").strip().lower()
     if d not in DECODERS:
-        raise WhitenclipError(f"unknown decode {decode!r}; use {', '.join(DECODERS)}")
+        raise InputError(f"unknown decode {decode!r}; use {', '.join(DECODERS)}")
     if d == "cpu":
         return "pil"
     tensor_ok = TensorPreprocess.from_transform(encoder.image_transform) is not None
@@ -662,13 +662,13 @@ def resolve_decode(decode: str | None, encoder: Encoder) -> str:
         return "gpu" if encoder.device.type == "cuda" and tensor_ok and device_decoder_error(encoder.device) is None \
             else "pil"
     if d == "gpu" and not tensor_ok:
-        raise WhitenclipError(f"--decode gpu: the preprocessing of {encoder.spec} has no tensor equivalent "
-                              "(it needs Resize, CenterCrop, ToTensor, Normalize); use --decode cpu")
+        raise InputError(f"--decode gpu: the preprocessing of {encoder.spec} has no tensor equivalent "
+                         "(it needs Resize, CenterCrop, ToTensor, Normalize); use --decode cpu")
     if d == "gpu":
         why = device_decoder_error(encoder.device)
         if why is not None:
-            raise WhitenclipError(f"--decode gpu: torchvision cannot decode JPEGs on {encoder.device} here ({why}); "
-                                  "use --decode cpu")
+            raise InputError(f"--decode gpu: torchvision cannot decode JPEGs on {encoder.device} here ({why}); "
+                             "use --decode cpu")
     return d
 
 
