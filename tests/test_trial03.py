@@ -226,3 +226,18 @@ def test_decode_gpu_without_tensor_preprocessing_is_bad_input(tiny):
     assert resolve_decode("cpu", odd) == "pil" and resolve_decode("auto", odd) == "pil"
     with pytest.raises(InputError, match="unknown decode 'nvjpeg'"):
         resolve_decode("nvjpeg", odd)
+
+
+# --- 9. mi: bad --bootstrap/--shrinkage were refused after reading and pairing the inputs (two
+# stderr lines: the pairing note, then the error); --shrinkage 2 / nan only inside the estimator
+@pytest.mark.parametrize("option, match", [(("--bootstrap", 1), "--bootstrap needs at least 2"),
+                                           (("--shrinkage", 2), r"--shrinkage must be .* in \[0, 1\]; got 2$"),
+                                           (("--shrinkage", "nan"), r"in \[0, 1\]; got nan$")])
+def test_mi_option_values_are_refused_before_reading(tmp_path, option, match):
+    rng = np.random.default_rng(0)
+    ids = np.array([f"k{i}" for i in range(60)])
+    np.savez(tmp_path / "x.npz", embeddings=rng.standard_normal((60, 3)), ids=ids)
+    np.savez(tmp_path / "y.npz", embeddings=rng.standard_normal((60, 2)), ids=ids[::-1])
+    res = run("mi", tmp_path / "x.npz", tmp_path / "y.npz", *option)
+    assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert re.search(match, res.stderr.strip()), res.stderr

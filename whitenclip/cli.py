@@ -293,7 +293,10 @@ def _load_whitener(path: Path):
 def _parse_shrinkage(value: Optional[str]):
     from whitenclip.whitening import parse_shrinkage
 
-    return parse_shrinkage(value)
+    parsed = parse_shrinkage(value)
+    if isinstance(parsed, float) and not 0.0 <= parsed <= 1.0:  # NaN too: refused before any input is read
+        raise InputError(f"--shrinkage must be none, ledoit-wolf, oas or a number in [0, 1]; got {value}")
+    return parsed
 
 
 class Method(str, Enum):
@@ -850,6 +853,7 @@ def mi(
 
     if pointwise and as_json:
         raise InputError("--pointwise and --json both write stdout; choose one")
+    shrink, ci_options = _parse_shrinkage(shrinkage), _ci_options(bootstrap, seed)  # bad values: before any work
     if pairs is not None:
         if x is not None or y is not None:
             raise InputError("give either X Y embeddings or --pairs TABLE, not both")
@@ -872,8 +876,7 @@ def mi(
         from whitenclip.sources import read_groups_file
 
         groups = read_groups_file(groups, X.shape[0])
-    est = GaussianMI(base=base.value, shrinkage=_parse_shrinkage(shrinkage), ksg_dims=ksg_dims,
-                     **_ci_options(bootstrap, seed)).fit(X, Y, groups=groups)
+    est = GaussianMI(base=base.value, shrinkage=shrink, ksg_dims=ksg_dims, **ci_options).fit(X, Y, groups=groups)
     result = est.result()
     if pointwise:
         from whitenclip.render.information import pointwise_summary
