@@ -241,3 +241,23 @@ def test_mi_option_values_are_refused_before_reading(tmp_path, option, match):
     res = run("mi", tmp_path / "x.npz", tmp_path / "y.npz", *option)
     assert res.exit_code == 2 and len(res.stderr.strip().splitlines()) == 1, res.stderr
     assert re.search(match, res.stderr.strip()), res.stderr
+
+
+# --- 10. a log line printed before a refusal made exit 2 two lines on stderr
+def test_refusals_after_a_log_line_are_alone_on_stderr(tmp_path):
+    rng = np.random.default_rng(0)
+    ids = np.array([f"k{i}" for i in range(60)])
+    np.savez(tmp_path / "x.npz", embeddings=rng.standard_normal((60, 3)), ids=ids)
+    np.savez(tmp_path / "y.npz", embeddings=rng.standard_normal((60, 2)), ids=ids[::-1])
+    (tmp_path / "g.txt").write_text("a\nb\n")
+    res = run("mi", tmp_path / "x.npz", tmp_path / "y.npz", "--groups", tmp_path / "g.txt")
+    assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0, res.stderr  # no "rows paired by id" note
+    res = run("mi", tmp_path / "x.npz", tmp_path / "y.npz")
+    assert res.exit_code == 0 and "rows paired by id" in res.stderr
+    store = tmp_path / "emb" / "infonce" / "seed0"
+    store.mkdir(parents=True)
+    (store / "meta.json").write_text("{}")
+    res = run("simulate", "--losses", "infonce", "--steps", 1, "--evals", 1, "--n-eval", 500, "--seeds", 1,
+              "--device", "cpu", "--save-embeddings", tmp_path / "emb")
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        f"whitenclip: error: {store}: already exists and is not empty; choose a new --save-embeddings directory"]

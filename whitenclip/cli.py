@@ -868,14 +868,14 @@ def mi(
         ids, X = read_embeddings([x], allow_partial=allow_partial)
         ids_y, Y = read_embeddings([y], allow_partial=allow_partial)
         ids, X, Y, how = pair_rows(ids, X, ids_y, Y, x, y)
-        if how == "id":
-            _log(f"mi: {x} and {y} list the same ids in another order; rows paired by id")
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
     if groups is not None:
         from whitenclip.sources import read_groups_file
 
         groups = read_groups_file(groups, X.shape[0])
+    if pairs is None and how == "id":  # after the last refusal: an error stays the only line on stderr
+        _log(f"mi: {x} and {y} list the same ids in another order; rows paired by id")
     est = GaussianMI(base=base.value, shrinkage=shrink, ksg_dims=ksg_dims, **ci_options).fit(X, Y, groups=groups)
     result = est.result()
     if pointwise:
@@ -971,6 +971,10 @@ def simulate(
                          tau=tau, seeds=seeds, lr=lr, evals=evals, n_eval=n_eval, labels=labels, device=device,
                          encoder=encoder, mixing=mixing, sparsity=sparsity, train_size=train_size, epochs=epochs,
                          eval_epochs=eval_epochs)
+    if save_embeddings is not None:  # before the first log line: a refusal is the only line on stderr
+        from whitenclip.simulate import check_store_dirs
+
+        check_store_dirs(save_embeddings, config)
     _log(f"simulate: {len(config.losses)} loss(es) x {config.seeds} seed(s), {config.steps} steps on {config.data} "
          f"({config.encoder} encoder), "
          f"device {config.device}")

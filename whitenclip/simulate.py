@@ -698,7 +698,9 @@ def _train_set(config: SimulationConfig, seed: int, task):
     return task.latent(config.train_size, np.random.default_rng(np.random.SeedSequence([seed, 0x7A15])))
 
 
-def _check_store_dirs(save_dir: Path, config: SimulationConfig) -> None:
+def check_store_dirs(save_dir, config: SimulationConfig) -> None:
+    """Refuse (before any training) a ``--save-embeddings`` folder whose ``<loss>/seed<S>/`` stores exist."""
+    save_dir = Path(save_dir)
     for loss in config.losses:
         for seed in range(config.seeds):
             d = save_dir / loss / f"seed{seed}"
@@ -719,7 +721,7 @@ def simulate(config: SimulationConfig, *, save_embeddings=None, progress: bool =
 
     save_dir = Path(save_embeddings) if save_embeddings is not None else None
     if save_dir is not None:
-        _check_store_dirs(save_dir, config)
+        check_store_dirs(save_dir, config)
     from threadpoolctl import threadpool_limits
 
     cores = os.cpu_count() or 1
