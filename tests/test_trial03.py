@@ -261,3 +261,16 @@ def test_refusals_after_a_log_line_are_alone_on_stderr(tmp_path):
               "--device", "cpu", "--save-embeddings", tmp_path / "emb")
     assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
         f"whitenclip: error: {store}: already exists and is not empty; choose a new --save-embeddings directory"]
+
+
+# --- 11. mi refusals about one side named "X"/"Y" instead of the file
+def test_mi_refusals_name_the_file(tmp_path):
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "few.npy", rng.standard_normal((3, 2)))
+    np.save(tmp_path / "few_b.npy", rng.standard_normal((3, 2)))
+    np.save(tmp_path / "const.npy", np.ones((40, 3)))
+    np.save(tmp_path / "ok.npy", rng.standard_normal((40, 2)))
+    refused("mi", tmp_path / "few.npy", tmp_path / "few_b.npy",
+            match=rf"error: {re.escape(str(tmp_path / 'few.npy'))}: need at least 4 row\(s\)")
+    refused("mi", tmp_path / "ok.npy", tmp_path / "const.npy",
+            match=rf"error: mi: {re.escape(str(tmp_path / 'const.npy'))}: all directions have zero variance$")

@@ -876,7 +876,9 @@ def mi(
         groups = read_groups_file(groups, X.shape[0])
     if pairs is None and how == "id":  # after the last refusal: an error stays the only line on stderr
         _log(f"mi: {x} and {y} list the same ids in another order; rows paired by id")
-    est = GaussianMI(base=base.value, shrinkage=shrink, ksg_dims=ksg_dims, **ci_options).fit(X, Y, groups=groups)
+    names = (x, y) if pairs is None else (f"{pairs} (images)", f"{pairs} (captions)")
+    est = GaussianMI(base=base.value, shrinkage=shrink, ksg_dims=ksg_dims, **ci_options).fit(X, Y, groups=groups,
+                                                                                           names=names)
     result = est.result()
     if pointwise:
         from whitenclip.render.information import pointwise_summary

@@ -596,15 +596,15 @@ class GaussianMI:
         self.max_corr = max_corr
         self.random_state = random_state
 
-    def fit(self, X, Y, groups=None):
+    def fit(self, X, Y, groups=None, names=("X", "Y")):
         """Fit on paired rows: ``X`` (n_samples, dx), ``Y`` (n_samples, dy); returns ``self``.
 
         ``groups`` (n_samples ids, optional): rows sharing an id (captions of one image, frames
         of one clip) are kept in one cross-fitting fold and clustered in its interval; a None id
-        makes the row its own group.
+        makes the row its own group. ``names``: what refusals call X and Y (the CLI gives the files).
         """
         unit = _unit(self.base)
-        X, Y = _paired(X, Y, min_rows=4)
+        X, Y = _paired(X, Y, min_rows=4, names=names)
         _check_ci(self.ci, _CI_METHODS[:2] + (None,))
         _check_n_boot(self.ci, self.n_boot)
         if groups is not None and len(groups) != X.shape[0]:
@@ -620,7 +620,7 @@ class GaussianMI:
         S = groups.covariance()
         a, (sx, sy) = self._shrinkage(J, dx, S)
         # the joint log det needs r_x + r_y below the row count: the budget is shared symmetrically
-        (Ax, lx), (Ay, ly) = _whitening_maps(S, dx, a, self.floor, _max_rank(n))
+        (Ax, lx), (Ay, ly) = _whitening_maps(S, dx, a, self.floor, _max_rank(n), names=names)
         rx, ry = Ax.shape[1], Ay.shape[1]
         K = (1.0 - a) * (Ax.T @ S[:dx, dx:] @ Ay)  # whitened cross-covariance (rx, ry)
         with _one_thread():
@@ -1318,13 +1318,13 @@ def _top_eigh(Xc, floor, max_rank, m):
     return lam[:r].copy(), np.ascontiguousarray(V[:, :r])
 
 
-def _whitening_maps(S, dx, a, floor, budget):
+def _whitening_maps(S, dx, a, floor, budget, names=("X", "Y")):
     """``(A_x, lam_x), (A_y, lam_y)``: ``A = V lam^{-1/2}`` (d, r) of each shrunk block
     ``(1 - a) S_b + a (tr S_b / d_b) I`` over its kept rank, with ``r_x + r_y <= budget`` shared
     symmetrically: each side keeps up to half, and a side that needs less leaves the rest to the
     other (never 487 x 1)."""
     sides = []
-    for cov, what in ((S[:dx, :dx], "mi: X"), (S[dx:, dx:], "mi: Y")):
+    for cov, what in ((S[:dx, :dx], f"mi: {names[0]}"), (S[dx:, dx:], f"mi: {names[1]}")):
         lam, V = eigh_descending(shrink(cov, a))
         if not lam[0] > 0.0:
             raise InputError(f"{what}: all directions have zero variance")
@@ -1412,11 +1412,11 @@ def _unit(base):
     return _BASES[str(base)]
 
 
-def _paired(X, Y, min_rows=2):
-    X = as_matrix(X, "X", min_rows=min_rows, allow_1d=True)
-    Y = as_matrix(Y, "Y", min_rows=min_rows, allow_1d=True)
+def _paired(X, Y, min_rows=2, names=("X", "Y")):
+    X = as_matrix(X, str(names[0]), min_rows=min_rows, allow_1d=True)
+    Y = as_matrix(Y, str(names[1]), min_rows=min_rows, allow_1d=True)
     if X.shape[0] != Y.shape[0]:
-        raise InputError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; rows must be paired")
+        raise InputError(f"{names[0]} has {X.shape[0]} rows but {names[1]} has {Y.shape[0]}; rows must be paired")
     return X, Y
 
 
