@@ -82,7 +82,7 @@ def test_num_workers_is_bounded_and_capped_at_the_loader_pieces(tmp_path, tiny, 
 @pytest.mark.parametrize("decode", ["cpu", "gpu"])
 def test_fifo_named_jpg_is_skipped_not_read(tmp_path, tiny, decode):
     from whitenclip.encoders import embed
-    from whitenclip.inputs import SkipReport
+    from whitenclip.inputs import InputSkipWarning, SkipReport
 
     good = _photos(tmp_path, 1)
     fifo = tmp_path / "pipe.jpg"
@@ -92,7 +92,8 @@ def test_fifo_named_jpg_is_skipped_not_read(tmp_path, tiny, decode):
     writer.start()
     try:
         skips = SkipReport()
-        ids, X = embed(tiny, good + [str(fifo)], modality="image", decode=decode, num_workers=0, skips=skips)
+        with pytest.warns(InputSkipWarning, match=r"pipe\.jpg: skipped \(corrupt image: not a regular file"):
+            ids, X = embed(tiny, good + [str(fifo)], modality="image", decode=decode, num_workers=0, skips=skips)
         assert ids == good and X.shape == (1, tiny.dim)
         assert skips.messages == [f"{fifo}: skipped (corrupt image: not a regular file (a FIFO))"]
     finally:
