@@ -275,3 +275,91 @@ def test_mi_refusals_name_the_file(tmp_path):
             match=rf"error: {re.escape(str(tmp_path / 'few.npy'))}: need at least 4 row\(s\)")
     refused("mi", tmp_path / "ok.npy", tmp_path / "const.npy",
             match=rf"error: mi: {re.escape(str(tmp_path / 'const.npy'))}: all directions have zero variance$")
+
+
+# --- 12. an explicit symlink loop or FIFO named x.jpg said "no such file or directory"; a folder
+# scan listed FIFOs named x.jpg (and symlink loops) as images
+def _loop_and_fifo(folder):
+    folder.mkdir(exist_ok=True)
+    os.symlink("loopb.jpg", folder / "loopa.jpg")
+    os.symlink("loopa.jpg", folder / "loopb.jpg")
+    os.mkfifo(folder / "pipe.jpg")
+    return str(folder / "loopa.jpg"), str(folder / "pipe.jpg")
+
+
+def test_symlink_loop_and_fifo_inputs_are_skipped_with_their_reason(tmp_path):
+    loop, fifo = _loop_and_fifo(tmp_path / "bad")
+    good = _photos(tmp_path / "ok", 1)[0]
+    res = run("embed", good, loop, fifo, "-o", tmp_path / "st", "--model", TINY, "--num-workers", 0)
+    assert res.exit_code == 0, res.output
+    warned = [line for line in res.stderr.splitlines() if line.startswith("whitenclip: warning:")]
+    assert warned == [f"whitenclip: warning: {loop}: skipped (unreadable file: too many levels of symbolic links)",
+                      f"whitenclip: warning: {fifo}: skipped (corrupt image: not a regular file (a FIFO))"]
+    assert "2 skipped: 1 corrupt image, 1 unreadable file" in res.stderr
+    res = run("embed", loop, "-o", tmp_path / "st2", "--model", TINY)
+    assert res.exit_code == 2 and "too many levels of symbolic links" in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"whitenclip: error: {loop}: nothing usable to embed (1 skipped: 1 unreadable file)")
+    refused("embed", fifo, "-o", tmp_path / "st3", "--model", TINY, "--strict",
+            match=rf"{re.escape(fifo)}: corrupt image: not a regular file \(a FIFO\) \(strict mode")
+    refused("embed", tmp_path / "nope.jpg", "-o", tmp_path / "st4", match=r"nope\.jpg: no such file or directory$")
+    assert not (tmp_path / "st2").exists() and not (tmp_path / "st3").exists()
+
+
+def test_folder_scan_leaves_out_fifos_and_symlink_loops(tmp_path):
+    from whitenclip.inputs import InputSkipWarning, SkipReport, collect_inputs, discover_images
+
+    loop, fifo = _loop_and_fifo(tmp_path)
+    good = _photos(tmp_path, 2)
+    (tmp_path / "sub").mkdir()
+    os.mkfifo(tmp_path / "sub" / "z.png")
+    assert discover_images(tmp_path) == good  # nothing to report to: left out quietly
+    report = SkipReport()
+    with pytest.warns(InputSkipWarning):
+        assert discover_images(tmp_path, report) == good
+    looped = "(unreadable file: too many levels of symbolic links)"
+    piped = "(corrupt image: not a regular file (a FIFO))"
+    assert report.messages == [f"{loop}: skipped {looped}", f"{tmp_path / 'loopb.jpg'}: skipped {looped}",
+                               f"{fifo}: skipped {piped}", f"{tmp_path / 'sub' / 'z.png'}: skipped {piped}"]
+    with pytest.warns(InputSkipWarning):
+        inputs = collect_inputs([tmp_path])
+    assert inputs.items == good and inputs.skips.counts == {"corrupt image": 2, "unreadable file": 2}
+    with pytest.raises(InputError, match=r"loopa\.jpg: unreadable file: too many levels .* \(strict mode"):
+        collect_inputs([tmp_path], strict=True)
+
+
+# --- 13. mi --pairs: one missing image named by 100 rows was "1 skipped"; an empty image cell was
+# "corrupt image: Is a directory"; a binary --pairs file gave 20+ warnings then "no column 'image'"
+def test_pairs_skip_report_counts_the_table_rows_dropped(tmp_path):
+    import json
+
+    from whitenclip.inputs import InputSkipWarning
+    from whitenclip.sources import EncodeOptions, embed_pairs
+
+    _photos(tmp_path, 3)
+    rows = ["image,caption"] + [f"gone.jpg,caption {i}" for i in range(100)]
+    rows += [f"p{k % 3}.jpg,good caption {k}" for k in range(30)] + [",no image here"]
+    table = tmp_path / "pairs.csv"
+    table.write_text("\n".join(rows) + "\n")
+    with pytest.warns(InputSkipWarning) as rec:
+        paired = embed_pairs(table, EncodeOptions(model=TINY, num_workers=0, progress=False))
+    assert [str(w.message) for w in rec][0] == f"{table}:132: skipped (empty image path)"
+    assert len(paired.ids) == 30 and paired.X.shape[0] == paired.Y.shape[0] == 30
+    assert paired.skips.n_pairs_skipped == 101 and paired.skips.n_skipped == 2  # rows; items (a row, an image)
+    assert paired.skips.summary() == "101 pairs skipped: 1 empty image path, 1 missing file (100 rows)"
+    assert paired.skips.as_dict()["n_pairs_skipped"] == 101
+    res = run("mi", "--pairs", table, "--model", TINY, "--num-workers", 0, "--json", "--ksg-dims", 0)
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["n"] == 30
+    assert "inputs: 101 pairs skipped: 1 empty image path, 1 missing file (100 rows)" in res.stderr
+    assert "Is a directory" not in res.stderr
+
+
+def test_pairs_table_that_is_not_csv_is_one_line(tmp_path):
+    np.savez(tmp_path / "x.npz", embeddings=np.arange(5000.0).reshape(1000, 5))
+    res = run("mi", "--pairs", tmp_path / "x.npz")
+    assert res.exit_code == 2 and res.stderr.strip().splitlines() == [
+        f"whitenclip: error: {tmp_path / 'x.npz'}: not a CSV/TSV table (binary file); --pairs reads a CSV/TSV "
+        "whose header names the image and caption columns"]
+    (tmp_path / "blank.csv").write_text("\nimage,caption\n")
+    refused("mi", "--pairs", tmp_path / "blank.csv", match=r"blank\.csv:1: not a CSV/TSV table \(empty header line\)")

@@ -31,6 +31,7 @@ import csv
 import io
 import os
 import re
+import stat
 import sys
 import warnings
 from collections import Counter
@@ -182,19 +183,84 @@ def _is_table(path: str) -> bool:
 # --------------------------------------------------------------------------- images
 
 
-def discover_images(directory: str | os.PathLike) -> list[str]:
+def discover_images(directory: str | os.PathLike, report: SkipReport | None = None) -> list[str]:
     """Image files under ``directory`` (recursive), sorted by path; hidden entries skipped.
 
     Returns the paths as strings joined onto ``directory`` as given (relative stays relative).
+    An entry named like an image that is not a regular file (a FIFO or device named ``x.jpg``,
+    a symlink loop or a dangling link) is left out, and recorded in ``report`` when one is given
+    (:func:`non_regular_reason`). Symlinked folders are not followed (as :func:`os.walk`).
     """
-    root = str(directory)
     found: list[str] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            if not name.startswith(".") and is_image_path(name):
-                found.append(os.path.join(dirpath, name))
+    _walk_images(str(directory), found, report, top=True)
     return found
+
+
+def _walk_images(dirpath: str, found: list[str], report: SkipReport | None, top: bool = False) -> None:
+    # os.walk's order (this folder's files, then each subfolder), keeping each entry's file type
+    # from scandir: a FIFO is told apart without opening it, and regular files cost no stat call
+    try:
+        with os.scandir(dirpath) as it:
+            entries = list(it)
+    except OSError as exc:
+        if top:
+            raise InputError(f"{dirpath}: cannot read the folder ({_os_error_text(exc)})") from None
+        return  # as os.walk: an unreadable subfolder is passed over
+    dirs, files = [], []
+    for entry in entries:
+        try:
+            is_dir = entry.is_dir()
+        except OSError:
+            is_dir = False
+        (dirs if is_dir else files).append(entry)
+    for entry in sorted(files, key=lambda e: e.name):
+        if entry.name.startswith(".") or not is_image_path(entry.name):
+            continue
+        path = os.path.join(dirpath, entry.name)
+        try:
+            regular = entry.is_file()
+        except OSError:
+            regular = False
+        if regular:
+            found.append(path)
+            continue
+        why = non_regular_reason(path)
+        if why is None:  # became a regular file since the scan
+            found.append(path)
+        elif report is not None:
+            report.add(path, *why)
+    for entry in sorted(dirs, key=lambda e: e.name):
+        if entry.name.startswith(".") or entry.is_symlink():
+            continue
+        _walk_images(os.path.join(dirpath, entry.name), found, report)
+
+
+def non_regular_reason(path: str | os.PathLike) -> tuple[str, str] | None:
+    """``(reason, detail)`` when ``path`` is not a regular file once symlinks are followed, else None.
+
+    A FIFO, device or socket is ``("corrupt image", "not a regular file (a FIFO)")`` (the words the
+    encoder's workers use for one found while reading); a path that cannot be looked up is
+    ``("missing file", ...)`` or ``("unreadable file", <the OS error's text>)``, e.g. ``"too many
+    levels of symbolic links"`` for a symlink loop.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        dangling = " (dangling symbolic link)" if os.path.islink(path) else ""
+        return "missing file", f"no such file or directory{dangling}"
+    except OSError as exc:
+        return "unreadable file", _os_error_text(exc)
+    if stat.S_ISREG(mode):
+        return None
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+            if stat.S_ISSOCK(mode) else "not a file")
+    return "corrupt image", f"not a regular file ({kind})"
+
+
+def _os_error_text(exc: OSError) -> str:
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
 
 
 def load_image(path: str | os.PathLike, *, reduce_to: int | None = None):
@@ -495,8 +561,9 @@ def _image_items(paths: Iterable[str], report: SkipReport, stdin) -> list[str]:
                 if line:
                     items.append(line)
         elif os.path.isdir(p):
-            found = discover_images(p)
-            if not found:
+            skipped = report.n_skipped
+            found = discover_images(p, report)
+            if not found and report.n_skipped == skipped:
                 raise InputError(
                     f"{p}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
                 )
@@ -504,7 +571,13 @@ def _image_items(paths: Iterable[str], report: SkipReport, stdin) -> list[str]:
         elif os.path.isfile(p):
             items.append(p)
         else:
-            raise InputError(f"{p}: no such file or directory")
+            why = non_regular_reason(p)
+            if why is None:  # became a regular file since the check
+                items.append(p)
+            elif why[0] == "missing file":
+                raise InputError(f"{p}: {why[1]}")
+            else:  # a symlink loop, a FIFO or device named x.jpg: a bad image, skipped like the others
+                report.add(p, *why)
     return items
 
 

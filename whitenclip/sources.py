@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import io
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from whitenclip.config import ENCODED_CHUNK_ITEMS
 from whitenclip.errors import InputError
-from whitenclip.inputs import is_image_path
+from whitenclip.inputs import SkipReport, is_image_path
 from whitenclip.stores import (
     EmbeddingFile,
     agreed_encoder_meta,
@@ -361,25 +362,75 @@ class PairedEmbeddings:
     meta: dict
 
 
+@dataclass
+class PairSkipReport(SkipReport):
+    """A :class:`~whitenclip.inputs.SkipReport` of a pairs table that also counts the table rows
+    dropped: one image that cannot be embedded drops every row naming it.
+
+    ``rows_of_image`` (image path -> rows naming it) is set before the images are embedded; an
+    image skipped then counts those rows (``n_pairs_skipped``, :meth:`summary`). ``n_skipped`` and
+    ``counts`` stay per item (a row, or an image), as in every other report.
+    """
+
+    rows_of_image: dict = field(default_factory=dict)
+    skipped_images: dict = field(default_factory=dict)
+    """image path -> reason, for the images skipped while embedding."""
+
+    def add(self, where: str, reason: str, detail: str | None = None) -> None:
+        super().add(where, reason, detail)
+        if where in self.rows_of_image:
+            self.skipped_images[where] = reason
+
+    @property
+    def n_pairs_skipped(self) -> int:
+        """Table rows dropped: rows skipped themselves plus every row of a skipped image."""
+        return (self.n_skipped - len(self.skipped_images)
+                + sum(self.rows_of_image[img] for img in self.skipped_images))
+
+    def summary(self) -> str:
+        """One line, e.g. ``"101 pairs skipped: 1 empty caption, 1 missing file (100 rows)"``."""
+        if not self.counts:
+            return ""
+        rows: Counter = Counter()
+        for img, reason in self.skipped_images.items():
+            rows[reason] += self.rows_of_image[img]
+        parts = ", ".join(f"{n} {reason}" + (f" ({rows[reason]} row{'s' * (rows[reason] != 1)})"
+                                             if reason in rows else "")
+                          for reason, n in sorted(self.counts.items()))
+        n = self.n_pairs_skipped
+        return f"{n} pair{'s' * (n != 1)} skipped: {parts}"
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "n_pairs_skipped": self.n_pairs_skipped}
+
+
+_PAIRS_HINT = "--pairs reads a CSV/TSV whose header names the image and caption columns"
+
+
 def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, skips=None) -> list[tuple[str, str, str]]:
-    """``(id, image_path, caption)`` for each usable row of a CSV pairs table.
+    """``(id, image_path, caption)`` for each usable row of a CSV (or ``.tsv``) pairs table.
 
     Image paths are taken as given when they exist, else relative to ``image_root`` (default:
-    the table's folder). Rows with an empty caption or a non-UTF-8 line are skipped and counted.
+    the table's folder). Rows with an empty image path, an empty caption or a non-UTF-8 line are
+    skipped and counted; a binary file (NUL bytes or invalid UTF-8 at its start) is refused.
     """
     import csv
 
-    from whitenclip.inputs import SkipReport, decoded_lines, pick_column
+    from whitenclip.inputs import decoded_lines, pick_column
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
     skips = skips if skips is not None else SkipReport()
+    if _is_binary(p):
+        raise InputError(f"{p}: not a CSV/TSV table (binary file); {_PAIRS_HINT}")
     lines = list(decoded_lines(p.read_bytes(), str(p), skips))
     if not lines:
         raise InputError(f"{p}: file is empty")
-    rows = csv.reader([text for _, text in lines])
+    rows = csv.reader([text for _, text in lines], delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
     header = next(rows)
+    if not any(h.strip() for h in header):
+        raise InputError(f"{p}:{lines[0][0]}: not a CSV/TSV table (empty header line); {_PAIRS_HINT}")
     i_img, i_txt = pick_column(header, image_col, str(p)), pick_column(header, text_col, str(p))
     root = Path(image_root) if image_root is not None else p.parent
     out = []
@@ -388,6 +439,9 @@ def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, sk
             skips.add(f"{p}:{lineno}", "short row", f"{len(row)} fields")
             continue
         image, caption = row[i_img].strip(), row[i_txt].strip()
+        if not image:  # would name the image folder itself
+            skips.add(f"{p}:{lineno}", "empty image path")
+            continue
         if not caption:
             skips.add(f"{p}:{lineno}", "empty caption")
             continue
@@ -409,10 +463,11 @@ def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_
     both sides together, so row i of X and Y always belong to the same table row.
     """
     from whitenclip.encoders import embed, load_encoder
-    from whitenclip.inputs import Inputs, SkipReport
+    from whitenclip.inputs import Inputs
 
-    skips = SkipReport(strict=options.strict)
+    skips = PairSkipReport(strict=options.strict)
     rows = read_pairs_table(path, image_col=image_col, text_col=text_col, image_root=image_root, skips=skips)
+    skips.rows_of_image = Counter(img for _, img, _ in rows)
     model = options.model or DEFAULT_MODELS["image"]
     encoder = load_encoder(model, normalize=bool(options.normalize), device=options.device, precision=options.precision)
     for modality in ("image", "text"):
