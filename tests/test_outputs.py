@@ -254,3 +254,25 @@ def test_simulate_page_folder_overlapping_the_stores_is_refused_before_training(
     assert res.exit_code == 2, res.output
     assert "--save-embeddings folder" in res.output and res.output.count("\n") == 1, res.output
     assert not any((tmp_path / "emb" / "infonce").iterdir()) and not any((tmp_path / "page").iterdir())
+
+
+def test_a_file_name_that_is_not_utf8_keeps_its_bytes_in_tsv_and_is_refused_by_parquet(tmp_path):
+    """TSV to a file writes a non-UTF-8 file name's bytes (as stdout does, surrogateescape); parquet
+    strings must be UTF-8, so ``-o x.parquet`` is one line naming the id (was: exit 1, UnicodeEncodeError)."""
+    pytest.importorskip("pyarrow")
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    photo = sorted(p for p in os.listdir("data/images") if p.endswith(".jpg"))[0]
+    for name in (b"plain.jpg", b"caf\xe9.jpg"):
+        (imgs / os.fsdecode(name)).write_bytes(open(os.path.join("data/images", photo), "rb").read())
+    model = ["--model", "openclip:wc-tiny/none", "--num-workers", "0"]
+    assert run("fit", "data/images", *model, "-o", tmp_path / "w.safetensors").exit_code == 0
+    score = ["score", imgs, "-w", tmp_path / "w.safetensors", "--num-workers", "0"]
+    res = run(*score, "-o", tmp_path / "s.tsv")
+    assert res.exit_code == 0, res.output
+    rows = (tmp_path / "s.tsv").read_bytes().splitlines()
+    names = [os.fsencode(imgs / "caf\udce9.jpg"), os.fsencode(imgs / "plain.jpg")]
+    assert [r.split(b"\t")[0] for r in rows] == [b"id", *names]
+    res = run(*score, "-o", tmp_path / "s.parquet")
+    assert res.exit_code == 2 and not (tmp_path / "s.parquet").exists()
+    assert "is not valid UTF-8 and parquet strings must be" in " ".join(res.output.split())

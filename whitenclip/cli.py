@@ -515,7 +515,7 @@ def _row_sink(output: Optional[Path]) -> Iterator:
         return
     from whitenclip.stores import atomic_write
 
-    with atomic_write(output, "w") as fh:
+    with atomic_write(output, "w", errors="surrogateescape") as fh:  # a file name's bytes, as on stdout
         yield fh
 
 

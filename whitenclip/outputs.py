@@ -186,16 +186,18 @@ def _refuse_inputs(p: Path, target: Path, inputs: Iterable) -> None:
 
 
 @contextlib.contextmanager
-def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
-    """Open ``path`` for writing with the rules of this module (see the module docstring).
+def atomic_write(path, mode: str = "wb", errors: str | None = None) -> Iterator[IO]:
+    """Open ``path`` for writing with the rules of this module (see the module docstring);
+    ``errors``: the text encoding's error handler (text modes only; UTF-8 is the encoding).
 
     Regular files: a temporary file beside the (symlink-resolved) target, renamed over it on
     success and removed on failure. Devices, FIFOs and sockets: opened and written directly.
     The parent directory must exist (it is never created here).
     """
     target = _target(path)
+    text = {} if "b" in mode else {"encoding": "utf-8", "errors": errors}
     if is_special(target):
-        with open(target, mode) as fh:
+        with open(target, mode, **text) as fh:
             yield fh
         return
     try:
@@ -207,7 +209,7 @@ def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
     except PermissionError:
         raise InputError(f"{path}: cannot write in {target.parent} (permission denied)") from None
     try:
-        with os.fdopen(fd, mode) as fh:
+        with os.fdopen(fd, mode, **text) as fh:
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

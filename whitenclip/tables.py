@@ -577,6 +577,14 @@ def is_parquet_output(output) -> bool:
     return output is not None and str(output) != "-" and str(output).lower().endswith(".parquet")
 
 
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def parquet_score_writer(path, columns):
     """Write :class:`~whitenclip.likelihood.ScoreTable` s to ``path`` as one parquet file, atomically
@@ -591,7 +599,14 @@ def parquet_score_writer(path, columns):
 
         def add(table) -> None:
             if table.n_rows:
-                data = {"id": pa.array(table.row_ids(), pa.string()),
+                ids = table.row_ids()
+                try:
+                    id_array = pa.array(ids, pa.string())
+                except UnicodeEncodeError:  # a file name's bytes that are not UTF-8 (os.fsdecode's surrogates)
+                    bad = next(i for i in ids if not _is_utf8(i))
+                    raise InputError(f"{path}: id {bad!r} is not valid UTF-8 and parquet strings must be; "
+                                     "write TSV or JSONL instead (they keep the name's bytes)") from None
+                data = {"id": id_array,
                         **{c: pa.array(np.asarray(table[c], dtype=np.float64)) for c in columns}}
                 writer.write_table(pa.table(data, schema=schema))
         try:
