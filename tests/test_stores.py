@@ -404,3 +404,19 @@ def test_sharded_reader_refuses_a_store_shard_whose_ids_do_not_match_its_rows(tm
         read_embeddings(d)
     with pytest.raises(InputError, match=r"shard-00001.ids.json: .*(90 ids for 100 rows|list of 100 ids)"):
         discover_shards([str(d)])
+
+
+def test_other_formats_given_as_safetensors_are_named(tmp_path):
+    from whitenclip.stores import parse_safetensors_header
+
+    np.save(tmp_path / "a.npy", np.zeros((3, 4)))
+    np.savez(tmp_path / "b.npz", x=np.zeros(3))
+    (tmp_path / "c.pt").write_bytes(b"\x80\x02" + b"\x00" * 20)
+    (tmp_path / "d.bin").write_bytes(b"hello")
+    expect = {"a.npy": "its first bytes are those of a NumPy .npy file",
+              "b.npz": "its first bytes are those of a zip archive",
+              "c.pt": "its first bytes are those of a Python pickle",
+              "d.bin": r"not a readable .safetensors file \(shorter than its 8-byte header length\)"}
+    for name, message in expect.items():
+        with pytest.raises(InputError, match=message):
+            parse_safetensors_header(tmp_path / name)

@@ -106,3 +106,25 @@ def test_modality_is_inferred_from_file_names_or_asked_for(tmp_path):
     with pytest.warns(UserWarning, match="file names say image"):
         wh = import_wclip(tmp_path / "mean_image.pt", tmp_path / "w_mat_image.pt", modality="text")
     assert wh.metadata_["modality"] == "text"
+
+
+def test_import_refuses_complex_or_nonfinite_tensors_naming_their_file(tmp_path):
+    torch.save(torch.zeros(4), tmp_path / "mean_image.pt")
+    torch.save(torch.eye(4), tmp_path / "w_mat_image.pt")
+    torch.save(torch.full((4,), float("nan")), tmp_path / "mean_nan_image.pt")
+    torch.save(torch.eye(4, dtype=torch.complex64), tmp_path / "w_complex_image.pt")
+    torch.save(torch.eye(4).bool(), tmp_path / "w_bool_image.pt")
+    import fractions
+
+    torch.save([fractions.Fraction(1, 3)], tmp_path / "w_pickle_image.pt")
+    assert import_wclip(tmp_path / "mean_image.pt", tmp_path / "w_mat_image.pt").rank_ == 4
+    cases = {("mean_nan_image.pt", "w_mat_image.pt"): r"mean_nan_image.pt: holds nan at index \(0,\); expected finite",
+             ("mean_image.pt", "w_complex_image.pt"): r"w_complex_image.pt: holds a complex64 tensor; expected real",
+             ("mean_image.pt", "w_bool_image.pt"): r"w_bool_image.pt: holds a bool tensor",
+             ("mean_image.pt", "w_pickle_image.pt"): r"w_pickle_image.pt: not a loadable torch tensor file "
+                                                     r"\(Unsupported global: GLOBAL fractions.Fraction was not an "
+                                                     r"allowed global by default\)$"}
+    for (mean, matrix), message in cases.items():
+        with pytest.raises(InputError, match=message) as err:
+            import_wclip(tmp_path / mean, tmp_path / matrix)
+        assert "\x1b" not in str(err.value) and "weights_only=False" not in str(err.value)

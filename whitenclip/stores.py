@@ -86,6 +86,12 @@ def _is_count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
+_OTHER_FORMATS = ((b"\x93NUMPY", "a NumPy .npy file"), (b"PK\x03\x04", "a zip archive (.npz, or a torch .pt file)"),
+                  (b"PAR1", "a parquet file"), (b"ARROW1", "an Arrow IPC file"), (b"\x80", "a Python pickle"),
+                  (b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"))
+"""Magic bytes of files often given where a .safetensors file is expected (named in the refusal)."""
+
+
 def parse_safetensors_header(path) -> tuple[dict[str, TensorEntry], dict[str, str]]:
     """The validated header of a ``.safetensors`` file: ``(tensors, metadata)``.
 
@@ -107,6 +113,10 @@ def parse_safetensors_header(path) -> tuple[dict[str, TensorEntry], dict[str, st
         if len(head) < 8:
             raise bad("shorter than its 8-byte header length")
         n = int.from_bytes(head, "little")
+        if n > SAFETENSORS_HEADER_LIMIT or 8 + n > size:
+            kind = next((k for magic, k in _OTHER_FORMATS if head.startswith(magic)), None)
+            if kind is not None:
+                raise InputError(f"{p}: not a .safetensors file: its first bytes are those of {kind}")
         if n > SAFETENSORS_HEADER_LIMIT:
             raise bad(f"header of {n} bytes, more than the {SAFETENSORS_HEADER_LIMIT >> 20} MiB limit")
         if 8 + n > size:
@@ -613,6 +623,21 @@ def torch_load(path):
         return torch.load(str(path), map_location="cpu", weights_only=True)
 
 
+def torch_load_error(exc: BaseException) -> str:
+    """What :func:`torch_load` refused, in one short line: the unpickler's own reason when there is
+    one (torch's advice to retry with ``weights_only=False`` is left out, as are its terminal colour codes).
+
+    >>> torch_load_error(RuntimeError("Weights only load failed. Re-run with \\x1b[1mweights_only=False\\x1b[0m. "
+    ...     "WeightsUnpickler error: Unsupported global: GLOBAL fractions.Fraction was not an allowed global. More."))
+    'Unsupported global: GLOBAL fractions.Fraction was not an allowed global'
+    """
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(exc)).split())
+    _, found, reason = text.partition("WeightsUnpickler error:")
+    if found:
+        text = reason.strip().split(". ")[0].rstrip(".")
+    return (text[:197] + "...") if len(text) > 200 else (text or type(exc).__name__)
+
+
 def _open_torch(p: Path) -> EmbeddingFile:
     """A ``torch.save``d 2-D float tensor, or a dict holding one under ``embeddings`` (optional
     ``ids``: a list of strings), read with ``torch.load(weights_only=True)`` (never unpickled)."""
@@ -623,7 +648,7 @@ def _open_torch(p: Path) -> EmbeddingFile:
     try:
         obj = torch_load(p)
     except Exception as exc:
-        raise InputError(f"{p}: not a readable torch file with weights_only=True ({_one_line(exc)}); "
+        raise InputError(f"{p}: not a readable torch file with weights_only=True ({torch_load_error(exc)}); "
                          "only tensors and dicts of tensors are read, never pickled objects") from None
     ids = None
     if isinstance(obj, dict):

@@ -1068,23 +1068,30 @@ def _warn_conditioning(report: dict, name: str) -> None:
 
 
 def load_torch_tensor(path) -> np.ndarray:
-    """Read one tensor from a torch ``.pt`` file with ``torch.load(weights_only=True)``."""
+    """Read one real, finite tensor from a torch ``.pt`` file with ``torch.load(weights_only=True)``, as float64."""
     import torch
 
-    from whitenclip.stores import _existing_file, torch_load
+    from whitenclip.stores import _existing_file, torch_load, torch_load_error
 
     p = _existing_file(path)
     try:
         obj = torch_load(p)
     except Exception as exc:
-        raise InputError(f"{p}: not a loadable torch tensor file ({' '.join(str(exc).split())[:200]})") from None
+        raise InputError(f"{p}: not a loadable torch tensor file ({torch_load_error(exc)})") from None
     if isinstance(obj, dict) and len(obj) == 1:
         obj = next(iter(obj.values()))
     if not isinstance(obj, torch.Tensor):
         raise InputError(f"{p}: expected a tensor, found {type(obj).__name__}")
     if obj.layout != torch.strided:
         raise InputError(f"{p}: holds a sparse tensor ({str(obj.layout).replace('torch.', '')}); save a dense one")
-    return obj.detach().to(torch.float64).numpy()
+    if obj.is_complex() or not (obj.is_floating_point() or obj.dtype in (torch.int8, torch.int16, torch.int32,
+                                                                        torch.int64, torch.uint8)):
+        raise InputError(f"{p}: holds a {str(obj.dtype).replace('torch.', '')} tensor; expected real numbers")
+    out = obj.detach().to(torch.float64).numpy()
+    if not np.isfinite(out).all():
+        bad = np.argwhere(~np.isfinite(out))[0]
+        raise InputError(f"{p}: holds {out[tuple(bad)]} at index {tuple(int(i) for i in bad)}; expected finite numbers")
+    return out
 
 
 MODALITIES = ("image", "text")
