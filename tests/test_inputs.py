@@ -276,3 +276,24 @@ def test_caption_groups_stay_aligned_with_captions_property():
         assert list(zip(caps, groups or [])) == want or (not want and not caps)
 
     check()
+
+
+def test_an_image_over_the_decompression_bomb_limit_is_named(tmp_path, monkeypatch):
+    """PIL's DecompressionBombWarning names no file: load_image warns naming it, the CLI shows only that."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from whitenclip.cli import app
+    from whitenclip.inputs import InputFormatWarning, load_image
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40 x 40 = 1600: over the limit, under twice it
+    (tmp_path / "imgs").mkdir()
+    Image.new("RGB", (40, 40), (10, 200, 30)).save(tmp_path / "imgs" / "big.jpg")
+    with pytest.warns(InputFormatWarning, match=r"big.jpg: 40x40 pixels, more than PIL's decompression-bomb limit "
+                                                r"of 1000"), pytest.warns(Image.DecompressionBombWarning):
+        assert load_image(tmp_path / "imgs" / "big.jpg").size == (40, 40)  # PIL's own warning too (library use)
+    res = CliRunner().invoke(app, ["embed", str(tmp_path / "imgs"), "-o", str(tmp_path / "st"), "--model",
+                                   "openclip:wc-tiny/none", "--num-workers", "0", "--decode", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "big.jpg: 40x40 pixels, more than PIL's decompression-bomb limit" in res.output
+    assert "could be decompression bomb" not in res.output

@@ -115,6 +115,8 @@ def _handles_errors(func):
     def wrapper(*args, **kwargs):
         with warnings.catch_warnings():
             warnings.simplefilter("always")
+            # PIL's DecompressionBombWarning names no file; inputs.load_image warns naming it
+            warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
             warnings.showwarning = _show_warning
             try:
                 return func(*args, **kwargs)

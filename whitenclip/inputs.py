@@ -283,6 +283,11 @@ def load_image(path: str | os.PathLike, *, reduce_to: int | None = None):
     from PIL import Image, ImageOps
 
     with Image.open(path) as im:
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit and im.width * im.height > limit:  # PIL's own warning (the CLI hides it) names no file
+            warnings.warn(f"{path}: {im.width}x{im.height} pixels, more than PIL's decompression-bomb limit of "
+                          f"{limit} (decoding it needs about {im.width * im.height * 3 >> 20} MiB)",
+                          InputFormatWarning, stacklevel=2)
         if reduce_to and im.format == "JPEG":
             im.draft(None, (int(reduce_to), int(reduce_to)))
         im.load()  # decode now: a truncated file raises here, not later
