@@ -139,14 +139,16 @@ def test_unloadable_openclip_specs_and_devices_are_bad_input(tmp_path):
     refused("simulate", "--device", "foo", "--steps", 1, match="unknown device 'foo'")
 
 
-# --- 4. mi --pointwise on a deterministic relation printed "mi (in-sample) inf ci -" on stderr
-def test_pointwise_summary_never_prints_inf(tmp_path):
+# --- 4. mi --pointwise on a deterministic relation printed "mi (in-sample) inf ci -" on stderr, and
+# finite per-pair values (about 41 nats, from clipped correlations) on stdout
+def test_pointwise_on_a_deterministic_relation_is_refused(tmp_path):
     X = np.random.default_rng(0).standard_normal((300, 4))
     np.save(tmp_path / "x.npy", X)
     res = run("mi", tmp_path / "x.npy", tmp_path / "x.npy", "--pointwise")
-    assert res.exit_code == 0 and len(res.stdout.splitlines()) == 301
-    last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("mi (in-sample) infinite (deterministic relation) ci - over 300 pairs; "), last
+    assert res.exit_code == 2 and res.stdout == ""
+    assert res.stderr.strip().splitlines() == [
+        "whitenclip: error: pointwise MI: deterministic relation between X and Y (identical inputs, or a canonical "
+        "correlation of 1): every pair's pointwise MI is infinite"]
     assert not re.search(r"(?i)(?<![a-z])-?(inf|nan)(?![a-z])", res.stderr), res.stderr
 
 

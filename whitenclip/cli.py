@@ -879,8 +879,11 @@ def mi(
     if pairs is None and how == "id":  # after the last refusal: an error stays the only line on stderr
         _log(f"mi: {x} and {y} list the same ids in another order; rows paired by id")
     names = (x, y) if pairs is None else (f"{pairs} (images)", f"{pairs} (captions)")
-    est = GaussianMI(base=base.value, shrinkage=shrink, ksg_dims=ksg_dims, **ci_options).fit(X, Y, groups=groups,
-                                                                                           names=names)
+    with warnings.catch_warnings():
+        if pointwise:  # its refusal of a deterministic relation is then the one line
+            warnings.filterwarnings("ignore", message="mi: deterministic relation")
+        est = GaussianMI(base=base.value, shrinkage=shrink, ksg_dims=ksg_dims, **ci_options).fit(X, Y, groups=groups,
+                                                                                               names=names)
     result = est.result()
     if pointwise:
         from whitenclip.render.information import pointwise_summary

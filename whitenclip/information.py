@@ -678,7 +678,12 @@ class GaussianMI:
 
         For the fitted pairs themselves, when the cross-fitted estimate is the headline, these are
         its held-out values (each pair scored by the model of the folds that did not hold it).
+        A deterministic relation (``deterministic_``) raises :class:`InputError`: every pair's
+        pointwise MI is infinite, and the finite numbers the clipped correlations give mean nothing.
         """
+        if getattr(self, "deterministic_", False):
+            raise InputError("pointwise MI: deterministic relation between X and Y (identical inputs, or a canonical "
+                             "correlation of 1): every pair's pointwise MI is infinite")
         if getattr(self, "crossfit_", None) is not None and self.headline_ == "cross-fitted":
             Xc, Yc = _paired(X, Y)
             if _fingerprint(Xc, Yc) == self._fingerprint:
