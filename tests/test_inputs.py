@@ -113,7 +113,7 @@ def test_image_error_reasons(tmp_path):
 
     with pytest.raises(FileNotFoundError) as info:
         load_image(tmp_path / "gone.png")
-    assert image_error_reason(info.value)[0] == "missing file"
+    assert image_error_reason(info.value) == ("missing file", "no such file or directory")
 
 
 # --------------------------------------------------------------------------- captions

@@ -302,8 +302,8 @@ def image_error_reason(exc: BaseException) -> tuple[str, str]:
     from PIL import UnidentifiedImageError
 
     text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, FileNotFoundError):
-        return "missing file", text
+    if isinstance(exc, FileNotFoundError):  # the path is named by the skip line already
+        return "missing file", _os_error_text(exc)
     if isinstance(exc, UnidentifiedImageError):
         return "corrupt image", "not a readable image"
     if "truncated" in text.lower():
