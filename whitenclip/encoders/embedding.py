@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
 import sys
 import warnings
 from collections import Counter
@@ -17,7 +16,7 @@ import numpy as np
 from whitenclip import config
 from whitenclip.encoders.base import Encoder, _one_line
 from whitenclip.errors import InputError, WhitenclipError
-from whitenclip.inputs import Inputs, SkipReport, image_error_reason, load_image
+from whitenclip.inputs import Inputs, SkipReport, image_error_reason, load_image, non_regular_reason
 
 WORKER_BATCH = 16
 """Images per hand-over from a decode worker (model batches are assembled from these)."""
@@ -302,15 +301,13 @@ def _empty_cache(device) -> None:
 
 
 def _check_regular(path) -> None:
-    """Raise OSError unless ``path`` is a regular file (after symlinks): reading a FIFO or a
-    character device named ``x.jpg`` would block forever or never end."""
+    """Raise OSError when ``path`` exists but is not a regular file (after symlinks): reading a
+    FIFO or a character device named ``x.jpg`` would block forever or never end. A missing or
+    unreadable path is left to the reader's own error."""
     if isinstance(path, (str, os.PathLike)):
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):
-            kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
-                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
-                    if stat.S_ISSOCK(mode) else "not a file")
-            raise OSError(f"not a regular file ({kind})")
+        why = non_regular_reason(path)
+        if why is not None and why[0] == "corrupt image":
+            raise OSError(why[1])
 
 
 class _ImageDataset:
