@@ -323,3 +323,31 @@ def test_moments_dir_resumes_table_pieces(folder, tmp_path):
 
     a, b = (MomentsPart.load(tmp_path / f"{k}.moments.safetensors") for k in "ab")
     assert a.n == b.n == len(X) and np.array_equal(a.scatter, b.scatter)
+
+
+def test_mi_reads_two_columns_of_one_table(tmp_path):
+    """mi X X --x-column image_emb --y-column text_emb equals mi on the same rows as .npy files."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((400, 5)).astype(np.float32)
+    Y = (X @ rng.standard_normal((5, 4)) + rng.standard_normal((400, 4))).astype(np.float32)
+    p = tmp_path / "both.parquet"
+    pq.write_table(pa.table({"id": [f"r{i}" for i in range(400)],
+                             "image_emb": pa.array(list(X), pa.list_(pa.float32())),
+                             "text_emb": pa.array(list(Y), pa.list_(pa.float32()))}), p)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "y.npy", Y)
+    ref = run("mi", tmp_path / "x.npy", tmp_path / "y.npy", "--json")
+    got = run("mi", p, p, "--x-column", "image_emb", "--y-column", "text_emb", "--json")
+    assert ref.exit_code == 0 and got.exit_code == 0, got.output
+    want, have = json.loads(ref.stdout), json.loads(got.stdout)
+    assert have["n"] == want["n"] == 400
+    np.testing.assert_allclose([have["mi"], *have["ci"]], [want["mi"], *want["ci"]], rtol=1e-12)
+    res = run("mi", p, p, "--x-column", "text_emb", "--y-column", "image_emb", "--json")  # MI is symmetric
+    assert json.loads(res.stdout)["mi"] == pytest.approx(want["mi"], rel=1e-10)
+    refusals = {("mi", p, p): "both.parquet: pass --x-column NAME to name the embedding column",
+                ("mi", p, p, "--x-column", "image_emb"): "pass --y-column NAME",
+                ("mi", tmp_path / "x.npy", tmp_path / "y.npy", "--y-column", "a"): "y.npy: --y-column/--id-column name",
+                ("mi", "--pairs", p, "--x-column", "a"): "--pairs takes --image-col and --text-col"}
+    for args, message in refusals.items():
+        res = run(*args)
+        assert res.exit_code == 2 and message in " ".join(res.output.split()), (args, res.output)

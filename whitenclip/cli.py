@@ -829,7 +829,10 @@ def entropy(
 @_handles_errors
 def mi(
     x: Optional[str] = typer.Argument(None, metavar="[X]", help="Embeddings of one side of each pair, e.g. images (.npy/.npz/.safetensors, store dir)."),
-    y: Optional[str] = typer.Argument(None, metavar="[Y]", help="Embeddings of the other side; row i pairs with row i of X."),
+    y: Optional[str] = typer.Argument(None, metavar="[Y]", help="Embeddings of the other side; row i pairs with row i of X (X again with --x-column/--y-column: two columns of one table)."),
+    x_column: Optional[str] = typer.Option(None, "--x-column", help="Embedding column (list<float>) of X when it is a parquet/Arrow table (default: its only one)."),
+    y_column: Optional[str] = typer.Option(None, "--y-column", help="Embedding column of Y when it is a table (e.g. text_emb beside --x-column image_emb)."),
+    id_column: Optional[str] = IdColumnOpt,
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV of image-caption pairs to embed with --model (instead of X Y)."),
     image_col: str = typer.Option("image", "--image-col", help="Image column of --pairs."),
     text_col: str = typer.Option("caption", "--text-col", help="Caption column of --pairs."),
@@ -859,6 +862,9 @@ def mi(
     if pairs is not None:
         if x is not None or y is not None:
             raise InputError("give either X Y embeddings or --pairs TABLE, not both")
+        if x_column or y_column or id_column:
+            raise InputError("--x-column/--y-column/--id-column name columns of X Y embedding tables; --pairs "
+                             "takes --image-col and --text-col")
         encoding = _encode_options(model, None, normalize, None, strict, device, precision, batch_size, num_workers, decode=decode.value)
         encoding.progress = not _state["quiet"]
         paired = embed_pairs(pairs, encoding, image_col=image_col, text_col=text_col, image_root=image_root)
@@ -867,8 +873,13 @@ def mi(
     elif x is None or y is None:
         raise InputError("mi needs two embeddings inputs X Y (row i with row i), or --pairs TABLE")
     else:
-        ids, X = read_embeddings([x], allow_partial=allow_partial)
-        ids_y, Y = read_embeddings([y], allow_partial=allow_partial)
+        sides = []
+        for path, column, option in ((x, x_column, "--x-column"), (y, y_column, "--y-column")):
+            try:
+                sides.append(read_embeddings([path], allow_partial=allow_partial, column=column, id_column=id_column))
+            except InputError as exc:  # the readers say --column: here each side has its own option
+                raise InputError(str(exc).replace("--column/", f"{option}/").replace("--column", option)) from None
+        (ids, X), (ids_y, Y) = sides
         ids, X, Y, how = pair_rows(ids, X, ids_y, Y, x, y)
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")

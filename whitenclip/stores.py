@@ -873,16 +873,18 @@ def label_ids(sources) -> list:
     return sources
 
 
-def read_embeddings(paths, *, drop_nonfinite: bool = False,
-                    allow_partial: bool = False) -> tuple[list[str], np.ndarray]:
+def read_embeddings(paths, *, drop_nonfinite: bool = False, allow_partial: bool = False, column: str | None = None,
+                    id_column: str | None = None) -> tuple[list[str], np.ndarray]:
     """Read and concatenate all rows of one or more embedding paths (``-`` = stdin).
 
     Returns ``(ids, X)`` with X of shape (n, d), float64. All inputs must share d. With several
-    paths, rows without ids of their own are named ``FILE:ROW``.
+    paths, rows without ids of their own are named ``FILE:ROW``. ``column`` / ``id_column``: the
+    embedding and id columns of parquet/Arrow tables (:func:`open_embeddings`).
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    sources = label_ids(open_embeddings(p, allow_partial=allow_partial) for p in paths)
+    sources = label_ids(open_embeddings(p, allow_partial=allow_partial, column=column, id_column=id_column)
+                        for p in paths)
     ids, parts = [], []
     for chunk_ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite):
         ids.extend(chunk_ids)
