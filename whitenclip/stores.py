@@ -625,9 +625,9 @@ def torch_load(path):
 
 def torch_load_error(exc: BaseException) -> str:
     """What :func:`torch_load` refused, in one short line: the unpickler's own reason when there is
-    one (torch's advice to retry with ``weights_only=False`` is left out, as are its terminal colour codes).
+    one (torch's advice to retry with its unsafe unpickler is left out, as are its terminal colour codes).
 
-    >>> torch_load_error(RuntimeError("Weights only load failed. Re-run with \\x1b[1mweights_only=False\\x1b[0m. "
+    >>> torch_load_error(RuntimeError("Weights only load failed. Re-run \\x1b[1munsafely\\x1b[0m. "
     ...     "WeightsUnpickler error: Unsupported global: GLOBAL fractions.Fraction was not an allowed global. More."))
     'Unsupported global: GLOBAL fractions.Fraction was not an allowed global'
     """
