@@ -224,9 +224,16 @@ def test_other_column_types_refused_in_one_line(tables, tmp_path):
     assert not (tmp_path / "s").exists() and not (tmp_path / "w.safetensors").exists()
 
 
-def test_id_column_refused_for_captions(tables, tmp_path):
+def test_id_column_of_a_caption_table_gives_each_caption_its_id(tables, tmp_path):
+    # --id-column was refused for captions; it now reads each caption's id, as from the CSV of the table
+    kept = [r[0] for r in caption_rows() if r[1] is not None and r[1].strip()]
+    for name in ("caps.csv", "caps.parquet"):
+        with pytest.warns(UserWarning, match="skipped") as rec:  # the blank and the null caption
+            got = collect_inputs([tables / name], id_column="image")
+        assert len(rec) == 2
+        assert got.ids == kept and len(got.items) == len(kept) == 58
     res = run("fit", tables / "caps.parquet", "-o", tmp_path / "w.safetensors", "--id-column", "image", "--model", TINY)
-    assert res.exit_code == 2 and "--id-column names the row ids of an embeddings table" in res.output
+    assert res.exit_code == 0, res.output
 
 
 def test_sharded_path_says_captions_need_embedding(tables, tmp_path):

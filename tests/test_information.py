@@ -456,7 +456,7 @@ def test_mi_summary_keeps_raw_estimate_and_adds_detectable():
     assert out["headline"] == "in-sample" and out["headline_mi"] == est.mi_ and "5000 / 32" in out["headline_reason"]
     assert list(out)[:10] == ["mi", "mi_plugin", "ci", "canonical_correlations", "n", "rank_x", "rank_y", "base",
                               "shrinkage", "ksg"]
-    assert out["ksg"]["space"] == "top canonical variate pairs"
+    assert out["ksg"]["space"].startswith("top canonical variate pairs, held out")  # in-sample variates invent MI
     assert len(est.result(top=3).canonical_correlations) == 3
 
 
@@ -494,14 +494,17 @@ def test_entropy_table_and_json_renderers():
     import io
 
     from whitenclip.render import render
+    from whitenclip.render.information import entropy_rows
 
     X = np.random.default_rng(73).standard_normal((400, 5))
     res = GaussianEntropy(knn_dims=2).fit(X).result()
     text = _table_text(res)
     assert "entropy (nats) of 400 rows, rank 5" in text
-    for field in ("entropy (bias-corrected)", "ci 95%", "entropy (plug-in)", "std (Gaussian theory)",
-                  "k-NN, top 2 PCs", "negentropy (k-NN gap)", "assumes", "Gaussian rows"):
-        assert field in text, field
+    for field in ("entropy (Gaussian, bias-corrected, over r = 5 dims)", "ci 95%",
+                  "entropy (Gaussian, plug-in, over r = 5 dims)", "std (Gaussian theory)",
+                  "k-NN over the top 2 principal components", "negentropy (k-NN gap, top 2 PCs)", "assumes",
+                  "Gaussian rows"):
+        assert field in "\n".join(f"{k} {v}" for k, v in entropy_rows(res)), field
     assert f"{res.entropy:.6g}" in text and f"[{res.ci[0]:.6g}, {res.ci[1]:.6g}]" in text
     assert f"{res.knn.gap:.3g}" in text and "whitener" not in text
     buf = io.StringIO()
@@ -509,7 +512,7 @@ def test_entropy_table_and_json_renderers():
     assert json.loads(buf.getvalue()) == res.to_dict()
     bits = GaussianEntropy(knn_dims=0, ci=None, base="2").fit(X).result()
     text = _table_text(bits)
-    assert "entropy (bits)" in text and "k-NN, top" not in text
+    assert "entropy (bits)" in text and "k-NN over" not in text
 
 
 def test_mi_table_says_no_detectable_dependence():
@@ -523,7 +526,7 @@ def test_mi_table_says_no_detectable_dependence():
     text = _table_text(dep)
     assert "mutual information (nats) of 600 pairs, ranks 2 x 2" in text
     assert "no detectable" not in text and "dependence detected" in text and f"{dep.mi:.6g}" in text
-    assert "KSG, top 1 pairs" in text and "top canonical correlations" in text
+    assert "KSG, top 1 held-out canonical pairs" in text and "top canonical correlations" in text
 
 
 def test_pointwise_rows_renderer():

@@ -28,7 +28,8 @@ def report():
 
 @pytest.fixture(scope="module")
 def degenerate_report():
-    return gaussianity_report(np.random.default_rng(1).standard_normal((12, 20)), **KW)
+    # rank 1 (every row a multiple of one vector): degenerate at any n (n <= d alone is not)
+    return gaussianity_report(np.random.default_rng(1).standard_normal((6, 1)) * np.linspace(1, 2, 20), **KW)
 
 
 def terminal_text(rep) -> str:

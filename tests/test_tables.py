@@ -123,8 +123,9 @@ def cluster():
 def test_dask_fit_and_score_parquet_folder_equal_npy(cluster, folder, tmp_path):
     client, address = cluster
     d, X, ids = folder
-    part = engine.compute_moments([d / "parts"], engine.EngineOptions(engine="dask", client=client, column="emb"))
-    assert part.n == len(X) and part.stats.get("pieces", 6) == 6
+    part = engine.compute_moments([d / "parts"], engine.EngineOptions(engine="dask", client=client, column="emb",
+                                                                      piece_rows=50))
+    assert part.n == len(X) and part.stats.get("pieces") == 5  # row groups coalesced: [7+40] [1] [55] [0+12] [30]
     assert run("fit", d / "all.npy", "-o", tmp_path / "ref.safetensors").exit_code == 0
     res = run("fit", d / "parts", "-o", tmp_path / "dask.safetensors", "--column", "emb", "--engine", "dask",
               "--scheduler", address)
@@ -262,9 +263,9 @@ def test_arrow_file_stream_and_save_to_disk_read_the_same_rows(folder, tmp_path)
         np.testing.assert_array_equal(Y, X)
         assert got_ids == ids
         shards = discover_shards([path])
-        pieces = plan_pieces(shards)
+        pieces = plan_pieces(shards, 50)  # record batches (40 40 40 25 | 25 25 25 15, 25 25 5) coalesced
         assert [p.n_rows for p in pieces] == ([40, 40, 40, 25] if path == tmp_path / "t.arrow"
-                                               else [25, 25, 25, 15, 25, 25, 5])  # one piece per record batch
+                                               else [50, 40, 50, 5])
         part = engine.compute_moments([path], engine.EngineOptions(chunk_rows=7))
         assert part.n == len(X)
         np.testing.assert_allclose(part.mean, X.mean(axis=0), rtol=1e-12)
@@ -313,12 +314,13 @@ def test_image_folder_with_parquet_is_not_a_table(tmp_path):
 
 
 def test_moments_dir_resumes_table_pieces(folder, tmp_path):
-    """--moments-dir keeps one part per row group and a rerun loads them all (content hash of the rows)."""
+    """--moments-dir keeps one part per piece (row groups coalesced up to --piece-rows) and a rerun loads
+    them all (content hash of the rows)."""
     d, X, _ = folder
-    args = ("moments", d / "parts", "--column", "emb", "--moments-dir", tmp_path / "parts")
+    args = ("moments", d / "parts", "--column", "emb", "--moments-dir", tmp_path / "parts", "--piece-rows", "50")
     assert run(*args, "-o", tmp_path / "a.moments.safetensors").exit_code == 0
     res = run(*args, "-o", tmp_path / "b.moments.safetensors")
-    assert res.exit_code == 0 and "resumed 6 of 6 piece(s)" in res.output
+    assert res.exit_code == 0 and "resumed 5 of 5 piece(s)" in res.output  # [7+40] [1] [55] [0+12] [30]
     from whitenclip.moments import MomentsPart
 
     a, b = (MomentsPart.load(tmp_path / f"{k}.moments.safetensors") for k in "ab")

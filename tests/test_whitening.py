@@ -94,7 +94,8 @@ def test_constant_coordinates_are_dropped_with_reason(anisotropic):
 
 def test_n_smaller_than_d_is_finite(rng):
     X = rng.standard_normal((10, 40))
-    with pytest.warns(RankDeficiencyWarning, match="rank at most n-1=9"):
+    with pytest.warns(RankDeficiencyWarning, match="rank at most n-1=9"), \
+            pytest.warns(UserWarning, match="degenerate calibration: 10 of 10 leave-one-out distances are infinite"):
         wh = Whitener().fit(X)
     assert wh.rank_ == 9
     with pytest.warns(UserWarning, match="chi2"):  # n <= rank + 1: no F law
@@ -297,12 +298,14 @@ def test_loo_under_rank_truncation_holds_the_subspace(with_outliers):
 
 def test_loo_of_rows_the_others_do_not_span_is_infinite(rng):
     X = rng.standard_normal((10, 40))
-    with pytest.warns(RankDeficiencyWarning):
+    with pytest.warns(RankDeficiencyWarning), pytest.warns(UserWarning, match="degenerate calibration"):
         wh = Whitener().fit(X)
     assert wh.calibration_.shape == (10,) and np.isinf(wh.calibration_).all()
     with pytest.warns(UserWarning, match="chi2"):
         table = score(wh, rng.standard_normal((3, 40)) * 100)
-    np.testing.assert_array_equal(table.pvalue_conformal, 1.0)  # nothing can be told apart: p = 1
+    # nothing can be told apart (every p would be 1, junk too): no conformal p-value, and the note says why
+    assert table.pvalue_conformal is None and "pvalue_conformal" not in table.columns
+    assert table.note.startswith("pvalue_conformal is left out: degenerate calibration: 10 of 10")
 
 
 def test_calibration_sample_sizes_and_switch(anisotropic):

@@ -28,6 +28,7 @@ _LAZY = {
     "GaussianEntropy": "whitenclip.information",
     "GaussianMI": "whitenclip.information",
     "load_encoder": "whitenclip.encoders",
+    "compare": "whitenclip.compare",
 }
 
 __all__ = ["InputError", "NotFittedError", "RankDeficiencyWarning", "WhitenclipError", *sorted(_LAZY)]

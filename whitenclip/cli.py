@@ -20,7 +20,7 @@ import typer.core
 from rich.console import Console
 
 from whitenclip import config
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError, is_out_of_memory
 
 # click's UsageError, as the click typer runs on raises it (typer may vendor its own click)
 _UsageError = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
@@ -31,7 +31,9 @@ class _OneLineUsageError(_UsageError):
 
     def show(self, file=None) -> None:
         command = self.ctx.command_path if self.ctx is not None else "whitenclip"
-        typer.echo(f"whitenclip: error: {' '.join(self.format_message().split())} (see {command} --help)",
+        from whitenclip.render import visible  # a bad path's control characters / undecodable bytes as escapes
+
+        typer.echo(visible(f"whitenclip: error: {' '.join(self.format_message().split())} (see {command} --help)"),
                    file=file or sys.stderr)
 
 
@@ -76,16 +78,25 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 # ---------------------------------------------------------------------------------------
 # shared plumbing
 # ---------------------------------------------------------------------------------------
+def _print_line(message: str) -> None:
+    """One line on stderr, shown literally: file names, ids and captions in ``message`` are data, never
+    rich markup or ``:emoji:`` codes; control characters and undecodable bytes are written as escapes
+    (:func:`whitenclip.render.rich_text`)."""
+    from whitenclip.render import rich_text
+
+    _console.print(rich_text(message), soft_wrap=True)
+
+
 def _fail(message: str, code: int = EXIT_USAGE) -> None:
     """Print ``whitenclip: error: message`` on stderr and exit with ``code``."""
-    _console.print(f"whitenclip: error: {message}", markup=False, soft_wrap=True)
+    _print_line(f"whitenclip: error: {message}")
     raise typer.Exit(code)
 
 
 def _log(message: str) -> None:
     """A progress/log line on stderr (silenced by --quiet)."""
     if not _state["quiet"]:
-        _console.print(message, markup=False, soft_wrap=True)
+        _print_line(message)
 
 
 MAX_SKIP_WARNINGS = 20
@@ -97,14 +108,13 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _state["skips"] += 1
         if _state["skips"] > MAX_SKIP_WARNINGS:
             return
-    _console.print(f"whitenclip: warning: {message}", markup=False, soft_wrap=True)
+    _print_line(f"whitenclip: warning: {message}")
 
 
 def _flush_skip_warnings() -> None:
     hidden = _state["skips"] - MAX_SKIP_WARNINGS
     if hidden > 0:
-        _console.print(f"whitenclip: warning: ... and {hidden} more skipped item(s) not shown "
-                       f"({_state['skips']} in all)", markup=False, soft_wrap=True)
+        _print_line(f"whitenclip: warning: ... and {hidden} more skipped item(s) not shown ({_state['skips']} in all)")
     _state["skips"] = 0
 
 
@@ -138,6 +148,8 @@ def _handles_errors(func):
                 _fail(out_of_memory_hint(func), EXIT_FAILURE)
             except Exception as exc:  # an unexpected failure still gets one line, never a traceback
                 _reraise_in_debug()
+                if is_out_of_memory(exc):  # e.g. "libtorch_cpu.so: failed to map segment" under prlimit --as
+                    _fail(out_of_memory_hint(func), EXIT_FAILURE)
                 _fail(f"internal error: {type(exc).__name__}: {' '.join(str(exc).split())} "
                       "(rerun with --debug for a traceback)", EXIT_FAILURE)
             finally:
@@ -253,13 +265,22 @@ def _encode_options(model, modality, normalize, column, strict, device, precisio
     from whitenclip.sources import EncodeOptions
 
     group_column, groups_file, no_groups = groups or (None, None, False)
-    if no_groups and (group_column or groups_file):
-        raise InputError("--no-groups contradicts --group-column/--groups; give one of them")
+    _check_group_options(group_column, groups_file, no_groups)
     return EncodeOptions(model=model, modality=modality.value if modality else None, normalize=normalize,
                          column=column, strict=strict, device=device, precision=precision.value,
                          batch_size=batch_size, num_workers=num_workers, allow_partial=allow_partial, decode=decode,
                          group_column=False if no_groups else (group_column or (True if groups else None)),
                          groups_file=None if groups_file is None else str(groups_file), id_column=id_column)
+
+
+def _check_group_options(group_column, groups_file, no_groups: bool) -> None:
+    """Refuse contradictory group options in one line: --no-groups with either of the others, and
+    --group-column (ids from a column) with --groups FILE (ids from a file)."""
+    if no_groups and (group_column is not None or groups_file is not None):
+        raise InputError("--no-groups contradicts --group-column/--groups; give one of them")
+    if group_column is not None and groups_file is not None:
+        raise InputError(f"--group-column {group_column} and --groups {groups_file} both give the group ids (from a "
+                         "column, from a file); give one of them")
 
 
 def _report_skips(sources) -> None:
@@ -292,10 +313,10 @@ def _load_whitener(path: Path):
     return Whitener.load(path)
 
 
-def _parse_shrinkage(value: Optional[str]):
+def _parse_shrinkage(value: Optional[str], allow_auto: bool = False):
     from whitenclip.whitening import parse_shrinkage
 
-    parsed = parse_shrinkage(value)
+    parsed = parse_shrinkage(value, allow_auto=allow_auto)
     if isinstance(parsed, float) and not 0.0 <= parsed <= 1.0:  # NaN too: refused before any input is read
         raise InputError(f"--shrinkage must be none, ledoit-wolf, oas or a number in [0, 1]; got {value}")
     return parsed
@@ -338,7 +359,7 @@ ModelOpt = typer.Option(None, "--model", "-m", envvar="WHITENCLIP_MODEL", show_e
 ModalityOpt = typer.Option(None, "--modality", help="image or text (default: detected from the inputs).")
 NormalizeOpt = typer.Option(None, "--normalize/--no-normalize", help="L2-normalise features (default: raw, as W-CLIP; or as the whitener records).")
 ColumnOpt = typer.Option(None, "--column", help="Caption column of a CSV input or parquet/Arrow table (a string column), or the embedding column (list<float>) of a table (default: a table's only list<float> column, else caption/text/sentence).")
-IdColumnOpt = typer.Option(None, "--id-column", help="Row id column of a parquet/Arrow table (default: 'id' when present, else the row index).")
+IdColumnOpt = typer.Option(None, "--id-column", help="Row id column of a parquet/Arrow table of embeddings (default: 'id' when present, else the row index), or of a captions CSV/table (default: the caption itself); ids may repeat, rows stay distinct.")
 GroupColumnOpt = typer.Option(None, "--group-column", help="Column of a captions CSV or parquet/Arrow table naming each caption's group (e.g. its image); default: an image/image_id/filename... column when there is one.")
 GroupsOpt = typer.Option(None, "--groups", help="File of group ids, one line per input row (rows of one group: one image, clip or source).")
 NoGroupsOpt = typer.Option(False, "--no-groups", help="Treat every row as independent (no image-column default, no recorded groups).")
@@ -379,7 +400,7 @@ def fit(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Embeddings (.npy/.npz/.safetensors, store dirs, - for stdin vectors) or raw images/captions."),
     output: str = typer.Option(..., "--output", "-o", help="Whitener artifact to write (.safetensors)."),
     method: Method = typer.Option(Method.pca, "--method", help="Form of W: pca (W-CLIP), zca or cholesky."),
-    shrinkage: Optional[str] = typer.Option(None, "--shrinkage", help="none, ledoit-wolf, oas, or a float in [0, 1]."),
+    shrinkage: str = typer.Option("auto", "--shrinkage", help="auto (oas when n < 10 d rows, else none; recorded in the artifact), none (the exact sample covariance), ledoit-wolf, oas, or a float in [0, 1]."),
     floor: float = typer.Option(1e-10, "--floor", min=0.0, max=1.0, help="Drop eigenvalues below floor x the largest."),
     rank: Optional[int] = typer.Option(None, "--rank", min=1, max=2 ** 53, help="Keep at most this many directions."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
@@ -406,7 +427,8 @@ def fit(
     if save_embeddings is not None:
         check_output_dir(save_embeddings, inputs=inputs)
         check_output_tree(save_embeddings, inputs=[*inputs, groups], option="--save-embeddings")
-    shrink = _parse_shrinkage(shrinkage)
+    shrink = _parse_shrinkage(shrinkage, allow_auto=True)
+    _check_group_options(group_column, groups, no_groups)
     eng = _engine(engine, workers, scheduler, moments_dir, chunk_rows=chunk_rows, allow_partial=allow_partial,
                   column=column, id_column=id_column, groups_file=None if groups is None else str(groups),
                   no_groups=no_groups)
@@ -424,7 +446,7 @@ def fit(
         _log(f"fitted {method.value} whitener on {wh.n_samples_} rows x {wh.n_features_} dims, rank {wh.rank_}"
              + (f", calibrated on {wh.n_cal_} rows in {wh.calibration_groups_} groups" if wh.calibration_groups_ else "")
              + f" -> {output}")
-        _note_few_rows(wh, shrink)
+        _note_few_rows(wh)
         return
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
                                num_workers, allow_partial, decode=decode.value, groups=(group_column, groups, no_groups),
@@ -446,14 +468,20 @@ def fit(
          + (f" (dropped {stats.dropped_nonfinite} non-finite rows)" if stats.dropped_nonfinite else "")
          + (f", calibrated on {wh.n_cal_} rows in {wh.calibration_groups_} groups" if wh.calibration_groups_ else "")
          + f" -> {output}")
-    _note_few_rows(wh, shrink)
+    _note_few_rows(wh)
 
 
-def _note_few_rows(wh, shrinkage) -> None:
-    """One note on stderr when the fit had n < 5 d rows and no shrinkage (text: whitening.few_rows_note)."""
+def _note_few_rows(wh) -> None:
+    """What ``--shrinkage auto`` chose, in one line; then one note when the fit had n < 5 d rows and no
+    shrinkage (text: whitening.few_rows_note). A degenerate calibration was said by the fit's warning."""
     from whitenclip.whitening import few_rows_note
 
-    note = few_rows_note(wh.n_samples_, wh.n_features_, shrinkage)
+    if wh.shrinkage_rule_ and wh.shrinkage_choice_ is not None:
+        _log(f"shrinkage {wh.shrinkage_rule_} (intensity {wh.shrinkage_:.3g}); --shrinkage none keeps the exact "
+             "sample covariance")
+    elif wh.shrinkage_rule_:
+        _log(f"shrinkage {wh.shrinkage_rule_}")
+    note = few_rows_note(wh.n_samples_, wh.n_features_, wh.shrinkage_choice_, wh.rank_)
     if note:
         _log(note)
 
@@ -470,33 +498,39 @@ class StoreDtype(str, Enum):
 @_handles_errors
 def embed(
     inputs: List[str] = typer.Argument(..., metavar="INPUT...", help="Image directories/files, captions files (.txt, or CSV with --column), parquet/Arrow caption tables, or - for stdin."),
-    output: Path = typer.Option(..., "--output", "-o", help="Store directory to write (resumed when it exists)."),
-    dtype: StoreDtype = typer.Option(StoreDtype.float32, "--dtype", help="Stored precision of the shards."),
+    output: str = typer.Option(..., "--output", "-o", help="Store directory to write (resumed when it exists), or one NAME.npy file (its ids in NAME.ids.json beside it; not resumable)."),
+    dtype: StoreDtype = typer.Option(StoreDtype.float32, "--dtype", help="Stored precision of the shards (or of the .npy)."),
     shard_items: Optional[int] = typer.Option(None, "--shard-items", min=1, help="Input items per shard (exactly; default 4096 captions / 1024 images)."),
     group_column: Optional[str] = GroupColumnOpt, groups: Optional[Path] = GroupsOpt, no_groups: bool = NoGroupsOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
-    column: Optional[str] = ColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
     precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
-    """Embed images or captions into a store directory (shards written atomically; a killed run resumes)."""
+    """Embed images or captions into a store directory (shards written atomically; a killed run resumes) or one .npy."""
     import shlex
 
-    from whitenclip.outputs import check_output_dir, check_output_tree
-    from whitenclip.sources import EncodedSource, write_store
+    from whitenclip.outputs import check_embed_output
+    from whitenclip.sources import EncodedSource, write_embeddings_file, write_store
 
-    check_output_dir(output, inputs=inputs)
-    check_output_tree(output, inputs=[*inputs, groups])
+    as_file = check_embed_output(output, inputs=[*inputs, groups])
     if shard_items is not None and shard_items < 1:
         raise InputError(f"--shard-items must be a positive number of items, got {shard_items}")
     encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size, num_workers,
-                               decode=decode.value, groups=(group_column, groups, no_groups))
+                               decode=decode.value, groups=(group_column, groups, no_groups), id_column=id_column)
     sources = _open_sources(inputs, encoding)
     if not all(isinstance(s, EncodedSource) for s in sources):
         raise InputError("embed reads raw images or captions; these inputs are embeddings already")
     src = sources[0]
+    if as_file:
+        n_rows = write_embeddings_file(src, output, dtype=dtype.value)
+        _report_skips(sources)
+        _log(f"embedded {n_rows} {src.meta['modality']} rows with {src.meta['encoder']} (dim {src.dim}) -> {output} "
+             f"(ids in {as_file})")
+        return
     rerun = ["whitenclip", "embed", *inputs, "-o", str(output), "--model", str(src.meta["encoder"]),
              *(["--normalize"] if src.meta.get("normalized") else []), *(["--column", column] if column else []),
+             *(["--id-column", id_column] if id_column else []),
              *(["--group-column", group_column] if group_column else []), *(["--groups", str(groups)] if groups else []),
              *(["--no-groups"] if no_groups else []),
              *(["--modality", modality.value] if modality else [])]
@@ -552,6 +586,7 @@ def score(
     output: Optional[str] = typer.Option(None, "--output", "-o", help="Write rows to this file (atomically) instead of stdout; a name ending in .parquet writes parquet (needs pyarrow); with the sharded path, DIR/ (trailing slash or an existing folder) writes one file per shard."),
     drop_nonfinite: bool = typer.Option(False, "--drop-nonfinite", help="Skip rows holding NaN/inf instead of failing."),
     chunk_rows: int = typer.Option(config.CHUNK_ROWS, "--chunk-rows", min=1, help="Rows scored per chunk."),
+    fdr: Optional[float] = typer.Option(None, "--fdr", help="Add a qvalue column (Benjamini-Hochberg over all rows' pvalue_conformal) and log how many rows have q <= FDR (rows are written at the end)."),
     allow_partial: bool = AllowPartialOpt,
     model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
     column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
@@ -561,7 +596,14 @@ def score(
     moments_dir: Optional[Path] = MomentsDirOpt,
 ) -> None:
     """Score each row: id, loglik (W-CLIP), logpdf, sqnorm, pvalue (Hotelling, Gaussian), pvalue_conformal (any law)."""
-    from whitenclip.likelihood import CalibrationWarning, score_columns
+    from whitenclip.likelihood import (
+        QVALUE_COLUMN,
+        CalibrationWarning,
+        ScoreTable,
+        conformal_unavailable,
+        score_columns,
+        with_qvalues,
+    )
     from whitenclip.likelihood import score as score_rows
     from whitenclip.outputs import check_output_dir, check_output_file, wants_directory
     from whitenclip.render import render_rows
@@ -580,11 +622,21 @@ def score(
             check_output_dir(output, inputs=[*inputs, whitener])
         else:
             check_output_file(output, inputs=[*inputs, whitener])
+    if fdr is not None and not 0.0 < fdr < 1.0:
+        raise InputError(f"--fdr must be in (0, 1), got {fdr}")
+    if fdr is not None and sharded:
+        raise InputError("--fdr needs every row's p-value at once; the sharded path writes rows piece by piece")
     wh = _load_whitener(whitener)
+    unavailable = conformal_unavailable(wh)
+    if fdr is not None and unavailable:
+        raise InputError(f"{whitener}: --fdr needs pvalue_conformal: "
+                         + ("this whitener has no calibration distances" if wh.calibration_ is None else unavailable))
     if wh.calibration_ is None:
-        from whitenclip.whitening import CALIBRATION_MISSING_NOTE
+        _log(f"{whitener}: {unavailable}")
+    elif unavailable:  # degenerate: said even with --quiet (never a silent column of 1.0)
+        from whitenclip.whitening import DegenerateCalibrationWarning
 
-        _log(f"{whitener}: {CALIBRATION_MISSING_NOTE}")
+        warnings.warn(f"{whitener}: {unavailable}", DegenerateCalibrationWarning, stacklevel=1)
     if sharded:  # rows in input order; -o NAME.parquet: one file; -o DIR (an existing directory): one file per shard
         from whitenclip.engine import iter_scores, write_scores
 
@@ -607,10 +659,21 @@ def score(
         if src.dim != wh.n_features_:
             raise InputError(f"{src.path}: rows have dimension {src.dim}, whitener {whitener} expects {wh.n_features_}")
     stats = RowStats()
-    with _score_sink(output, score_columns(wh), fmt.value) as add, warnings.catch_warnings():
+    columns = (*score_columns(wh), QVALUE_COLUMN) if fdr is not None else score_columns(wh)
+    with _score_sink(output, columns, fmt.value) as add, warnings.catch_warnings():
         warnings.simplefilter("once", CalibrationWarning)
+        held = []  # --fdr: q-values need every row's p-value
         for ids, X in iter_rows(sources, drop_nonfinite=drop_nonfinite, stats=stats, chunk_rows=chunk_rows):
-            add(score_rows(wh, X, ids, name=inputs[0] if len(inputs) == 1 else "INPUT"))
+            table = score_rows(wh, X, ids, name=inputs[0] if len(inputs) == 1 else "INPUT")
+            if fdr is None:
+                add(table)
+            else:
+                held.append(table)
+        if fdr is not None:
+            table = with_qvalues(ScoreTable.concat(held, ids=[i for t in held for i in t.row_ids()], calibrated=True))
+            add(table)
+            _log(f"{int((table.qvalue <= fdr).sum())} of {table.n_rows} rows have qvalue <= {fdr:g} "
+                 "(Benjamini-Hochberg on pvalue_conformal)")
     _report_skips(sources)
     _log(f"scored {stats.kept} rows" + (f", skipped {stats.dropped_nonfinite} non-finite" if stats.dropped_nonfinite else ""))
 
@@ -628,14 +691,32 @@ def _recorded(wh) -> dict:
 @app.command()
 @_handles_errors
 def info(
-    whitener: Path = typer.Argument(..., metavar="WHITENER", help="Whitener artifact (.safetensors)."),
+    whitener: Path = typer.Argument(..., metavar="ARTIFACT", help="Whitener artifact (.safetensors), moments file, store directory or embeddings file (.npy with its .ids.json, .npz, .safetensors, .pt, table)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
-    """Show a whitener's metadata, spectrum summary, condition number and calibration size."""
-    from whitenclip.whitening import summarize
+    """Describe an artifact: a whitener (metadata, spectrum, condition number, calibration), a moments file,
+    or embeddings (a store: rows, dim, shards, encoder, ids and groups)."""
+    from whitenclip.stores import artifact_kind
 
-    _render(summarize(_load_whitener(whitener), whitener), "json" if as_json else "table")
+    kind = artifact_kind(whitener)
+    if kind == "moments":
+        from whitenclip.moments import summarize_moments
+
+        _render(summarize_moments(whitener), "json" if as_json else "table")
+        return
+    if kind == "embeddings":
+        from whitenclip.stores import describe_embeddings
+
+        _render(describe_embeddings(whitener), "json" if as_json else "table")
+        return
+    from whitenclip.whitening import DegenerateCalibrationWarning, summarize
+
+    wh = _load_whitener(whitener)
+    if wh.calibration_degenerate_:  # stdout has it in calibration.warning; stderr says it in one line
+        warnings.warn(f"{whitener}: {wh.calibration_degenerate_}; `score` leaves pvalue_conformal out",
+                      DegenerateCalibrationWarning, stacklevel=1)
+    _render(summarize(wh, whitener), "json" if as_json else "table")
 
 
 # ---------------------------------------------------------------------------------------
@@ -712,6 +793,10 @@ def gaussianity_report_cmd(
     if wh is None:
         _log(f"no --whitener: fitting a pca whitener on the {X.shape[0]} input rows themselves")
     report = gaussianity_report(X, wh, trials=trials, subset=subset, projections=projections, seed=seed)
+    if report.whitener.held_out is not None:
+        _log(f"n={report.n} <= rank+1={report.rank + 1}: whitened figures from a held-out "
+             f"{report.whitener.held_out['shrinkage_rule']} whitening (2 folds); "
+             f"{len(report.verdict.untested)} part(s) not testable, listed in the report")
     if out is not None:
         written = write_html(report, out)
         _log(f"wrote {written['html']} and {written['json']}")
@@ -796,7 +881,7 @@ def entropy(
     whitener: Optional[Path] = typer.Option(None, "--whitener", "-w", help="Measure in this whitener's kept subspace (entropy stays in input units)."),
     base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
-    knn_dims: int = typer.Option(16, "--knn-dims", min=0, help="Leading principal components for the k-NN cross-check (0: off)."),
+    knn_dims: int = typer.Option(16, "--knn-dims", min=0, help="Leading principal components for the k-NN cross-check (its figures are over these components only; 0: off)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     allow_partial: bool = AllowPartialOpt,
@@ -825,14 +910,62 @@ def entropy(
     _render(result, "json" if as_json else "table")
 
 
+class PairBy(str, Enum):
+    id = "id"
+    row = "row"
+
+
+def _side_error(exc: InputError, option: str) -> InputError:
+    """A reader's refusal naming --column, renamed to the side's own option (--x-column, --y-column)."""
+    return InputError(str(exc).replace("--column/", f"{option}/").replace("--column", option))
+
+
+def _mi_sides(x_side, y_side, id_column, model, encoding: dict) -> list:
+    """``[(ids, rows, ids kind)]`` of mi's X and Y (each ``(path, column)``): embeddings read as they are,
+    raw images/captions embedded with ``model`` (default: the modality's, minilm for captions)."""
+    import numpy as np
+
+    from whitenclip.information import ids_kind
+    from whitenclip.sources import _holds_embeddings
+    from whitenclip.stores import iter_rows
+
+    sides = [(path, column, option) for (path, column), option in ((x_side, "--x-column"), (y_side, "--y-column"))]
+    raw = []
+    for path, column, option in sides:
+        try:
+            raw.append(path == "-" or not _holds_embeddings(path, column=column))
+        except InputError as exc:
+            raise _side_error(exc, option) from None
+    if model and not any(raw):
+        raise InputError("--model applies to raw images or captions; X and Y are embeddings already")
+    out = []
+    for (path, column, option), is_raw in zip(sides, raw):
+        options = _encode_options(model if is_raw else None, None, column=column,
+                                  id_column=None if is_raw and not all(raw) else id_column, **encoding)
+        try:
+            sources = _open_sources([path], options)
+            ids, parts = [], []
+            for chunk_ids, rows in iter_rows(sources):
+                ids.extend(chunk_ids)
+                parts.append(rows)
+        except InputError as exc:
+            raise _side_error(exc, option) from None
+        if not parts:
+            raise InputError(f"{path}: no usable rows")
+        _report_skips(sources)
+        out.append((ids, np.concatenate(parts), ids_kind(sources[0])))
+    return out
+
+
 @app.command()
 @_handles_errors
 def mi(
-    x: Optional[str] = typer.Argument(None, metavar="[X]", help="Embeddings of one side of each pair, e.g. images (.npy/.npz/.safetensors, store dir)."),
-    y: Optional[str] = typer.Argument(None, metavar="[Y]", help="Embeddings of the other side; row i pairs with row i of X (X again with --x-column/--y-column: two columns of one table)."),
-    x_column: Optional[str] = typer.Option(None, "--x-column", help="Embedding column (list<float>) of X when it is a parquet/Arrow table (default: its only one)."),
-    y_column: Optional[str] = typer.Option(None, "--y-column", help="Embedding column of Y when it is a table (e.g. text_emb beside --x-column image_emb)."),
+    x: Optional[str] = typer.Argument(None, metavar="[X]", help="One side of each pair, e.g. images: embeddings (.npy/.npz/.safetensors, store dir, table) or raw images/captions (embedded with --model; captions default to minilm)."),
+    y: Optional[str] = typer.Argument(None, metavar="[Y]", help="The other side (X again with --x-column/--y-column: two columns of one table); paired with X by id or by row (see above, --pair-by)."),
+    x_column: Optional[str] = typer.Option(None, "--x-column", help="Embedding column (list<float>) of X when it is a parquet/Arrow table (default: its only one), or its caption column when X is a captions CSV."),
+    y_column: Optional[str] = typer.Option(None, "--y-column", help="Embedding column of Y when it is a table (e.g. text_emb beside --x-column image_emb), or its caption column."),
     id_column: Optional[str] = IdColumnOpt,
+    pair_by: Optional[PairBy] = typer.Option(None, "--pair-by", help="Pair rows by id (refused when a side has no ids; a caption store's ids are its captions) or by row (row i with row i); default: by id when both sides carry real ids, else by row."),
     pairs: Optional[Path] = typer.Option(None, "--pairs", help="CSV of image-caption pairs to embed with --model (instead of X Y)."),
     image_col: str = typer.Option("image", "--image-col", help="Image column of --pairs."),
     text_col: str = typer.Option("caption", "--text-col", help="Caption column of --pairs."),
@@ -840,7 +973,7 @@ def mi(
     shrinkage: Optional[str] = typer.Option(None, "--shrinkage", help="none, ledoit-wolf, oas, or a float in [0, 1] (no bias correction then)."),
     base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
-    ksg_dims: int = typer.Option(2, "--ksg-dims", min=0, help="Top canonical pairs for the KSG cross-check (0: off)."),
+    ksg_dims: int = typer.Option(2, "--ksg-dims", min=0, help="Top canonical pairs for the KSG cross-check, run on held-out canonical variates with a permutation null (0: off)."),
     pointwise: bool = typer.Option(False, "--pointwise", help="Write TSV id<TAB>pmi (pointwise MI of each pair) on stdout: held-out values when the cross-fitted estimate is the headline."),
     groups: Optional[Path] = typer.Option(None, "--groups", help="File of group ids, one line per pair: pairs of one group (one image, clip or source) share a cross-fitting fold."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for row groups, resamples and subsamples."),
@@ -851,10 +984,14 @@ def mi(
     num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
     _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
 ) -> None:
-    """Mutual information between paired embeddings, from canonical correlations (Gaussian), with CI."""
+    """Mutual information between paired embeddings (or raw images/captions), from canonical correlations (Gaussian), with CI.
+
+    Pairing: by id when both X and Y carry real ids (id columns, integer ones included; .npz/.safetensors
+    ids; image paths); by row (row i with row i) when either side has no ids or its ids are its own
+    captions (caption stores, captions files); --pair-by id|row chooses explicitly.
+    """
     from whitenclip.information import GaussianMI, pair_rows
     from whitenclip.sources import embed_pairs
-    from whitenclip.stores import read_embeddings
 
     if pointwise and as_json:
         raise InputError("--pointwise and --json both write stdout; choose one")
@@ -862,25 +999,23 @@ def mi(
     if pairs is not None:
         if x is not None or y is not None:
             raise InputError("give either X Y embeddings or --pairs TABLE, not both")
-        if x_column or y_column or id_column:
-            raise InputError("--x-column/--y-column/--id-column name columns of X Y embedding tables; --pairs "
-                             "takes --image-col and --text-col")
+        if x_column or y_column or id_column or pair_by is not None:
+            raise InputError("--x-column/--y-column/--id-column/--pair-by apply to X Y inputs; --pairs "
+                             "takes --image-col and --text-col (each of its rows is a pair)")
         encoding = _encode_options(model, None, normalize, None, strict, device, precision, batch_size, num_workers, decode=decode.value)
         encoding.progress = not _state["quiet"]
         paired = embed_pairs(pairs, encoding, image_col=image_col, text_col=text_col, image_root=image_root)
         ids, X, Y = paired.ids, paired.X, paired.Y
         _report_skips_of(paired.skips)
     elif x is None or y is None:
-        raise InputError("mi needs two embeddings inputs X Y (row i with row i), or --pairs TABLE")
+        raise InputError("mi needs two inputs X Y (embeddings, or raw images/captions embedded with --model), "
+                         "or --pairs TABLE")
     else:
-        sides = []
-        for path, column, option in ((x, x_column, "--x-column"), (y, y_column, "--y-column")):
-            try:
-                sides.append(read_embeddings([path], allow_partial=allow_partial, column=column, id_column=id_column))
-            except InputError as exc:  # the readers say --column: here each side has its own option
-                raise InputError(str(exc).replace("--column/", f"{option}/").replace("--column", option)) from None
-        (ids, X), (ids_y, Y) = sides
-        ids, X, Y, how = pair_rows(ids, X, ids_y, Y, x, y)
+        encoding = dict(normalize=normalize, strict=strict, device=device, precision=precision, batch_size=batch_size,
+                        num_workers=num_workers, allow_partial=allow_partial, decode=decode.value)
+        (ids, X, kind_x), (ids_y, Y, kind_y) = _mi_sides((x, x_column), (y, y_column), id_column, model, encoding)
+        ids, X, Y, how = pair_rows(ids, X, ids_y, Y, x, y, kinds=(kind_x, kind_y),
+                                   pair_by=None if pair_by is None else pair_by.value)
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
     if groups is not None:
@@ -889,6 +1024,9 @@ def mi(
         groups = read_groups_file(groups, X.shape[0])
     if pairs is None and how == "id":  # after the last refusal: an error stays the only line on stderr
         _log(f"mi: {x} and {y} list the same ids in another order; rows paired by id")
+    elif pairs is None and pair_by is None and "captions" in (kind_x, kind_y) and "none" not in (kind_x, kind_y):
+        _log(f"mi: {x if kind_x == 'captions' else y}'s ids are its captions: rows paired by position, row i with "
+             "row i (--pair-by id pairs them by id)")
     names = (x, y) if pairs is None else (f"{pairs} (images)", f"{pairs} (captions)")
     with warnings.catch_warnings():
         if pointwise:  # its refusal of a deterministic relation is then the one line
@@ -963,7 +1101,7 @@ def simulate(
     from whitenclip.simulate import simulate as run_simulation
 
     out = out if out is not None else out_alias
-    progress = not _state["quiet"] and sys.stderr.isatty()
+    progress = not _state["quiet"]  # a bar on a terminal, plain lines at a steady cadence otherwise
     if preset is not None:
         from whitenclip.simulate import preset_configs, run_preset
 
@@ -1005,6 +1143,79 @@ def simulate(
         _log(f"wrote {len(result.stores)} embedding stores under {save_embeddings} "
              f"(try: whitenclip gaussianity-report {save_embeddings}/{config.losses[0]}/seed0)")
     _render(result, "json" if as_json else "table")
+
+
+# ---------------------------------------------------------------------------------------
+# compare
+# ---------------------------------------------------------------------------------------
+def _compare_side(path: str, encoding, eng, recorded):
+    """(rows or moments, ids, groups, encoder meta) of one compare INPUT: moments via the sharded path
+    (moments files, shard folders, --engine dask), else every row (raw inputs embedded)."""
+    import numpy as np
+
+    from whitenclip.sources import source_meta
+    from whitenclip.stores import iter_rows
+
+    if eng.handles([path]):
+        from whitenclip.engine import compute_moments
+
+        return compute_moments([path], eng), None, None, recorded
+    sources = _open_sources([path], encoding, recorded=recorded)
+    ids, parts = [], []
+    for chunk_ids, X in iter_rows(sources):
+        ids += chunk_ids
+        parts.append(X)
+    _report_skips(sources)
+    if not parts:
+        raise InputError(f"{path}: no usable rows")
+    groups = [g for src in sources for g in (getattr(src, "groups", None) or [])] or None
+    if groups is not None and len(groups) != len(ids):
+        groups = None
+    return np.concatenate(parts), ids, groups, recorded if recorded is not None else source_meta(sources)
+
+
+@app.command()
+@_handles_errors
+def compare(
+    ref: str = typer.Argument(..., metavar="REF", help="Reference set: embeddings, a store, a table, moments file, or raw images/captions."),
+    queries: List[str] = typer.Argument(..., metavar="QUERY...", help="One or more sets to compare with REF (same kinds of input); several are ranked."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per QUERY, one per line, in the order given."),
+    max_rows: int = typer.Option(10_000, "--max-rows", min=10, help="Rows per set (seeded subsample, whole groups) for cmmd, the test and prdc."),
+    permutations: int = typer.Option(1000, "--permutations", min=1, max=100_000, help="Permutations of the two-sample test (p resolution 1/(B+1))."),
+    nearest_k: int = typer.Option(5, "--nearest-k", min=1, help="k of precision/recall/density/coverage."),
+    fdr: float = typer.Option(0.1, "--fdr", min=0.0, max=1.0, help="Flag QUERY rows with Benjamini-Hochberg q <= FDR (conformal p-values under REF)."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of subsamples, folds, features and permutations."),
+    verdict: bool = typer.Option(True, "--verdict/--no-verdict", help="One-line Gaussianity verdict per set (cheap diagnostics on 2000 rows)."),
+    group_column: Optional[str] = GroupColumnOpt, no_groups: bool = NoGroupsOpt,
+    allow_partial: bool = AllowPartialOpt,
+    model: Optional[str] = ModelOpt, modality: Optional[Modality] = ModalityOpt, normalize: Optional[bool] = NormalizeOpt,
+    column: Optional[str] = ColumnOpt, id_column: Optional[str] = IdColumnOpt, strict: bool = StrictOpt, device: str = DeviceOpt,
+    precision: Precision = PrecisionOpt, batch_size: Optional[int] = BatchOpt, num_workers: Optional[int] = WorkersOpt, decode: Decode = DecodeOpt,
+    _quiet: bool = QuietOpt, _debug: bool = DebugOpt,
+    engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
+) -> None:
+    """Compare REF with QUERY sets: fd, kl (Gaussian), cmmd and a permutation test (any law), which items differ."""
+    from whitenclip.compare import compare as run_compare
+
+    if not 0.0 < fdr < 1.0:
+        raise InputError(f"--fdr must be in (0, 1), got {fdr}")
+    eng = _engine(engine, workers, scheduler, None, allow_partial=allow_partial, column=column, id_column=id_column,
+                  no_groups=no_groups)
+    encoding = _encode_options(model, modality, normalize, column, strict, device, precision, batch_size,
+                               num_workers, allow_partial, decode=decode.value,
+                               groups=(group_column, None, no_groups), id_column=id_column)
+    R, _, ref_groups, recorded = _compare_side(ref, encoding, eng, None)
+    sides = [_compare_side(q, encoding, eng, recorded) for q in queries]
+    result = run_compare(R, [s[0] for s in sides], names=[ref, *queries], ref_groups=ref_groups,
+                         query_groups=[s[2] for s in sides], query_ids=[s[1] for s in sides], max_rows=max_rows,
+                         n_permutations=permutations, nearest_k=nearest_k, fdr=fdr, seed=seed, verdict=verdict)
+    if as_json:
+        from whitenclip.render.compare import json_lines
+
+        sys.stdout.write(json_lines(result))
+        sys.stdout.flush()
+        return
+    _render(result, "table")
 
 
 def main() -> None:

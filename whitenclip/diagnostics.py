@@ -21,7 +21,16 @@ every number beside what an exact Gaussian of the same n and d gives under the s
    over directions, raw and whitened: participation ratio (sum l)^2 / sum l^2, effective rank
    exp(H(l / sum l)) and the share of variance in the top 1% of directions.
 6. **Verdict** -- effect sizes (mean A2, excess kurtosis, CV ratio) and one verdict line with
-   the rule that produced it.
+   the rule that produced it, and the parts that could not be tested, one line each (``untested``).
+
+**Few rows** (n <= rank + 1 on the whitener's own rows, e.g. n <= d): the in-sample whitening
+maps the rows onto an exact frame (equal ||w||, no Beta law, Mardia undefined), so the report
+answers from what stays testable: raw coordinates and random projections (valid at any n), the
+CV of ||x - mean|| against the Gaussian with the same covariance with d_eff = (tr S)^2 / T, T the
+unbiased tr(Sigma^2) of :func:`trace_sq_unbiased` (the sample spectrum's d_eff is biased low),
+and whitened coordinates from a held-out OAS whitening (:func:`held_out_whitening`: 2 folds, each
+whitened by a whitener fitted on the other, exact for Gaussian rows); :data:`VERDICT_RULE_FEW_ROWS`.
+"degenerate" is kept for rank < 2 (identical rows are refused).
 
 The report is typed: :func:`gaussianity_report` returns a :class:`GaussianityReport` holding
 one :class:`Section` result per entry of :data:`SECTIONS` (norm, coordinates, projections,
@@ -246,6 +255,17 @@ def expected_gaussian_rates(n_rows: int, trials: int, seed: int = 0, with_dp: bo
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def expected_median_excess_kurtosis(n_rows: int, seed: int = 0, columns: int = 4000) -> float:
+    """Median sample excess kurtosis g2 (biased, as :func:`_central_moments`) of ``columns``
+    seeded N(0, 1) columns of ``n_rows`` rows: what an exact Gaussian shows under the same
+    protocol (E g2 = -6/(n+1) and g2 is right-skewed, so the median is below 0: about -0.13 at
+    100 rows, -0.6 at 15)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x6B2, int(n_rows)]))
+    Z = rng.standard_normal((int(n_rows), int(columns)))
+    return float(np.median(_central_moments([Z], int(columns))["excess_kurtosis"]))
+
+
 # ---------------------------------------------------------------------------------------
 # per-coordinate protocol
 # ---------------------------------------------------------------------------------------
@@ -346,6 +366,67 @@ def chi_cv(k: float) -> float:
     """
     mean = math.sqrt(2.0) * math.exp(scipy.special.gammaln((k + 1) / 2) - scipy.special.gammaln(k / 2))
     return math.sqrt(max(k - mean**2, 0.0)) / mean
+
+
+def trace_sq_unbiased(X) -> float | None:
+    """Unbiased estimate of tr(Sigma^2) from rows X of shape (n, d), for any distribution with
+    finite fourth moments (Himeno & Yamada 2014; equals the U-statistic of
+    ((x_i - x_j) . (x_k - x_l))^2 / 4 over distinct i, j, k, l):
+
+        (n-1) / (n (n-2) (n-3)) * [(n-1)(n-2) tr S^2 + (tr S)^2 - n Q],
+        S the ddof=1 covariance,  Q = sum_i ||x_i - mean||^4 / (n-1).
+
+    The plug-in tr S^2 is biased up by about (tr Sigma)^2 / (n-1), which dominates at n <= d
+    (isotropic Gaussian, n = 200, d = 512: tr S^2 ~ 3.6 tr Sigma^2). Cost O(n^2 d) through the
+    (n, n) Gram matrix when n <= d, else O(n d^2). None when n < 4.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    if n < 4:
+        return None
+    Xc = X - X.mean(axis=0)
+    sq = np.einsum("ij,ij->i", Xc, Xc)
+    G = Xc @ Xc.T if n <= d else Xc.T @ Xc
+    tr_s, tr_s2, q = float(sq.sum()) / (n - 1), float(np.sum(G * G)) / (n - 1) ** 2, float(np.sum(sq**2)) / (n - 1)
+    return (n - 1) / (n * (n - 2) * (n - 3)) * ((n - 1) * (n - 2) * tr_s2 + tr_s**2 - n * q)
+
+
+def norm_reference_few_rows(X, centred: dict) -> dict:
+    """The centred-norm Gaussian reference at n <= d: ``centred`` ({mean, std, cv} of
+    ||x - mean||) updated with d_eff = (tr S)^2 / T, T = :func:`trace_sq_unbiased` (clipped to
+    [1, d]), reference_cv = :func:`chi_cv` (d_eff) and cv_ratio. The sample spectrum's
+    (tr S)^2 / tr S^2 is kept as ``d_eff_sample`` (biased low at n <= d).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    out = dict(centred)
+    t = trace_sq_unbiased(X)
+    tr_s = float(np.sum((X - X.mean(axis=0)) ** 2)) / (n - 1)
+    out["d_eff_sample"] = out.pop("d_eff", None)
+    out.pop("reference_cv", None)
+    out.pop("cv_ratio", None)
+    if t is None or not t > 0 or not tr_s > 0:
+        out.update(d_eff=None, reference_cv=None, cv_ratio=None,
+                   d_eff_reason=f"n={n}: tr(Sigma^2) has no positive unbiased estimate (needs n >= 4)")
+        return out
+    d_eff = min(max(tr_s**2 / t, 1.0), float(d))
+    ref = chi_cv(d_eff)
+    out.update(d_eff=d_eff, reference_cv=ref, cv_ratio=out["cv"] / ref if out.get("cv") is not None else None,
+               d_eff_estimator="(tr S)^2 / unbiased tr(Sigma^2) (Himeno-Yamada), over all d coordinates")
+    # histogram of ||x - mean||^2 beside c chi2(d_eff), c = tr S (n-1) / (n d_eff): the moment-matched law of a
+    # Gaussian with the same covariance (x_i - mean ~ N(0, (n-1)/n Sigma))
+    sq = np.sum((X - X.mean(axis=0)) ** 2, axis=1)
+    scale = tr_s * (n - 1) / n / d_eff
+    law = scipy.stats.chi2(d_eff, scale=scale)
+    lo, hi = float(min(law.ppf(0.001), np.quantile(sq, 0.005))), float(max(law.ppf(0.999), np.quantile(sq, 0.99)))
+    hi = min(hi, 3.0 * float(law.ppf(0.999)))
+    counts, edges = np.histogram(sq, bins=40, range=(lo, hi))
+    centres = 0.5 * (edges[1:] + edges[:-1])
+    out["histogram"] = {"edges": edges.tolist(), "density": (counts / (sq.size * np.diff(edges))).tolist(),
+                        "reference_density": law.pdf(centres).tolist(),
+                        "reference": f"{scale:.4g} chi2({d_eff:.1f})",
+                        "outside_range": float(1.0 - counts.sum() / sq.size)}
+    return out
 
 
 def _sqrt_law_cv(ref: dict) -> float | None:
@@ -556,6 +637,61 @@ def random_projections(X, mean, *, k: int = 1000, rows: int = 5000, seed: int = 
 
 
 # ---------------------------------------------------------------------------------------
+# held-out whitening (n <= rank + 1: the in-sample whitening says nothing about the data)
+# ---------------------------------------------------------------------------------------
+HELD_OUT_SHRINKAGE = "oas"
+"""Shrinkage of the held-out whitener at n <= d (full rank from half the rows)."""
+MIN_HELD_OUT_ROWS = 4
+"""Rows per fold below which the held-out whitening is not tested."""
+
+
+def held_out_whitening(X, *, method: str = "pca", shrinkage=HELD_OUT_SHRINKAGE, seed: int = 0) -> dict:
+    """Two-fold held-out whitening: rows split in two seeded halves A, B (h = n // 2 rows each
+    tested); a ``Whitener(method, shrinkage)`` fitted on B whitens A and one fitted on A whitens
+    h rows of B.
+
+    For Gaussian rows each tested row is independent of the whitener that maps it, so every
+    whitened coordinate is exactly Gaussian (any linear map of a Gaussian is); the in-sample
+    whitening at n <= rank + 1 instead maps the rows onto an orthonormal frame (equal norms,
+    coordinates set by the geometry, not by the data's law). Shrinkage makes the fold's
+    covariance full rank with h < d rows.
+
+    Returns
+    -------
+    dict with ``blocks`` (two (h, r) whitened folds, or None with ``reason``), ``rows`` (h),
+    ``fit_rows`` ([rows fitted per fold]), ``shrinkage`` (intensity per fold), ``rank`` (r, the
+    smaller fold rank; both folds cut to it), ``method``, ``description``, ``notes``.
+    """
+    from whitenclip.whitening import Whitener
+
+    X = np.asarray(X, dtype=np.float64)
+    n = X.shape[0]
+    h = n // 2
+    out = {"method": method, "shrinkage_rule": shrinkage, "rows": int(h), "folds": 2, "notes": []}
+    if h < MIN_HELD_OUT_ROWS:
+        out.update(blocks=None, reason=f"n={n}: a held-out whitening needs at least {2 * MIN_HELD_OUT_ROWS} rows "
+                                       f"({MIN_HELD_OUT_ROWS} per fold)")
+        return out
+    perm = np.random.default_rng(np.random.SeedSequence([int(seed), 0x40F])).permutation(n)
+    a, b = np.sort(perm[:h]), np.sort(perm[h:])
+    blocks, fits, intensities = [], [], []
+    for fit_idx, test_idx in ((b, a), (a, b[:h])):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            wh = Whitener(method=method, shrinkage=shrinkage, calibration=False).fit(X[fit_idx])
+        out["notes"] += [f"held-out whitener: {w.message}" for w in caught]
+        blocks.append(wh.transform(X[test_idx]))
+        fits.append(int(fit_idx.size))
+        intensities.append(float(wh.shrinkage_))
+    r = min(B.shape[1] for B in blocks)
+    shrunk = ", ".join(f"{v:.3g}" for v in intensities)
+    out.update(blocks=[B[:, :r] for B in blocks], fit_rows=fits, shrinkage=intensities, rank=int(r),
+               description=(f"held-out {method} whitening ({shrinkage} shrinkage {shrunk}): 2 folds, a whitener "
+                            f"fitted on one half of the rows whitens {h} rows of the other; {r} whitened coordinates"))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # multivariate: Mardia
 # ---------------------------------------------------------------------------------------
 def _self_whiten(Z: np.ndarray, floor: float = 1e-10) -> np.ndarray:
@@ -721,6 +857,29 @@ VERDICT_RULE = (
     "median excess kurtosis < -0.5 or CV ratio < 0.8; else multi-modal if some whitened coordinate "
     "has excess kurtosis < -1 (bimodal); else not Gaussian (skewed or other)"
 )
+VERDICT_RULE_FEW_ROWS = (
+    "n <= rank + 1 (no more rows than dimensions): the in-sample whitening is an exact frame, so 'whitened' "
+    "means a held-out whitening (2 folds, OAS shrinkage, fitted on one half, tested on the other) and the CV "
+    "ratio is that of the centred raw norms against the Gaussian with the same covariance (d_eff from an unbiased "
+    "tr(Sigma^2)); Mardia is not used. degenerate if rank < 2 or nothing is testable; else the same thresholds: "
+    "close to Gaussian if held-out whitened-coordinate and projection AD pass rates are within 0.05 of the "
+    "exact-Gaussian rate, |k| < 0.5 with k the median held-out excess kurtosis minus an exact Gaussian's median at "
+    "the same rows (g2 is biased low on few rows) and the CV ratio is in [0.8, 1.25]; else heavy-tailed if k > 0.5 "
+    "or CV ratio > 1.25; else light-tailed if k < -0.5 or CV ratio < 0.8; else multi-modal if some held-out "
+    "coordinate has excess kurtosis < -1; "
+    "else not Gaussian (skewed or other)"
+)
+VERDICT_RULE_NEW_ROWS = VERDICT_RULE.replace(
+    "degenerate if rank < 2, n <= rank + 1 or no coordinate is testable",
+    "degenerate if rank < 2 or no coordinate is testable (n <= rank + 1 new rows: the whitener was fitted on other "
+    "rows, so their whitened coordinates and norms stay testable; Mardia is not)")
+
+
+def _rule(n: int, rank: int, in_sample: bool, few_rows: bool) -> str:
+    """The verdict rule that applies: few rows in-sample, few new rows, or the general one."""
+    if few_rows:
+        return VERDICT_RULE_FEW_ROWS
+    return VERDICT_RULE_NEW_ROWS if (not in_sample and n <= rank + 1) else VERDICT_RULE
 
 
 def _effect_sizes(wc: dict, proj_ad_pass, proj_expected: dict, shape: dict, mardia_kurtosis: dict,
@@ -730,19 +889,28 @@ def _effect_sizes(wc: dict, proj_ad_pass, proj_expected: dict, shape: dict, mard
         "ad_pass_gap_whitened": None if wc.get("ad_pass") is None else wc["expected_pass"]["ad"] - wc["ad_pass"],
         "ad_pass_gap_projections": None if proj_ad_pass is None else proj_expected["ad"] - proj_ad_pass,
         "median_excess_kurtosis": shape.get("median_excess_kurtosis"),
+        **({"gaussian_median_excess_kurtosis": shape["gaussian_median_excess_kurtosis"]}
+           if "gaussian_median_excess_kurtosis" in shape else {}),
         "min_excess_kurtosis": shape.get("min_excess_kurtosis"),
         "mardia_excess_kurtosis_per_dim": mardia_kurtosis.get("excess_per_dim"),
         "cv_ratio": wn.get("cv_ratio"),
     }
 
 
-def _judge(n: int, rank: int, testable: bool, effects: dict) -> tuple[str, str]:
-    """(label, because) of :data:`VERDICT_RULE` applied to the effect sizes."""
-    if rank < 2 or n <= rank + 1 or not testable:
+def _judge(n: int, rank: int, testable: bool, effects: dict, *, few_rows: bool = False,
+           in_sample: bool = True) -> tuple[str, str]:
+    """(label, because) of :data:`VERDICT_RULE` (``few_rows``: :data:`VERDICT_RULE_FEW_ROWS`; new
+    rows at n <= rank + 1: :data:`VERDICT_RULE_NEW_ROWS`) applied to the effect sizes."""
+    if rank < 2 or (in_sample and n <= rank + 1 and not few_rows) or not testable:
         return "degenerate", f"rank={rank}, n={n}" + ("" if testable else ", nothing testable")
     gap_c = effects["ad_pass_gap_whitened"]
+    gap_c_text = "n/a" if gap_c is None else f"{gap_c:+.3f}"
+    if few_rows and gap_c is None:  # held-out whitening untestable (n < 8): projections alone
+        gap_c = 0.0
     gap_p = effects["ad_pass_gap_projections"] or 0.0
     kmed = effects["median_excess_kurtosis"] or 0.0
+    kref = effects.get("gaussian_median_excess_kurtosis") or 0.0  # few rows: g2's small-sample median
+    kmed -= kref
     kmin = effects["min_excess_kurtosis"] or 0.0
     cvr = effects["cv_ratio"] if effects["cv_ratio"] is not None else 1.0
     if gap_c <= 0.05 and gap_p <= 0.05 and abs(kmed) < 0.5 and 0.8 <= cvr <= 1.25:
@@ -755,6 +923,11 @@ def _judge(n: int, rank: int, testable: bool, effects: dict) -> tuple[str, str]:
         label = "multi-modal"
     else:
         label = "not Gaussian (skewed or other)"
+    if few_rows:
+        return label, (f"n={n} <= rank+1={rank + 1}: AD pass gap {gap_c_text} (held-out whitened coords), "
+                       f"{gap_p:+.3f} (projections); median held-out excess kurtosis {kmed + kref:+.2f} "
+                       f"(exact Gaussian {kref:+.2f}, difference {kmed:+.2f}), min {kmin:+.2f}; "
+                       f"CV ratio {cvr:.2f} (centred raw norms)")
     return label, (f"AD pass gap {gap_c:+.3f} (coords), {gap_p:+.3f} (projections); median excess kurtosis "
                    f"{kmed:+.2f}, min {kmin:+.2f}; CV ratio {cvr:.2f}")
 
@@ -765,10 +938,15 @@ def verdict(report) -> dict:
     ``report``: a report's JSON mapping (``GaussianityReport.to_dict()`` or a saved report.json).
     """
     wc, proj = report["coordinates"]["whitened"], report["projections"]
+    few_rows = (report["whitener"].get("held_out") or None) is not None
     effects = _effect_sizes(wc, proj.get("ad_pass"), proj["expected_pass"], report["coordinates"]["whitened_shape"],
-                            report["multivariate"]["kurtosis"], report["norm"]["whitened"])
-    label, because = _judge(report["n"], report["rank"], wc.get("ad_pass") is not None, effects)
-    return {"label": label, "rule": VERDICT_RULE, "because": because, "effect_sizes": effects}
+                            {} if few_rows else report["multivariate"]["kurtosis"],
+                            report["norm"]["raw_centred" if few_rows else "whitened"])
+    testable = wc.get("ad_pass") is not None or (few_rows and proj.get("ad_pass") is not None)
+    in_sample = bool(report["whitener"].get("in_sample", True))
+    label, because = _judge(report["n"], report["rank"], testable, effects, few_rows=few_rows, in_sample=in_sample)
+    return {"label": label, "rule": _rule(report["n"], report["rank"], in_sample, few_rows), "because": because,
+            "effect_sizes": effects, "untested": _untested(report["n"], report["d"], report["rank"], few_rows, report)}
 
 
 # ---------------------------------------------------------------------------------------
@@ -785,6 +963,8 @@ class ReportContext:
     sqnorms : (n,) ||w||^2;  shape_sub : seeded row indices;  w_shape : (len(shape_sub), r') whitened
     covariance : (d, d) covariance of X (ddof=1; the whitener's own when in-sample)
     spectrum : (d,) its eigenvalues, descending;  notes : list of str (appended to)
+    few_rows : bool, in-sample rows with n <= r + 1 (the whitening is an exact frame; whitened
+    figures come from :attr:`held_out`, :func:`held_out_whitening`)
     """
 
     def __init__(self, X: np.ndarray, whitener, *, fitted_here: bool, in_sample: bool, seed: int, trials: int,
@@ -797,7 +977,15 @@ class ReportContext:
         self.n, self.d = X.shape
         self.rank = int(whitener.rank_)
         self.n_fit = int(whitener.n_samples_) if whitener.n_samples_ is not None else self.n
+        self.few_rows = bool(in_sample and self.rank >= 2 and self.n <= self.rank + 1)
         self._stream_pass()
+
+    @functools.cached_property
+    def held_out(self) -> dict:
+        """:func:`held_out_whitening` of X (the whitener's method, OAS shrinkage, this seed)."""
+        out = held_out_whitening(self.X, method=self.whitener.method, seed=self.seed)
+        self.notes.extend(out.pop("notes"))
+        return out
 
     def _stream_pass(self) -> None:
         X, n, d, rows = self.X, self.n, self.d, DIAGNOSTICS_CHUNK_ROWS
@@ -866,8 +1054,14 @@ class NormConcentration(Section):
 
     @classmethod
     def compute(cls, ctx, done):
-        return cls(**norm_concentration(ctx.raw_norms, ctx.centred_sq, ctx.sqnorms, rank=ctx.rank, n_fit=ctx.n_fit,
-                                        in_sample=ctx.in_sample, covariance_eigenvalues=ctx.spectrum))
+        out = norm_concentration(ctx.raw_norms, ctx.centred_sq, ctx.sqnorms, rank=ctx.rank, n_fit=ctx.n_fit,
+                                 in_sample=ctx.in_sample, covariance_eigenvalues=ctx.spectrum)
+        if ctx.few_rows:  # in-sample whitened norms are all equal; the raw reference needs an unbiased tr(Sigma^2)
+            out["raw_centred"] = norm_reference_few_rows(ctx.X, out["raw_centred"])
+            out["whitened"].update(cv_ratio=None, untestable=(
+                f"n={ctx.n} <= rank+1={ctx.rank + 1}: every in-sample whitened row has the same norm, so its CV "
+                "is 0 by construction and no law applies"))
+        return cls(**out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -893,12 +1087,38 @@ class Coordinates(Section):
         for k in ("skewness", "excess_kurtosis"):
             rshape[k][constant] = np.nan
         raw = coordinate_tests(ctx.X, subsets=subsets, seed=ctx.seed, global_constant=constant)
-        white = coordinate_tests(ctx.X, subsets=subsets, seed=ctx.seed, transform=wh.transform,
-                                 global_constant=~np.isfinite(wshape["excess_kurtosis"]))
+        if ctx.few_rows:
+            white, wshape = cls._held_out(ctx)
+        else:
+            white = coordinate_tests(ctx.X, subsets=subsets, seed=ctx.seed, transform=wh.transform,
+                                     global_constant=~np.isfinite(wshape["excess_kurtosis"]))
         if len(subsets) < ctx.trials:
             ctx.notes.append(f"n={ctx.n} <= subset={ctx.subset}: one trial on all rows instead of {ctx.trials} subsets")
         return cls(raw=raw, whitened=white, shape_rows=int(ctx.shape_sub.size), raw_shape=_shape_summary(rshape),
                    whitened_shape=_shape_summary(wshape))
+
+    @staticmethod
+    def _held_out(ctx) -> tuple[dict, dict]:
+        """Whitened-coordinate tests and shapes of the held-out folds (n <= rank + 1): each fold is
+        one trial of h rows; skewness / excess kurtosis per (fold, coordinate)."""
+        ho = ctx.held_out
+        if ho["blocks"] is None:
+            empty = {"n_coordinates": 0, "trials": 0, "subset": 0, "tested": 0, "ad_mean": None, "ad_pass": None,
+                     "dp_mean": None, "dp_pass": None, "expected_pass": {"ad": None, "dp": None, "tolerance": None},
+                     "expected_mean": {"ad": None, "dp": None}, "a2_per_coordinate": [], "worst": [],
+                     "constant": {"count": 0, "indices": [], "truncated": False, "constant_in_subset": 0},
+                     "basis": "held-out whitening", "untestable": ho["reason"]}
+            return empty, {"skewness": np.full(0, np.nan), "excess_kurtosis": np.full(0, np.nan)}
+        A, B = ho["blocks"]
+        h, r = ho["rows"], ho["rank"]
+        shapes = [_central_moments([A], r), _central_moments([B], r)]
+        constant = ~np.isfinite(shapes[0]["excess_kurtosis"]) & ~np.isfinite(shapes[1]["excess_kurtosis"])
+        white = coordinate_tests(np.vstack([A, B]), subsets=[np.arange(h), np.arange(h, 2 * h)], seed=ctx.seed,
+                                 global_constant=constant)
+        white["basis"] = ho["description"]
+        wshape = {k: np.concatenate([sh[k] for sh in shapes]) for k in ("skewness", "excess_kurtosis")}
+        wshape["gaussian_median_excess_kurtosis"] = expected_median_excess_kurtosis(h, ctx.seed)
+        return white, wshape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -959,8 +1179,11 @@ class Spectrum(Section):
 
     @classmethod
     def compute(cls, ctx, done):
-        return cls(eigenvalues=[float(v) for v in ctx.whitener.all_eigenvalues_],
-                   source="whitener covariance (all eigenvalues, descending)")
+        source = "whitener covariance (all eigenvalues, descending)"
+        if ctx.few_rows:
+            source += (f"; from n={ctx.n} rows at most n-1={ctx.n - 1} of d={ctx.d} eigenvalues are non-zero and the "
+                       "leading ones are biased up: the population spectrum is not estimable from them")
+        return cls(eigenvalues=[float(v) for v in ctx.whitener.all_eigenvalues_], source=source)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -990,6 +1213,10 @@ class Isotropy(Section):
         lam_w = np.sort(lam_w)[::-1][:ctx.rank]
         source = ("covariance of the input rows (the whitener's own: in-sample)" if ctx.fitted_here or ctx.in_sample
                   else "covariance of the input rows")
+        if ctx.few_rows:
+            source += (f"; at n={ctx.n} <= rank+1 the sample spectrum is biased (raw participation ratio; the norm "
+                       f"section's unbiased d_eff = (tr S)^2 / tr(Sigma^2) is the population's), and the whitened "
+                       "spectrum is the identity by construction")
         return cls(raw=spectrum_isotropy(ctx.spectrum), whitened=spectrum_isotropy(lam_w), top_share=TOP_SHARE,
                    source=source + "; whitened: W^T Cov W over the kept rank")
 
@@ -1003,14 +1230,55 @@ class Verdict(Section):
     rule: str
     because: str
     effect_sizes: dict
+    untested: list = dataclasses.field(default_factory=list)
+    """What the report could not test, one {"part", "reason"} per line (empty when everything was)."""
 
     @classmethod
     def compute(cls, ctx, done):
         coords, proj = done["coordinates"], done["projections"]
+        few = ctx.few_rows
         effects = _effect_sizes(coords.whitened, proj.ad_pass, proj.expected_pass, coords.whitened_shape,
-                                done["multivariate"].kurtosis, done["norm"].whitened)
-        label, because = _judge(ctx.n, ctx.rank, coords.whitened.get("ad_pass") is not None, effects)
-        return cls(label=label, rule=VERDICT_RULE, because=because, effect_sizes=effects)
+                                {} if few else done["multivariate"].kurtosis,
+                                done["norm"].raw_centred if few else done["norm"].whitened)
+        testable = coords.whitened.get("ad_pass") is not None or (few and proj.ad_pass is not None)
+        label, because = _judge(ctx.n, ctx.rank, testable, effects, few_rows=few, in_sample=ctx.in_sample)
+        return cls(label=label, rule=_rule(ctx.n, ctx.rank, ctx.in_sample, few), because=because,
+                   effect_sizes=effects, untested=_untested(ctx.n, ctx.d, ctx.rank, few,
+                                                            {k: s.to_dict() for k, s in done.items()}))
+
+
+def _untested(n: int, d: int, rank: int, few_rows: bool, sections: dict) -> list[dict]:
+    """One {"part", "reason"} per figure the report could not compute on these rows
+    (``sections``: the sections' JSON mappings by key)."""
+    out = []
+    if few_rows:
+        out.append({"part": "in-sample whitened coordinates",
+                    "reason": f"n={n} <= rank+1={rank + 1}: the whitener fitted on these rows maps them onto an exact "
+                              "orthonormal frame; whitened coordinates come from a held-out whitening instead"})
+    w, rc = sections["norm"]["whitened"], sections["norm"]["raw_centred"]
+    if w.get("untestable"):
+        out.append({"part": "whitened-norm CV and law of ||w||^2", "reason": w["untestable"]})
+    elif w.get("law") is None:
+        out.append({"part": "law of ||w||^2", "reason": w.get("law_reason") or ""})
+    if rc.get("d_eff_reason"):
+        out.append({"part": "centred-norm CV reference", "reason": rc["d_eff_reason"]})
+    for kind in ("raw", "whitened"):
+        c = sections["coordinates"][kind]
+        if c.get("untestable"):
+            out.append({"part": f"{kind} coordinates", "reason": c["untestable"]})
+        elif c.get("dp_pass") is None and c.get("dp_note"):
+            out.append({"part": f"D'Agostino-Pearson on {kind} coordinates", "reason": c["dp_note"]})
+    proj = sections["projections"]
+    if proj.get("ad_pass") is None:
+        out.append({"part": "random projections", "reason": proj.get("note") or "no projection testable"})
+    for name in ("skewness", "kurtosis"):
+        part = sections["multivariate"][name]
+        if part.get("pvalue") is None and part.get("reason"):
+            out.append({"part": f"Mardia {name}", "reason": part["reason"]})
+    if few_rows:
+        out.append({"part": "covariance spectrum beyond rank n-1",
+                    "reason": f"n={n} rows give at most {n - 1} non-zero eigenvalues of d={d}"})
+    return out
 
 
 SECTIONS: tuple[type[Section], ...] = (NormConcentration, Coordinates, Projections, Multivariate, Spectrum,
@@ -1030,6 +1298,9 @@ class WhitenerInfo(Result):
     dropped: dict
     note: str
     in_sample_basis: str
+    held_out: dict | None = None
+    """At n <= rank + 1 (in-sample): the held-out whitening behind the whitened coordinates
+    (method, shrinkage rule and intensity per fold, rows, rank, description); else None."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -1224,6 +1495,8 @@ def gaussianity_report(X, whitener=None, *, trials: int = 10, subset: int = 500,
     notes: list[str] = []
     fitted_here = whitener is None
     if fitted_here:
+        if not np.any(X != X[0]):  # rank 0: nothing varies, nothing to whiten or test
+            raise InputError(f"X: all {n} rows are identical (rank 0): degenerate, nothing to test")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             whitener = Whitener(calibration=False).fit(X)  # the report needs no p-values
@@ -1248,7 +1521,8 @@ def gaussianity_report(X, whitener=None, *, trials: int = 10, subset: int = 500,
     info = WhitenerInfo(fitted_on_input=bool(fitted_here), in_sample=bool(in_sample), method=whitener.method,
                         shrinkage=float(whitener.shrinkage_), n_fit=ctx.n_fit, dropped=json_safe(whitener.dropped_),
                         note=("no whitener given: fitted Whitener(method='pca') on the input itself" if fitted_here
-                              else "whitener given by the user"), in_sample_basis=basis)
+                              else "whitener given by the user"), in_sample_basis=basis,
+                        held_out=({k: v for k, v in ctx.held_out.items() if k != "blocks"} if ctx.few_rows else None))
     protocol = Protocol(trials=len(subsets), trials_requested=int(trials), subset=len(subsets[0]),
                         projections=int(projections), projection_rows=done["projections"].rows, seed=int(seed),
                         ad_threshold=AD_THRESHOLD, dp_alpha=DP_ALPHA,
@@ -1262,9 +1536,11 @@ def _shape_summary(shape: dict) -> dict:
     k = shape["excess_kurtosis"]
     s = shape["skewness"]
     ok = np.isfinite(k)
+    extra = {"gaussian_median_excess_kurtosis": shape["gaussian_median_excess_kurtosis"]} \
+        if "gaussian_median_excess_kurtosis" in shape else {}
     if not ok.any():
         return {"median_excess_kurtosis": None, "mean_excess_kurtosis": None, "min_excess_kurtosis": None,
-                "max_excess_kurtosis": None, "mean_abs_skewness": None}
+                "max_excess_kurtosis": None, "mean_abs_skewness": None, **extra}
     return {"median_excess_kurtosis": float(np.median(k[ok])), "mean_excess_kurtosis": float(np.mean(k[ok])),
             "min_excess_kurtosis": float(np.min(k[ok])), "max_excess_kurtosis": float(np.max(k[ok])),
-            "mean_abs_skewness": float(np.mean(np.abs(s[ok])))}
+            "mean_abs_skewness": float(np.mean(np.abs(s[ok]))), **extra}

@@ -5,8 +5,11 @@ Every task reads one piece and returns its :class:`~whitenclip.moments.MomentsPa
 float64 mean, centred scatter, power sums for Ledoit-Wolf, and for ``fit`` a bottom-m reservoir
 of rows for the conformal calibration, keyed by shard path and row, or by group id when the
 inputs have groups, so that its merge is exact);
+consecutive small pieces (tiny shards) are
+packed into one task of at most ``piece_rows`` rows (:func:`pack_tasks`), so the task and merge
+counts follow the rows, not the layout (a folder of 20,000 one-row files is a handful of tasks);
 parts are merged as a binary tree
-in piece order: level by level, part 2k with part 2k+1 (an odd last part moves up unchanged).
+in task order: level by level, part 2k with part 2k+1 (an odd last part moves up unchanged).
 The tree is the same on both engines, so results do not depend on which worker ran what, and
 on Dask the merges run on the workers: the driver receives one (d, d) scatter, never one per
 piece.
@@ -283,6 +286,95 @@ def _piece_moments_at(piece: Piece, row_offset: int, groups=None, **kw) -> Momen
     return piece_moments(piece, row_offset=row_offset, groups=groups, **kw)
 
 
+def pack_tasks(pieces, piece_rows: int) -> list[list[int]]:
+    """Indices of consecutive pieces gathered into tasks of at most ``piece_rows`` rows (a piece of
+    that size or more is a task alone): a folder of many small shards costs one task (and one
+    merge) per ``piece_rows`` rows, not one per shard. One pass, O(pieces).
+
+    >>> from whitenclip.shards import Shard, plan_pieces
+    >>> pack_tasks(plan_pieces([Shard("a.npy", n, 2, "<f4") for n in (1, 2, 9, 1, 1)], 4), 4)
+    [[0, 1], [2], [3], [4, 5, 6]]
+    """
+    tasks: list[list[int]] = []
+    held = 0
+    for i, p in enumerate(pieces):
+        if tasks and held + p.n_rows <= piece_rows:
+            tasks[-1].append(i)
+            held += p.n_rows
+        else:
+            tasks.append([i])
+            held = p.n_rows
+    return tasks
+
+
+def task_moments(pieces: list, row_offsets: list, groups: list, *, meta: dict, drop_nonfinite: bool = False,
+                 gram: str = "float64", moments_dir: str | None = None, chunk_rows: int = CHUNK_ROWS,
+                 one_thread: bool = False, calibration_rows: int = 0) -> MomentsPart:
+    """The :class:`MomentsPart` of a task's pieces (:func:`pack_tasks`), as their merge would be:
+    one piece is :func:`piece_moments`; several small ones are read into one part, their rows
+    gathered into chunks of ``chunk_rows`` (one scatter update per chunk, not one per piece), each
+    piece keeping its own content hash, coverage entry and reservoir positions. With
+    ``moments_dir`` a task is one piece (the unit saved and resumed)."""
+    from whitenclip.moments import RESERVOIR_EXTRA, Reservoir, coverage_entry, reservoir_to_tensors
+    from whitenclip.validation import check_magnitude
+
+    kw = dict(meta=meta, drop_nonfinite=drop_nonfinite, gram=gram, chunk_rows=chunk_rows, one_thread=one_thread,
+              calibration_rows=calibration_rows)
+    if len(pieces) == 1:
+        return piece_moments(pieces[0], row_offset=row_offsets[0], groups=groups[0], moments_dir=moments_dir, **kw)
+    _maybe_fault()
+    dim = pieces[0].shard.dim
+    part = MomentsPart(dim, {**meta, "gram": gram})
+    reservoir = Reservoir(calibration_rows, dim) if calibration_rows > 0 else None
+    held, held_rows, origin, dropped = [], 0, None, [0]
+
+    def flush():
+        nonlocal held, held_rows
+        if held:
+            part.update(np.concatenate(held) if len(held) > 1 else held[0], gram=gram, origin=origin)
+        held, held_rows = [], 0
+
+    with _blas_threads(1 if one_thread else None):
+        for piece, offset, g in zip(pieces, row_offsets, groups):
+            gids = (piece_groups(piece) if g is True else g) if calibration_rows > 0 and g is not None else None
+            if gids is not None and len(gids) != piece.n_rows:
+                raise InputError(f"{piece}: {len(gids)} group ids for {piece.n_rows} rows")
+            digest = _piece_digest(piece)
+            for lo, X, ok in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
+                                               dropped=dropped):
+                if reservoir is not None:
+                    at = lo - piece.start
+                    kept = None if gids is None else [v for v, k in zip(gids[at:at + ok.size], ok) if k]
+                    reservoir.update(X, start=offset + lo, groups=kept)
+                if not X.shape[0]:
+                    continue
+                check_magnitude(X, str(piece.shard.path), lo)  # named here: a chunk may gather several pieces
+                if not held:
+                    origin = (piece.shard.path, lo)
+                held.append(X)
+                held_rows += X.shape[0]
+                if held_rows >= chunk_rows:
+                    flush()
+            part.inputs.append(digest.hexdigest())
+            part.coverage.append(coverage_entry(piece.shard.path, piece.start, piece.stop))
+        flush()
+    if reservoir is not None:
+        part.extras[RESERVOIR_EXTRA] = reservoir_to_tensors(reservoir)
+    part.stats = {"pieces": len(pieces), "resumed": 0, "dropped_nonfinite": dropped[0]}
+    return part
+
+
+def task_scores(pieces: list, whitener, **kw) -> list:
+    """``(shard_path, ScoreTable)`` of each piece of a task, in order (:func:`piece_scores`)."""
+    return [(p.shard.path, piece_scores(p, whitener, **kw)) for p in pieces]
+
+
+def task_rows(pieces: list, **kw) -> np.ndarray:
+    """All finite rows of a task's pieces, in order (:func:`piece_rows`)."""
+    parts = [piece_rows(p, **kw) for p in pieces]
+    return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+
 def shard_position_base(path) -> int:
     """Reservoir position of a shard's row 0: a 39-bit hash of its absolute path times 2^24, so rows
     of different shards (also in `moments` runs on different machines) get distinct positions and
@@ -301,7 +393,7 @@ def piece_scores(piece: Piece, whitener, *, drop_nonfinite: bool = False, chunk_
     """:class:`~whitenclip.likelihood.ScoreTable` of the piece's rows scored by ``whitener``, with their ids."""
     import warnings
 
-    from whitenclip.likelihood import ScoreTable, score
+    from whitenclip.likelihood import ScoreTable, conformal_unavailable, score
 
     _maybe_fault()
     ids_all = piece_ids(piece)
@@ -314,7 +406,7 @@ def piece_scores(piece: Piece, whitener, *, drop_nonfinite: bool = False, chunk_
             ids += kept
             if X.shape[0]:
                 tables.append(score(whitener, X, kept, name=piece.shard.path))  # names a refused row
-    return ScoreTable.concat(tables, ids=ids, calibrated=getattr(whitener, "calibration_", None) is not None)
+    return ScoreTable.concat(tables, ids=ids, calibrated=conformal_unavailable(whitener) is None)
 
 
 def piece_rows(piece: Piece, *, drop_nonfinite: bool = False, chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
@@ -402,14 +494,15 @@ def check_scheduler_address(address: str) -> None:
         raise InputError(f"--scheduler {address}: expected {scheme}://HOST:PORT")
 
 
-def runs_here(opts: EngineOptions, pieces) -> bool:
-    """True when the pieces run in this process: ``--engine local``, or ``--engine dask`` with a
-    single piece and no cluster given (starting a LocalCluster for one task is pure overhead; the
+def runs_here(opts: EngineOptions, tasks) -> bool:
+    """True when the tasks run in this process: ``--engine local``, or ``--engine dask`` with a
+    single task and no cluster given (starting a LocalCluster for one task is pure overhead; the
     result is the same, as the merge tree is)."""
     if opts.engine == "local":
         return True
-    if len(pieces) <= 1 and opts.client is None and not opts.scheduler:
-        opts.say("one piece: running it in this process (no LocalCluster needed)")
+    if len(tasks) <= 1 and opts.client is None and not opts.scheduler:
+        opts.say(f"one {'piece' if not tasks or len(tasks[0]) == 1 else 'task'}: running it in this process "
+                 "(no LocalCluster needed)")
         return True
     return False
 
@@ -464,15 +557,18 @@ def compute_moments(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False
     groups = groups or [None] * len(pieces)
     kw = dict(meta=meta, drop_nonfinite=drop_nonfinite, gram=gram, moments_dir=mdir, chunk_rows=opts.chunk_rows,
               calibration_rows=int(calibration_rows))
-    offsets = [shard_position_base(p.shard.path) for p in pieces]
+    bases = {s.path: shard_position_base(s.path) for s in shards}  # one hash per shard, not per piece
+    offsets = [bases[p.shard.path] for p in pieces]
+    tasks = [[i] for i in range(len(pieces))] if mdir is not None else pack_tasks(pieces, opts.piece_rows)
+    args = [([pieces[i] for i in t], [offsets[i] for i in t], [groups[i] for i in t]) for t in tasks]
     opts.say(f"{len(shards)} shard(s), {sum(s.n_rows for s in shards)} rows x {shards[0].dim}: "
-             f"{len(pieces)} piece(s) of at most {opts.piece_rows} rows on the {opts.engine} engine")
-    if runs_here(opts, pieces):
-        part = tree_merge([piece_moments(p, row_offset=o, groups=g, **kw) for p, o, g in zip(pieces, offsets, groups)],
-                          merge_two)
+             f"{len(pieces)} piece(s) of at most {opts.piece_rows} rows on the {opts.engine} engine"
+             + (f" in {len(tasks)} task(s)" if len(tasks) != len(pieces) else ""))
+    if runs_here(opts, tasks):
+        part = tree_merge([task_moments(*a, **kw) for a in args], merge_two)
     else:
         with dask_client(opts) as client:
-            futures = client.map(_piece_moments_at, pieces, offsets, groups, pure=False, one_thread=True, **kw)
+            futures = client.map(task_moments, *zip(*args), pure=False, one_thread=True, **kw)
             part = tree_merge(futures, lambda a, b: client.submit(merge_two, a, b, pure=False)).result()
     if part.stats.get("resumed"):
         opts.say(f"resumed {part.stats['resumed']} of {len(pieces)} piece(s) from {opts.moments_dir}")
@@ -615,17 +711,18 @@ def iter_scores(inputs, opts: EngineOptions, whitener, *, drop_nonfinite: bool =
         if s.dim != whitener.n_features_:
             raise InputError(f"{s.path}: rows have dimension {s.dim}, the whitener expects {whitener.n_features_}")
     kw = dict(drop_nonfinite=drop_nonfinite, chunk_rows=opts.chunk_rows)
-    if runs_here(opts, pieces):
+    tasks = [[pieces[i] for i in t] for t in pack_tasks(pieces, opts.piece_rows)]
+    if runs_here(opts, tasks):
         for p in pieces:
             yield p.shard.path, piece_scores(p, whitener, **kw)
         return
     with dask_client(opts) as client:
         [wh] = client.scatter([whitener], broadcast=True)
-        futures = client.map(piece_scores, pieces, [wh] * len(pieces), pure=False, one_thread=True, **kw)
-        for p, f in zip(pieces, futures):
-            table = f.result()
+        futures = client.map(task_scores, tasks, [wh] * len(tasks), pure=False, one_thread=True, **kw)
+        for f in futures:
+            tables = f.result()
             f.release()
-            yield p.shard.path, table
+            yield from tables
 
 
 def shard_output_names(paths, suffix: str) -> list[str]:
@@ -726,11 +823,12 @@ def gather_rows(inputs, opts: EngineOptions, *, drop_nonfinite: bool = False) ->
     (for whole-sample statistics such as the Gaussianity report: equal to reading them locally)."""
     _, pieces = plan(inputs, opts)
     kw = dict(drop_nonfinite=drop_nonfinite, chunk_rows=opts.chunk_rows)
-    if runs_here(opts, pieces):
+    tasks = [[pieces[i] for i in t] for t in pack_tasks(pieces, opts.piece_rows)]
+    if runs_here(opts, tasks):
         parts = [piece_rows(p, **kw) for p in pieces]
     else:
         with dask_client(opts) as client:
-            parts = client.gather(client.map(piece_rows, pieces, pure=False, **kw))
+            parts = client.gather(client.map(task_rows, tasks, pure=False, **kw))
     parts = [X for X in parts if X.shape[0]]
     if not parts:
         raise InputError(f"{', '.join(map(str, inputs))}: no usable rows")

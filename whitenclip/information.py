@@ -10,7 +10,10 @@ The plug-in estimators are badly biased at embedding sizes (d = 768, n = 1000: t
 entropy is ~217 nats low), so each log-determinant is bias-corrected with the exact Wishart
 expectation (:func:`log_det_bias`). Nonparametric estimators (Kozachenko-Leonenko entropy,
 Kraskov-Stoegbauer-Grassberger MI) run on a few leading directions, where k-NN methods still
-work, as a check on the Gaussian model.
+work, as a check on the Gaussian model; each result says which dimensions its figures are over.
+The KSG check of MI runs on held-out canonical variates (directions fitted on the other
+cross-fitting folds) beside a permutation null, so it reads ~0 on independent pairs: in-sample
+canonical variates are correlated by construction when n is close to the rank.
 
 Confidence intervals default to a delete-a-group jackknife over 48 seeded row groups (exact
 width wherever the rank is well below n, conservative near it); a Bayesian bootstrap of the
@@ -31,6 +34,7 @@ import hashlib
 import math
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy import linalg, special
@@ -57,6 +61,8 @@ __all__ = [
     "HEADLINE_RATIO",
     "cross_fitted_mi",
     "pair_rows",
+    "ids_kind",
+    "PAIR_BY",
     "effective_dimension",
     "knn_entropy",
     "ksg_mi",
@@ -191,7 +197,12 @@ ENTROPY_ASSUMES = ("i.i.d. Gaussian rows: entropy of the Gaussian fitted to them
 MI_ASSUMES = ("i.i.d. jointly Gaussian pairs: MI of the Gaussian fitted to them, from canonical correlations "
               "(bias correction exact under that law); the KSG check assumes no law")
 KNN_SPACE = "top principal components of the input rows, each scaled to unit variance (whitener not used)"
-KSG_SPACE = "top canonical variate pairs"
+KSG_SPACE = ("top canonical variate pairs, held out: each row projected on directions fitted on the other "
+             "cross-fitting folds")
+KSG_PERMUTATIONS = 19
+"""Permutations (of Y's held-out variates within each fold) behind the KSG check's null range and p-value:
+the smallest p-value is 1/20, so a figure is beyond the noise (at 95%) when it exceeds every permuted one
+(more permutations for a higher ``confidence``: 99 at 99%)."""
 
 
 @dataclass(frozen=True)
@@ -214,17 +225,38 @@ class KnnEntropyCheck(Result):
     gap: float
     space: str = KNN_SPACE
 
+    @property
+    def over(self) -> str:
+        """The dimensions its figures are over, in words."""
+        return f"k-NN over the top {self.dims} principal components"
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "over": self.over}
+
 
 @dataclass(frozen=True)
 class KsgCheck(Result):
-    """Nonparametric cross-check of :class:`GaussianMI`: KSG MI of the top ``dims`` canonical pairs
-    (``mi``) beside their Gaussian MI ``-0.5 * sum_i log(1 - rho_i^2)`` (``gaussian_mi``)."""
+    """Nonparametric cross-check of :class:`GaussianMI` on held-out canonical variates.
+
+    Each row is projected on the top ``dims`` canonical directions of the cross-fitting model that
+    did not see it (its fold's), so the variates of independent X and Y are independent: the check
+    cannot find information that is not there, as in-sample canonical variates do at n close to
+    the rank (they are correlated by construction). ``mi`` is their KSG estimate, ``gaussian_mi``
+    the Gaussian MI of the same variates (bias-corrected), ``null_ci`` the 2.5-97.5% range of the
+    KSG estimate over ``permutations`` within-fold permutations of the Y variates (its spread
+    under independence), ``pvalue`` the permutation p-value, and ``detectable`` whether ``mi``
+    lies beyond that noise (``pvalue <= 1 - confidence``).
+    """
 
     dims: int
     k: int
     n: int
     mi: float
-    gaussian_mi: float
+    gaussian_mi: float | None
+    null_ci: tuple[float, float] | None = None
+    pvalue: float | None = None
+    detectable: bool | None = None
+    permutations: int = 0
     space: str = KSG_SPACE
 
 
@@ -250,6 +282,16 @@ class EntropyResult(Result):
     ci_method: str | None = "jackknife"
     whitened: bool = False
     assumes: str = ENTROPY_ASSUMES
+    n_features: int | None = None
+
+    @property
+    def over(self) -> str:
+        """The dimensions ``entropy`` and ``entropy_plugin`` are over, in words (the k-NN check's: ``knn.over``)."""
+        of = f" of {self.n_features}" if self.n_features is not None and self.n_features != self.rank else ""
+        return f"Gaussian over r = {self.rank}{of} dims (the kept rank)"
+
+    def to_dict(self) -> dict:
+        return {**super().to_dict(), "over": self.over}
 
 
 @dataclass(frozen=True)
@@ -308,9 +350,10 @@ class MIResult(Result):
     deterministic: bool = False
     resolvable: bool | None = None
     effective_dims: tuple[float, float] | None = None
+    ksg_skipped: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)  # repr: bounded (Result.__repr__)
 class PointwiseMIResult(Result):
     """Pointwise MI ``log p(x, y) - log p(x) - log p(y)`` of each pair under the fitted Gaussian.
 
@@ -502,7 +545,8 @@ class GaussianEntropy:
                              std=float(self.std_), base=str(self.base), rank=int(self.rank_),
                              n=int(self.n_samples_), knn=None if self.knn_ is None else KnnEntropyCheck(**self.knn_),
                              confidence=float(self.confidence),
-                             ci_method=self.ci, whitened=self.whitener is not None)
+                             ci_method=self.ci, whitened=self.whitener is not None,
+                             n_features=int(self.n_features_))
 
     def summary(self) -> dict:
         """JSON-ready dict of :meth:`result`: entropy, entropy_plugin, ci, std, base, rank, n, knn, ..."""
@@ -527,9 +571,11 @@ class GaussianMI:
     Pointwise MI (:meth:`pointwise`) is ``log p(x, y) - log p(x) - log p(y)`` under the fitted
     Gaussian; on the fit data it averages exactly to ``mi_plugin_`` (without shrinkage).
     A KSG estimate on the top ``ksg_dims`` canonical pairs, beside their Gaussian MI, checks
-    the model. The interval ``ci_`` is a delete-a-group jackknife or a Bayesian bootstrap of
-    the same statistic, as in :class:`GaussianEntropy` (the bootstrap is only valid while
-    ``r_x + r_y << n``).
+    the model; it runs on held-out variates (each row projected on the canonical directions of the
+    cross-fitting model fitted without it), with a within-fold permutation null, so it reads ~0 on
+    independent pairs, and is skipped (``ksg_skipped_`` says why) when there are no folds. The
+    interval ``ci_`` is a delete-a-group jackknife or a Bayesian bootstrap of the same statistic,
+    as in :class:`GaussianEntropy` (the bootstrap is only valid while ``r_x + r_y << n``).
 
     Parameters
     ----------
@@ -544,7 +590,7 @@ class GaussianMI:
     n_boot : int, default 200
     confidence : float, default 0.95
     ksg_dims : int, default 2
-        Canonical pairs used by the KSG check; 0 disables it.
+        Canonical pairs used by the KSG check (held out, see :class:`KsgCheck`); 0 disables it.
     k : int, default 3
     ksg_max_samples : int, default 10000
     floor : float, default 1e-12
@@ -576,7 +622,10 @@ class GaussianMI:
     shrinkage_ : float
         Shrinkage intensity used (0 without shrinkage).
     ksg_ : dict or None
-        ``{"dims", "k", "n", "mi", "gaussian_mi"}`` in ``base`` units.
+        ``{"dims", "k", "n", "mi", "gaussian_mi", "null_ci", "pvalue", "detectable", "permutations"}``
+        in ``base`` units (:class:`KsgCheck`), or None (``ksg_dims=0``, or skipped: ``ksg_skipped_``).
+    ksg_skipped_ : str
+        Why the KSG check did not run ("" when it ran or is off).
     """
 
     def __init__(self, base="e", shrinkage=None, bias_correction=True, ci="jackknife",
@@ -641,13 +690,13 @@ class GaussianMI:
         self.canonical_correlations_ = rho
         self.mi_, self.mi_plugin_ = corrected / unit, plugin / unit
         self.rank_x_, self.rank_y_, self.n_samples_, self.shrinkage_ = rx, ry, n, a
-        self.ksg_ = self._ksg(J, dx, rng, unit)
         self.effective_dims_ = (effective_dimension(S[:dx, :dx], n), effective_dimension(S[dx:, dx:], n))
         ratio = n / float(rx + ry)
         self.crossfit_ = None
         if int(self.folds) and not self.deterministic_:
             self.crossfit_ = cross_fitted_mi(X, Y, self.folds, row_groups, self.floor, self.confidence,
-                                             self.random_state)
+                                             self.random_state, variates=max(int(self.ksg_dims), 0))
+        self.ksg_, self.ksg_skipped_ = self._ksg(unit)
         if self.deterministic_:
             self.mi_, self.ci_ = math.inf, None
         self.headline_ = "cross-fitted" if self.crossfit_ is not None and ratio < HEADLINE_RATIO else "in-sample"
@@ -742,7 +791,8 @@ class GaussianMI:
                         bias_corrected=bool(self.bias_correction and self.shrinkage_ == 0.0),
                         crossfit=cf, headline=self.headline_, headline_mi=head_mi, headline_ci=head_ci,
                         headline_reason=reason, deterministic=bool(self.deterministic_), resolvable=resolvable,
-                        effective_dims=tuple(float(e) for e in self.effective_dims_))
+                        effective_dims=tuple(float(e) for e in self.effective_dims_),
+                        ksg_skipped=str(getattr(self, "ksg_skipped_", "")))
 
     def _verdict(self, mi, ci, cf):
         """``(detectable, note, resolvable)``.
@@ -816,18 +866,71 @@ class GaussianMI:
         sum4 = float((((J * J) @ (scale * scale)) ** 2).sum())
         return ledoit_wolf_shrinkage_from_sums(cov0, n, sum4), mus
 
-    def _ksg(self, J, dx, rng, unit):
-        """KSG on the top canonical variates (from centred joint rows ``J``) vs their Gaussian MI."""
-        rho = self.canonical_correlations_
-        m = min(rho.size, int(self.ksg_dims))
-        if m == 0:
-            return None
-        wx, wy = self.x_weights_[:, :m], self.y_weights_[:, :m]
-        UV = _subsample(np.hstack([J[:, :dx] @ wx, J[:, dx:] @ wy]), self.ksg_max_samples, rng)
-        value = ksg_mi(UV[:, :m], UV[:, m:], self.k)
-        gauss = -0.5 * float(np.log1p(-rho[:m] ** 2).sum())
-        return {"dims": m, "k": int(self.k), "n": int(UV.shape[0]),
-                "mi": value / unit, "gaussian_mi": gauss / unit}
+    def _ksg(self, unit):
+        """``(ksg dict or None, why skipped)``: KSG MI of the held-out canonical variates of the
+        cross-fitting folds (:func:`cross_fitted_mi`), beside the Gaussian MI of the same variates
+        and the KSG estimates of within-fold permutations (its noise under independence)."""
+        m = int(self.ksg_dims)
+        if m <= 0:
+            return None, ""
+        if self.deterministic_:
+            return None, "deterministic relation: no finite MI to check"
+        cf = self.crossfit_
+        if cf is not None and cf.get("variates") is None:
+            return None, "skipped: a cross-fitting fold kept no canonical direction to project held-out rows on"
+        if cf is None:
+            why = ("the cross-fit is off (folds=0)" if not int(self.folds) else
+                   f"too few rows or groups for {int(self.folds)} cross-fitting folds (at least "
+                   f"{4 * max(int(self.folds), 3)} rows)")
+            return None, ("skipped: the KSG check runs on held-out canonical variates (directions fitted on the "
+                          f"other cross-fitting folds), and {why}; in-sample variates would show dependence "
+                          "that is not there")
+        U, V, fold = cf["variates"]
+        rng = np.random.default_rng([int(self.random_state), 1])  # its own stream: the estimate stays seeded
+        if self.ksg_max_samples and U.shape[0] > self.ksg_max_samples:
+            keep = np.sort(rng.choice(U.shape[0], int(self.ksg_max_samples), replace=False))
+            U, V, fold = U[keep], V[keep], fold[keep]
+        n, q = U.shape
+        if n <= int(self.k) + 1:
+            return None, f"skipped: {n} held-out rows are too few for k = {int(self.k)} neighbours"
+        value = ksg_mi(U, V, self.k)
+        level = 1.0 - float(self.confidence)  # p-values of `perms` permutations reach 1 / (perms + 1) <= level
+        perms = max(KSG_PERMUTATIONS, math.ceil(1.0 / level - 1e-9) - 1) if level > 0 else KSG_PERMUTATIONS
+        with warnings.catch_warnings():  # duplicate rows were reported (once) by the estimate itself
+            warnings.filterwarnings("ignore", message="ksg_mi: dropped")
+            null = np.array([ksg_mi(U, V[_permute_within(fold, rng)], self.k) for _ in range(perms)])
+        pvalue = (1.0 + float((null >= value).sum())) / (1.0 + null.size)
+        lo, hi = np.quantile(null, [0.025, 0.975])
+        gauss = _gaussian_mi_of(U, V)
+        return {"dims": q, "k": int(self.k), "n": int(n), "mi": value / unit,
+                "gaussian_mi": None if gauss is None else gauss / unit,
+                "null_ci": (float(lo) / unit, float(hi) / unit), "pvalue": pvalue,
+                "detectable": bool(pvalue <= level), "permutations": perms}, ""
+
+
+def _permute_within(label, rng):
+    """A permutation of ``range(label.size)`` that moves rows only within their ``label``."""
+    order = np.arange(label.size)
+    for f in np.unique(label):
+        where = np.flatnonzero(label == f)
+        order[where] = rng.permutation(where)
+    return order
+
+
+def _gaussian_mi_of(U, V):
+    """Bias-corrected Gaussian MI (nats) of paired variates ``U``, ``V`` (n, q) each, or None when a
+    block is degenerate."""
+    n, q = U.shape
+    if n <= 2 * q + 1:
+        return None
+    S = np.cov(np.hstack([U, V]), rowvar=False).reshape(2 * q, 2 * q)
+    try:
+        Lx, Ly = linalg.cholesky(S[:q, :q], lower=True), linalg.cholesky(S[q:, q:], lower=True)
+    except linalg.LinAlgError:
+        return None
+    K = linalg.solve_triangular(Ly, linalg.solve_triangular(Lx, S[:q, q:], lower=True).T, lower=True)
+    rho = np.minimum(linalg.svdvals(K), _MAX_CCA)
+    return -0.5 * float(np.log1p(-rho**2).sum()) - _mi_bias(q, q, n)
 
 
 # --------------------------------------------------------------------------- cross-fitted MI
@@ -976,7 +1079,7 @@ def _fold_indices(n, n_folds, label, rng):
     return [np.flatnonzero(fold_of[label] == j) for j in range(n_folds)]
 
 
-def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, random_state=0):
+def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, random_state=0, variates=0):
     """Cross-fitted Gaussian MI: held-out pointwise log-density ratios (nats), with a model chosen
     by held-out likelihood.
 
@@ -1001,9 +1104,16 @@ def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, ra
     independent rows its expectation is <= 0 (a KL divergence with the sign flipped), so a
     negative value means the fitted dependence predicts held-out pairs worse than independence.
 
+    ``variates`` > 0 also returns the held-out canonical variates of the top ``variates`` canonical
+    pairs of each fold's top-``k`` model (whatever ``m``; fewer when a fold's model has fewer):
+    ``"variates": (U, V, fold)``, U and V of shape (n, q), each fold's rows centred and scaled to
+    unit variance over that fold, ``fold`` (n,) each row's fold. The directions never saw the rows
+    they project, so U and V are independent whenever X and Y are (the KSG check of
+    :class:`GaussianMI` runs on them).
+
     Returns a dict ``{"mi", "ci", "se", "pmi" (n,), "folds", "grouped", "ranks" [(k, m) per fold],
-    "held_out_correlation"}`` in nats, or None when there are too few rows (or groups) for
-    ``folds`` folds (at least ``4 * folds`` rows).
+    "held_out_correlation", "variates"}`` in nats, or None when there are too few rows (or groups)
+    for ``folds`` folds (at least ``4 * folds`` rows).
     """
     X, Y = _paired(X, Y)
     n, dx = X.shape
@@ -1020,7 +1130,7 @@ def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, ra
         return None
     Z = np.hstack([X, Y])
     pmi = np.empty(n)
-    ranks, top_corr = [], []
+    ranks, top_corr, held = [], [], []
     with _one_thread():
         fm = _FoldMoments(Z, idx)
         for f in range(n_folds):
@@ -1034,6 +1144,11 @@ def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, ra
             kx, ky = mod.ranks(k)
             ranks.append((int(k), int(m)))
             Zh = Z[idx[f]] - fm.centre - mean
+            if int(variates) > 0:
+                P, _, Q = mod.cca(k)
+                q = min(int(variates), P.shape[1])
+                held.append((_unit_columns(Zh[:, :dx] @ (mod.Wx[:, :kx] @ P[:, :q])),
+                             _unit_columns(Zh[:, dx:] @ (mod.Wy[:, :ky] @ Q[:, :q]))))
             if m == 0:
                 pmi[idx[f]] = 0.0
                 continue
@@ -1057,9 +1172,22 @@ def cross_fitted_mi(X, Y, folds=5, groups=None, floor=1e-12, confidence=0.95, ra
         se = math.sqrt(G / (G - 1.0) * float((sums**2).sum())) / n
         dof = G - 1
     t = float(_student_t.ppf(0.5 + 0.5 * confidence, dof))
+    held_out = None
+    if held and min(u.shape[1] for u, _ in held) > 0:
+        q = min(u.shape[1] for u, _ in held)
+        U, V, fold = np.empty((n, q)), np.empty((n, q)), np.empty(n, dtype=np.int64)
+        for f, (u, v) in enumerate(held):
+            U[idx[f]], V[idx[f]], fold[idx[f]] = u[:, :q], v[:, :q], f
+        held_out = (U, V, fold)
     return {"mi": mi, "ci": (mi - t * se, mi + t * se), "se": se, "pmi": pmi, "folds": n_folds,
             "grouped": groups is not None, "ranks": ranks,
-            "held_out_correlation": min(top_corr) if len(top_corr) == n_folds else None}
+            "held_out_correlation": min(top_corr) if len(top_corr) == n_folds else None, "variates": held_out}
+
+
+def _unit_columns(A):
+    """Columns of ``A`` centred and scaled to unit variance (a constant column stays 0)."""
+    A = A - A.mean(axis=0)
+    return A / np.sqrt(np.maximum((A * A).mean(axis=0), np.finfo(float).tiny))
 
 
 def effective_dimension(S, n):
@@ -1087,27 +1215,71 @@ def effective_dimension(S, n):
     return t1 * t1 / t2
 
 
-def pair_rows(ids_x, X, ids_y, Y, name_x="X", name_y="Y"):
-    """Pair the rows of two inputs: ``(ids, X, Y, how)``.
+PAIR_BY = ("id", "row")
+"""Explicit pairing rules of :func:`pair_rows` (``mi --pair-by``); None = the automatic rule."""
+ID_KINDS = ("ids", "captions", "none")
+"""What a side's row ids are (:func:`ids_kind`): real ids, its own captions, or row numbers only."""
 
-    Ids equal to the row numbers (``"0", "1", ...``, what readers give rows without ids) count as
-    no ids. When both inputs carry ids they are paired by id: identical lists pair row i with
-    row i, the same ids in another order reorder ``Y`` (``how = "id"``), and anything else is
-    refused naming the first id found on one side only (or the first duplicate). Rows without
-    ids pair by position (``how = "row"``; the row counts must agree). An id read as ``"None"``
-    (a null in the file) is refused: it names no row.
+
+def ids_kind(source) -> str:
+    """What the row ids of an opened source are, for pairing (:func:`pair_rows`):
+
+    * ``"ids"``: ids of their own: an id column of a table (``--id-column``, or its ``id`` column;
+      integers ``0..n-1`` included), ``.npz``/``.safetensors``/``.pt`` ids, image paths (raw images
+      or an image store);
+    * ``"captions"``: the ids are the caption text itself (raw captions, or a caption store:
+      ``embed`` names each caption row by its caption);
+    * ``"none"``: row numbers the reader made up (``.npy``, text vectors, a table without an id column).
+
+    ``source``: a :class:`~whitenclip.stores.EmbeddingFile` or :class:`~whitenclip.sources.EncodedSource`.
     """
-    own_x, own_y = _own_ids(ids_x, X.shape[0]), _own_ids(ids_y, Y.shape[0])
-    for own, ids, name in ((own_x, ids_x, name_x), (own_y, ids_y, name_y)):
-        if own:
-            bad = next((i for i, v in enumerate(ids) if v is None or str(v) == "None"), None)
-            if bad is not None:
-                raise InputError(f"{name}: row {bad} has a null id (None); give every row an id, or none")
-    if not (own_x and own_y):
+    inputs = getattr(source, "inputs", None)
+    if inputs is not None:  # raw images/captions: each item (path or caption) is its id
+        return "captions" if inputs.modality == "text" else "ids"
+    # an EmbeddingFile's blocks: (rows, ids or None); a table block knows its id column
+    blocks = getattr(source, "_blocks", ())
+    if not any(ids is not None or getattr(getattr(b, "info", None), "id_column", None) for b, ids in blocks):
+        return "none"
+    p = Path(str(source.path))
+    store = p.is_dir() and (p / "meta.json").is_file()
+    return "captions" if store and (source.meta or {}).get("modality") == "text" else "ids"
+
+
+def pair_rows(ids_x, X, ids_y, Y, name_x="X", name_y="Y", *, kinds=(None, None), pair_by=None):
+    """Pair the rows of two inputs: ``(ids, X, Y, how)``, ``how`` = ``"id"`` (Y reordered) or ``"row"``.
+
+    ``kinds``: :func:`ids_kind` of each side (None: inferred, ids equal to the row numbers
+    ``"0", "1", ...`` then count as none). The rule (``pair_by=None``):
+
+    * both sides carry real ids (``"ids"``): paired by id. Identical lists pair row i with row i,
+      the same ids in another order reorder ``Y`` (``how = "id"``), and anything else is refused
+      naming the first id found on one side only (or the first duplicate);
+    * either side has no ids, or its ids are its own captions: paired by row (row i with row i;
+      the row counts must agree).
+
+    ``pair_by="id"`` pairs by id whatever the kinds (captions included), and is refused when a
+    side has no ids; ``pair_by="row"`` pairs by position. An id read as ``"None"`` (a null in the
+    file) is refused when pairing by id: it names no row.
+    """
+    if pair_by not in (None, *PAIR_BY):
+        raise InputError(f"pair_by must be one of {', '.join(PAIR_BY)} or None; got {pair_by!r}")
+    kinds = tuple(k if k is not None else ("ids" if _own_ids(i, A.shape[0]) else "none")
+                  for k, i, A in zip(kinds, (ids_x, ids_y), (X, Y)))
+    by_id = kinds == ("ids", "ids") if pair_by is None else pair_by == "id"
+    if pair_by == "id":
+        for kind, name in zip(kinds, (name_x, name_y)):
+            if kind == "none":
+                raise InputError(f"--pair-by id: {name} has no ids (its rows are only numbered); "
+                                 "pair by row (--pair-by row), or give ids (an id column, .npz/.safetensors ids)")
+    if not by_id:
         if X.shape[0] != Y.shape[0]:
             raise InputError(f"{name_x} has {X.shape[0]} rows but {name_y} has {Y.shape[0]}; "
                              "mi needs paired rows (row i with row i)")
         return list(ids_x), X, Y, "row"
+    for ids, name in ((ids_x, name_x), (ids_y, name_y)):
+        bad = next((i for i, v in enumerate(ids) if v is None or str(v) == "None"), None)
+        if bad is not None:
+            raise InputError(f"{name}: row {bad} has a null id (None); give every row an id, or none")
     ids_x, ids_y = [str(i) for i in ids_x], [str(i) for i in ids_y]
     if ids_x == ids_y:
         return ids_x, X, Y, "row"
@@ -1122,11 +1294,11 @@ def pair_rows(ids_x, X, ids_y, Y, name_x="X", name_y="Y"):
     for i, v in enumerate(ids_x):
         if v not in where_y:
             raise InputError(f"{name_x} and {name_y} carry different ids: {v!r} (row {i} of {name_x}) is not in "
-                             f"{name_y}; rows are paired by id when both inputs carry ids")
+                             f"{name_y}; rows are paired by id when both inputs carry ids (--pair-by row: by position)")
     for i, v in enumerate(ids_y):
         if v not in where_x:
             raise InputError(f"{name_x} and {name_y} carry different ids: {v!r} (row {i} of {name_y}) is not in "
-                             f"{name_x}; rows are paired by id when both inputs carry ids")
+                             f"{name_x}; rows are paired by id when both inputs carry ids (--pair-by row: by position)")
     order = np.fromiter((where_y[v] for v in ids_x), dtype=np.int64, count=len(ids_x))
     return ids_x, X, Y[order], "id"
 

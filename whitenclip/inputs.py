@@ -131,6 +131,9 @@ class Inputs:
     groups: list | None = None
     """Group id of each item (aligned with ``items``; None entries: the item is its own group), or
     None when no input named groups (see :func:`collect_inputs`)."""
+    ids: list | None = None
+    """Row id of each item (aligned with ``items``) read from an id column (``--id-column``), or None:
+    each item is its own id. Ids may repeat (5 captions of one image); rows stay distinct."""
 
     def __len__(self) -> int:
         return len(self.items)
@@ -314,6 +317,29 @@ def image_error_reason(exc: BaseException) -> tuple[str, str]:
 # --------------------------------------------------------------------------- captions
 
 
+def cut_caption(text: str, where: str, cuts: list) -> str:
+    """``text`` cut to :data:`whitenclip.config.MAX_CAPTION_CHARS` characters (before tokenising: a
+    tokenizer's memory grows with the caption, the model keeps at most a few hundred tokens);
+    ``(where, length)`` of a cut caption is appended to ``cuts`` (see :func:`note_cut_captions`)."""
+    from whitenclip.config import MAX_CAPTION_CHARS
+
+    if len(text) <= MAX_CAPTION_CHARS:
+        return text
+    cuts.append((where, len(text)))
+    return text[:MAX_CAPTION_CHARS]
+
+
+def note_cut_captions(name: str, cuts: list, stacklevel: int = 3) -> None:
+    """One :class:`InputFormatWarning` line for the captions of ``name`` that :func:`cut_caption` cut."""
+    from whitenclip.config import MAX_CAPTION_CHARS
+
+    if cuts:
+        where, n = cuts[0]
+        more = f" (and {len(cuts) - 1} more caption(s) of this file)" if len(cuts) > 1 else ""
+        warnings.warn(f"{where}: caption of {n} characters cut to its first {MAX_CAPTION_CHARS} before "
+                      f"tokenising{more}", InputFormatWarning, stacklevel=stacklevel)
+
+
 def decoded_lines(data: bytes, name: str, report: SkipReport) -> Iterator[tuple[int, str]]:
     """``(line_number, text)`` for each UTF-8 line of ``data``; other lines are skipped."""
     if data.startswith(b"\xef\xbb\xbf"):
@@ -369,6 +395,8 @@ def parse_caption_groups(
     csv_format: bool | None = None,
     report: SkipReport | None = None,
     group_column: str | bool | None = None,
+    id_column: str | int | None = None,
+    ids: list | None = None,
 ) -> tuple[list[str], list | None]:
     """Captions from the bytes of a captions file, and the group id of each.
 
@@ -389,8 +417,13 @@ def parse_caption_groups(
     group_column : str, True or None
         A CSV column naming each caption's group (e.g. its image): a header name or 0-based index;
         True: the first of :data:`IMAGE_COLUMNS` in the header, if any (with an
-        :class:`InputFormatWarning` saying so); None/False: no groups. An empty cell makes the
-        caption its own group (None).
+        :class:`InputFormatWarning` saying so), unless it holds one distinct value or only empty
+        cells (:func:`default_groups`: no groups then, with a note); None/False: no groups. An
+        empty cell makes the caption its own group (None).
+    id_column : str or int, optional
+        A CSV column giving each caption's row id (``--id-column``): a header name or 0-based
+        index. The id of each kept caption is appended to ``ids`` (a list the caller passes),
+        as written (stripped), duplicates kept; an empty id is refused naming its line.
 
     Returns
     -------
@@ -407,16 +440,21 @@ def parse_caption_groups(
             if sniffed is not None:
                 csv_format, delimiter = True, sniffed
     captions: list[str] = []
+    cuts: list = []
     lines = decoded_lines(data, name, report)
     if not csv_format:
         if isinstance(group_column, (str, int)) and not isinstance(group_column, bool):
             raise InputError(f"{name}: --group-column {group_column} needs a CSV/TSV captions file with a header")
+        if id_column is not None:
+            raise InputError(f"{name}: --id-column {id_column} needs a CSV/TSV captions file with a header "
+                             "(or a parquet/Arrow table)")
         for lineno, text in lines:
             text = text.strip()
             if not text:
                 report.add(f"{name}:{lineno}", "empty caption")
                 continue
-            captions.append(text)
+            captions.append(cut_caption(text, f"{name}:{lineno}", cuts))
+        note_cut_captions(name, cuts)
         return captions, None
 
     current = [0]
@@ -435,6 +473,7 @@ def parse_caption_groups(
         raise InputError(f"{name}:{current[0]}: bad CSV header ({exc})") from None
     idx = pick_column(header, column, name)
     gidx = pick_group_column(header, group_column, name)
+    iidx = None if id_column is None else pick_id_column(header, id_column, name)
     groups: list | None = [] if gidx is not None else None
     while True:
         try:
@@ -450,10 +489,44 @@ def parse_caption_groups(
         if not text:
             report.add(f"{name}:{current[0]}", "empty caption")
             continue
-        captions.append(text)
+        if iidx is not None:
+            row_id = row[iidx].strip() if iidx < len(row) else ""
+            if not row_id:
+                raise InputError(f"{name}:{current[0]}: empty id (--id-column {id_column})")
+            ids.append(row_id)
+        captions.append(cut_caption(text, f"{name}:{current[0]}", cuts))
         if groups is not None:
             groups.append((row[gidx].strip() if gidx < len(row) else "") or None)
+    note_cut_captions(name, cuts)
+    if group_column is True and groups is not None:  # the default image column: said, or refused when it cannot group
+        groups = default_groups(groups, name, header[gidx].strip(), stacklevel=3)
     return captions, groups
+
+
+def default_groups(groups: list, name: str, column: str, *, stacklevel: int = 2) -> list | None:
+    """The group ids read from a captions file's *default* image column (``group_column=True``), said
+    in one :class:`InputFormatWarning`, or None when that column cannot group: when it holds one
+    distinct value, or only empty cells, grouping by it would make one giant group (or none), and
+    leave-one-group-out calibration degenerate; the captions are then independent rows, with a
+    one-line note saying so (``--group-column NAME`` groups by it all the same).
+
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as w:
+    ...     warnings.simplefilter("always")
+    ...     default_groups(["a.jpg", "a.jpg"], "c.csv", "image"), str(w[0].message)[:57]
+    (None, "c.csv: its 'image' column holds one value ('a.jpg') for 2")
+    """
+    values = {g for g in groups if g is not None}
+    if len(values) <= 1:
+        what = f"one value ({next(iter(values))!r})" if values else "only empty cells"
+        warnings.warn(f"{name}: its {column!r} column holds {what} for {len(groups)} captions: not used to group "
+                      "them (every caption its own group; --group-column NAME groups by it all the same)",
+                      InputFormatWarning, stacklevel=stacklevel + 1)
+        return None
+    warnings.warn(f"{name}: grouping captions by its {column!r} column (captions of one image are calibrated "
+                  "together; --no-groups treats every row as independent)", InputFormatWarning,
+                  stacklevel=stacklevel + 1)
+    return groups
 
 
 def pick_group_column(header: list[str], group_column: str | int | bool | None, name: str) -> int | None:
@@ -465,11 +538,7 @@ def pick_group_column(header: list[str], group_column: str | int | bool | None, 
         found = next((c for c in IMAGE_COLUMNS if c in lowered), None)
         if found is None:
             return None
-        idx = lowered.index(found)
-        warnings.warn(f"{name}: grouping captions by its {header[idx].strip()!r} column (captions of one image "
-                      "are calibrated together; --no-groups treats every row as independent)",
-                      InputFormatWarning, stacklevel=4)
-        return idx
+        return lowered.index(found)  # said (or refused) once its values are read: default_groups
     if isinstance(group_column, int) or str(group_column).isdigit():
         if int(group_column) >= len(header):
             raise InputError(f"{name}: --group-column {group_column} out of range ({len(header)} columns)")
@@ -477,6 +546,17 @@ def pick_group_column(header: list[str], group_column: str | int | bool | None, 
     if group_column not in header:
         raise InputError(f"{name}: no column {group_column!r} in header {header} (--group-column)")
     return header.index(group_column)
+
+
+def pick_id_column(header: list[str], id_column: str | int, name: str) -> int:
+    """Index of the ``--id-column`` in a CSV ``header``: a header name or 0-based index."""
+    if isinstance(id_column, int) or str(id_column).isdigit():
+        if int(id_column) >= len(header):
+            raise InputError(f"{name}: --id-column {id_column} out of range ({len(header)} columns)")
+        return int(id_column)
+    if id_column not in header:
+        raise InputError(f"{name}: no column {id_column!r} in header {header} (--id-column)")
+    return header.index(id_column)
 
 
 _HEADER_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,31}$")
@@ -531,10 +611,15 @@ def read_caption_groups(
     report: SkipReport | None = None,
     stdin: io.BufferedIOBase | None = None,
     group_column: str | bool | None = None,
+    id_column: str | int | None = None,
+    ids: list | None = None,
 ) -> tuple[list[str], list | None]:
-    """Captions and their group ids from a file (``"-"`` = standard input); see :func:`parse_caption_groups`."""
+    """Captions and their group ids from a file (``"-"`` = standard input); see :func:`parse_caption_groups`
+    (``id_column``: each kept caption's id is appended to ``ids``)."""
     name = str(path)
     kw = {"column": column, "report": report, "group_column": group_column}
+    if id_column is not None:
+        kw.update(id_column=id_column, ids=ids)
     if _is_table(name):  # parquet/Arrow: its string column, read as the CSV of the same table would be
         from whitenclip.tables import read_caption_table
 
@@ -594,6 +679,7 @@ def collect_inputs(
     strict: bool = False,
     stdin: io.BufferedIOBase | None = None,
     group_column: str | bool | None = None,
+    id_column: str | int | None = None,
 ) -> Inputs:
     """Gather the items named by ``paths`` (directories, image files, captions files, ``"-"``).
 
@@ -613,6 +699,10 @@ def collect_inputs(
         Group the captions of CSV inputs and tables by this column (True: an image column of
         :data:`IMAGE_COLUMNS` when the header has one); see :func:`parse_caption_groups`. Items
         of inputs without groups are their own groups; ``Inputs.groups`` is None when no input had any.
+    id_column : str or int, optional
+        Row ids of captions from CSV inputs and tables (``--id-column``): ``Inputs.ids`` holds the
+        column's value for each caption, duplicates kept. Every caption input must have the column;
+        images are refused (their path is their id).
 
     Returns
     -------
@@ -631,14 +721,19 @@ def collect_inputs(
     if names.count(STDIN) > 1:
         raise InputError("standard input ('-') given more than once")
     report = SkipReport(strict=strict)
+    ids: list | None = None if id_column is None else []
     if modality == "image":
+        if id_column is not None:
+            raise InputError(f"{names[0]}: --id-column names the id column of a captions CSV or table; an image's "
+                             "id is its path")
         items, groups = _image_items(names, report, stdin), []
     else:
         items, groups = [], []
         for p in names:
             if p != STDIN and os.path.isdir(p) and not _is_table(p):
                 raise InputError(f"{p}: is a directory; captions come from a text or CSV file")
-            caps, grp = read_caption_groups(p, column=column, report=report, stdin=stdin, group_column=group_column)
+            caps, grp = read_caption_groups(p, column=column, report=report, stdin=stdin, group_column=group_column,
+                                            id_column=id_column, ids=ids)
             items.extend(caps)
             groups.extend(grp if grp is not None else [None] * len(caps))
     if not items:
@@ -646,4 +741,4 @@ def collect_inputs(
         extra = f" ({report.summary()})" if report.n_skipped else ""
         raise InputError(f"{where}: nothing usable to embed{extra}")
     named = any(g is not None for g in groups)  # images have none
-    return Inputs(items=items, modality=modality, skips=report, groups=groups if named else None)
+    return Inputs(items=items, modality=modality, skips=report, groups=groups if named else None, ids=ids)

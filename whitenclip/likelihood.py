@@ -16,8 +16,10 @@ With w = (x - mu) @ W and r the kept rank:
   leave-one-out distances of the whitener's calibration rows (``Whitener.calibration_``). Valid
   for any distribution of exchangeable rows: P(p <= alpha) <= alpha for a new row from the
   reference distribution, up to the O(r/n) difference between fits on n - 1 and n rows (which
-  makes it slightly conservative). Its resolution is 1/(n_cal + 1). Absent (None) when the
-  whitener carries no calibration distances.
+  makes it slightly conservative). Its resolution is 1/(n_cal + 1). Absent (None, with a note
+  saying why) when the whitener carries no calibration distances, or when they are degenerate
+  (``Whitener.calibration_degenerate_``: e.g. all infinite at n <= d + 1 without shrinkage, where
+  every row, junk included, would get 1.0).
 """
 
 from __future__ import annotations
@@ -36,14 +38,26 @@ COLUMNS = ("loglik", "logpdf", "sqnorm", "pvalue")
 """The row columns every score has, in output order (``pvalue_conformal`` follows when present)."""
 CONFORMAL_COLUMN = "pvalue_conformal"
 SCORE_COLUMNS = (*COLUMNS, CONFORMAL_COLUMN)
+QVALUE_COLUMN = "qvalue"
+"""Column of ``score --fdr``: BH q-values of ``pvalue_conformal`` over all rows."""
 """All row columns in output order; ``pvalue_conformal`` only when the whitener is calibrated."""
 LOG_2PI = float(np.log(2.0 * np.pi))
 
 
+def conformal_unavailable(whitener) -> str | None:
+    """Why ``whitener`` gives no ``pvalue_conformal`` (one line), or None when it does: no calibration
+    distances (:data:`~whitenclip.whitening.CALIBRATION_MISSING_NOTE`), or degenerate ones
+    (``calibration_degenerate_``, see :func:`~whitenclip.whitening.degenerate_calibration`)."""
+    if getattr(whitener, "calibration_", None) is None:
+        return CALIBRATION_MISSING_NOTE
+    reason = getattr(whitener, "calibration_degenerate_", None)
+    return f"pvalue_conformal is left out: {reason}" if reason else None
+
+
 def score_columns(whitener) -> tuple[str, ...]:
     """The row columns :func:`score` gives for ``whitener``, in output order (``pvalue_conformal``
-    only when it holds calibration distances)."""
-    return SCORE_COLUMNS if getattr(whitener, "calibration_", None) is not None else COLUMNS
+    only when it holds calibration distances that are not degenerate: :func:`conformal_unavailable`)."""
+    return COLUMNS if conformal_unavailable(whitener) else SCORE_COLUMNS
 
 
 class CalibrationWarning(UserWarning):
@@ -86,7 +100,28 @@ def pvalue_conformal(sqnorm: np.ndarray, calibration: np.ndarray) -> np.ndarray:
     return (1.0 + at_least) / (cal.size + 1.0)
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+def bh_qvalues(pvalues) -> np.ndarray:
+    """Benjamini-Hochberg q-values (adjusted p-values) of m p-values, shape (m,): q_(i) = min over
+    j >= i of m p_(j) / j, at most 1 (equal to ``scipy.stats.false_discovery_control(p)``). Rows with
+    q <= alpha are the BH discoveries at false discovery rate alpha; valid for conformal p-values of
+    exchangeable new rows, which are positively dependent (PRDS; Bates et al. 2023).
+
+    >>> bh_qvalues([0.01, 0.04, 0.03, 0.5]).round(4).tolist()
+    [0.04, 0.0533, 0.0533, 0.5]
+    """
+    p = np.asarray(pvalues, dtype=np.float64)
+    m = p.size
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p, kind="stable")
+    ranked = p[order] * m / np.arange(1, m + 1)
+    q = np.minimum(np.minimum.accumulate(ranked[::-1])[::-1], 1.0)
+    out = np.empty(m)
+    out[order] = q
+    return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)  # repr: bounded (Result.__repr__)
 class ScoreTable(Result):
     """Per-row scores of m rows (see the module doc); every column a float64 array of shape (m,).
 
@@ -102,12 +137,15 @@ class ScoreTable(Result):
     pvalue: np.ndarray
     pvalue_chi2: np.ndarray
     pvalue_conformal: np.ndarray | None = None
+    qvalue: np.ndarray | None = None
+    """Benjamini-Hochberg q-values of ``pvalue_conformal`` over all rows (:func:`with_qvalues`; ``score --fdr``)."""
     ids: list[str] | None = None
     note: str | None = None
 
     @property
     def columns(self) -> tuple[str, ...]:
-        return SCORE_COLUMNS if self.pvalue_conformal is not None else COLUMNS
+        cols = SCORE_COLUMNS if self.pvalue_conformal is not None else COLUMNS
+        return cols if self.qvalue is None else (*cols, QVALUE_COLUMN)
 
     @property
     def n_rows(self) -> int:
@@ -167,7 +205,8 @@ def score(whitener, X, ids=None, *, name: str = "X") -> ScoreTable:
     Returns a :class:`ScoreTable` of float64 arrays of shape (m,): ``sqnorm``, ``loglik``,
     ``logpdf``, ``pvalue`` (Hotelling predictive F law, chi2 fallback), ``pvalue_chi2`` and
     ``pvalue_conformal`` (None, with a ``note``, when the whitener has no calibration
-    distances). ``ids`` (m strings) are carried along for the renderers; ``name`` (the file) and
+    distances or degenerate ones: :func:`conformal_unavailable`). ``ids`` (m strings) are carried
+    along for the renderers; ``name`` (the file) and
     the ids name a refused row.
 
     Rows are refused (:class:`InputError` naming the row and its id), never scored as inf or NaN:
@@ -199,11 +238,20 @@ def score(whitener, X, ids=None, *, name: str = "X") -> ScoreTable:
         warnings.warn(f"calibrated p-value needs n > rank + 1 (n={whitener.n_samples_}, rank={r}); "
                       "using the chi2 approximation", CalibrationWarning, stacklevel=2)
         p = p_chi2
-    cal = getattr(whitener, "calibration_", None)
-    note = CALIBRATION_MISSING_NOTE if cal is None else None
+    note = conformal_unavailable(whitener)
+    cal = None if note else whitener.calibration_
     if ids is not None:
         ids = [str(i) for i in ids]
         if len(ids) != sq.shape[0]:
             raise InputError(f"{len(ids)} ids for {sq.shape[0]} rows")
     return ScoreTable(loglik=loglik, logpdf=loglik + whitener.log_det_, sqnorm=sq, pvalue=p, pvalue_chi2=p_chi2,
                       pvalue_conformal=None if cal is None else pvalue_conformal(sq, cal), ids=ids, note=note)
+
+
+def with_qvalues(table: ScoreTable) -> ScoreTable:
+    """``table`` with its ``qvalue`` column: :func:`bh_qvalues` of ``pvalue_conformal`` over all its rows
+    (refused when the whitener gave no conformal p-values)."""
+    if table.pvalue_conformal is None:
+        raise InputError("q-values (--fdr) need conformal p-values: the whitener carries no calibration distances "
+                         "(refit it without --no-calibration)")
+    return dataclasses.replace(table, qvalue=bh_qvalues(table.pvalue_conformal))

@@ -19,9 +19,12 @@ the accumulation stable when the mean is large compared with the spread.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from whitenclip.errors import InputError
+from whitenclip.results import Result
 from whitenclip.validation import MAX_ABS, check_magnitude
 
 MOMENTS_FORMAT = "whitenclip-moments"
@@ -1071,3 +1074,39 @@ def check_reservoir_tensors(t: dict, d: int, n: int, path) -> None:
         raise InputError(f"{path}: calibration sample rows have width {res._rows.shape[1]}, the moments d={d}")
     if res.n_seen > n:
         raise InputError(f"{path}: calibration sample saw {res.n_seen} rows, the part has n={n}")
+
+
+# ---------------------------------------------------------------------------------------
+# what `whitenclip info` says about a moments file
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MomentsSummary(Result):
+    """What ``whitenclip info`` shows about a moments file (``whitenclip moments`` / ``merge-moments``):
+    rows ``n`` x ``d``, ``pieces`` read, the encoder ``meta`` it records, the Gram precision, whether it
+    holds the power sums (Ledoit-Wolf), the calibration sample (``calibration_rows`` kept, drawn by
+    ``calibration_mode`` rows or groups; None when it has none), dropped non-finite rows and ``input_hash``."""
+
+    path: str
+    n: int
+    d: int
+    pieces: int
+    encoder: dict
+    gram: str | None
+    power_sums: bool
+    calibration_mode: str | None
+    calibration_rows: int | None
+    dropped_nonfinite: int
+    input_hash: str
+
+
+def summarize_moments(path) -> MomentsSummary:
+    """:class:`MomentsSummary` of a moments file (read and checked by :meth:`MomentsPart.load`)."""
+    part = MomentsPart.load(path)
+    res = part.extras.get(RESERVOIR_EXTRA)
+    kept = None if res is None else int(np.asarray(res["rows"]).shape[0])
+    meta = {k: v for k, v in part.meta.items() if v is not None and k not in ("gram", "calibration_mode")}
+    return MomentsSummary(path=str(path), n=int(part.n), d=int(part.n_features),
+                          pieces=int(part.stats.get("pieces", 0)), encoder=meta, gram=part.meta.get("gram"),
+                          power_sums=bool(part.has_power_sums), calibration_mode=part.calibration_mode,
+                          calibration_rows=kept, dropped_nonfinite=int(part.stats.get("dropped_nonfinite", 0)),
+                          input_hash=part.input_hash)

@@ -225,3 +225,49 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def npy_ids_path(path) -> Path:
+    """Where the ids of ``NAME.npy`` are kept: ``NAME.ids.json`` beside it (a store shard's layout).
+
+    >>> str(npy_ids_path("out/x.npy"))
+    'out/x.ids.json'
+    """
+    p = Path(path)
+    return p.with_name((p.name[:-4] if p.name.lower().endswith(".npy") else p.name) + ".ids.json")
+
+
+EMBED_FILE_SUFFIXES = (".npz", ".safetensors", ".pt", ".pth", ".parquet", ".arrow", ".feather", ".csv", ".tsv",
+                       ".txt", ".json", ".jsonl", ".h5", ".hdf5")
+"""Names ``embed -o`` refuses: files it does not write (it writes a store directory or one ``.npy``)."""
+
+
+def check_embed_output(path, *, inputs: Iterable = ()):
+    """Validate ``embed -o``: a name ending in ``.npy`` is one file (returns where its ids go,
+    ``NAME.ids.json``), anything else a store directory (returns None); a name ending in another
+    file suffix (:data:`EMBED_FILE_SUFFIXES`) is refused, never made a folder of that name.
+
+    >>> check_embed_output("out.npz")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    whitenclip.errors.InputError: -o out.npz: embed writes a store directory or one NAME.npy file ...; .npz is neither
+    """
+    text = os.fspath(path)
+    name = text.rstrip("/" + (os.altsep or "")).lower()
+    if name.endswith(".npy"):
+        if names_directory(text) or Path(text).is_dir():
+            raise InputError(f"-o {text}: a name ending in .npy is written as one file, but this names a directory; "
+                             "give another name for a store directory")
+        if is_special(_target(text)):
+            raise InputError(f"-o {text}: .npy output is written to a regular file (its ids go beside it)")
+        ids = npy_ids_path(text)
+        check_output_file(text, inputs=inputs, suffix=".npy")
+        check_output_files([text, ids], inputs=inputs)
+        return ids
+    suffix = Path(name).suffix
+    if suffix in EMBED_FILE_SUFFIXES and not Path(text).is_dir():
+        raise InputError(f"-o {text}: embed writes a store directory or one NAME.npy file (ids in NAME.ids.json); "
+                         f"{suffix} is neither")
+    check_output_dir(text, inputs=inputs)
+    check_output_tree(text, inputs=inputs)
+    return None

@@ -5,7 +5,9 @@ numbers a caller reads by attribute (a typo fails loudly); :meth:`Result.to_dict
 the JSON-ready mapping users rely on (``--json``), recursing into nested results, and
 :func:`json_safe` is the one sanitiser (numpy to Python, NaN/inf to None).
 
-Rendering (terminal tables, JSON, rows, HTML) lives in :mod:`whitenclip.render` alone.
+Rendering (terminal tables, JSON, rows, HTML) lives in :mod:`whitenclip.render` alone. Row
+results (one entry per input row, e.g. ``ScoreTable``) are declared ``repr=False`` so that
+``repr()`` shows a few rows and a count, not every value.
 
 >>> from dataclasses import dataclass
 >>> @dataclass(frozen=True)
@@ -37,10 +39,19 @@ class Result:
         return {f.name: json_safe(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     def _repr_html_(self) -> str:
-        """Rich display in Jupyter: the result's HTML from :func:`whitenclip.render.to_html`."""
+        """Rich display in Jupyter: the result's HTML fragment from :func:`whitenclip.render.to_html`
+        (a ``<div>`` with scoped CSS and ``<table>`` elements, long tables cut; never a page)."""
         from whitenclip.render import to_html  # the renderer is the one place results become text
 
         return to_html(self)
+
+    def __repr__(self) -> str:
+        """A bounded ``repr`` (:func:`whitenclip.render.to_repr`: a few rows and a count for row
+        results). Used by subclasses declared ``@dataclass(repr=False)``; the others keep the
+        dataclass ``repr`` of their fields."""
+        from whitenclip.render import to_repr
+
+        return to_repr(self)
 
 
 def json_safe(obj, notes: list[str] | None = None, path: str = ""):

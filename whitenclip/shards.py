@@ -18,7 +18,12 @@ Accepted INPUTs (see :func:`discover_shards`), in a stable order:
   ``.safetensors`` shards;
 * tables (:mod:`whitenclip.tables`): ``.parquet`` / Arrow IPC files, folders of them and
   ``datasets.save_to_disk`` folders, with the embedding column ``column`` (``--column``) and ids
-  from ``id_column``; each row group (parquet) or record batch (Arrow) is one piece.
+  from ``id_column``; consecutive row groups (parquet) or record batches (Arrow) are coalesced
+  into pieces of at most ``piece_rows`` rows (a larger unit is a piece of its own), so a file of
+  20,000 one-row row groups is one piece, not 20,000.
+
+Planning is linear in the number of shards and units: one header (footer) read per file, one
+pass over its units; a piece's task reads its file's footer once (:func:`whitenclip.tables._read_units`).
 
 Every check that needs no data happens at planning: dimension agreement, dtype, truncated
 files (size smaller than the header promises, naming the first missing row).
@@ -80,12 +85,14 @@ class Shard:
 @dataclass(frozen=True)
 class Piece:
     """Rows ``[start, stop)`` of one shard (bytes ``[byte_start, byte_stop)``); ``index`` is the
-    piece's place in the whole plan (the merge order)."""
+    piece's place in the whole plan (the merge order). A table's piece is the run of whole units
+    ``units = (first, stop)`` (row groups / record batches) holding those rows."""
 
     shard: Shard
     index: int
     start: int
     stop: int
+    units: tuple = ()
 
     @property
     def n_rows(self) -> int:
@@ -162,6 +169,7 @@ def discover_shards(inputs, *, allow_partial: bool = False, column: str | None =
 
 
 def _file_shard(p: Path, *, ids=None, meta=None, table=(None, None), id_prefix=None) -> Shard:
+    from whitenclip.outputs import npy_ids_path
     from whitenclip.tables import TABLE_SUFFIXES
 
     if not p.exists():
@@ -172,6 +180,8 @@ def _file_shard(p: Path, *, ids=None, meta=None, table=(None, None), id_prefix=N
     if suffix in TABLE_SUFFIXES:
         return _table_shard(p, *table, id_prefix=id_prefix)
     if suffix == ".npy":
+        if ids is None and npy_ids_path(p).is_file():  # embed -o NAME.npy: ids (and groups) beside it
+            ids = ("json", str(npy_ids_path(p)))
         shard = _npy_shard(p, ids=ids, meta=meta)
     elif suffix == ".safetensors":
         shard = _safetensors_shard(p, meta=meta)
@@ -345,15 +355,36 @@ def plan_pieces(shards, piece_rows: int = PIECE_ROWS) -> list[Piece]:
         raise InputError(f"piece rows must be >= 1, got {piece_rows}")
     pieces = []
     for s in shards:
-        if s.kind == "table":  # one piece per row group / record batch
-            for lo, rows in zip(s.table[0].unit_starts(), s.table[0].units):
-                if rows:
-                    pieces.append(Piece(s, len(pieces), lo, lo + rows))
+        if s.kind == "table":  # runs of whole units coalesced up to piece_rows rows (one pass)
+            for lo, hi, u0, u1 in table_runs(s.table[0].units, int(piece_rows)):
+                pieces.append(Piece(s, len(pieces), lo, hi, (u0, u1)))
             continue
         step = s.n_rows if s.kind == "whole" else int(piece_rows)
         for lo in range(0, s.n_rows, max(step, 1)):
             pieces.append(Piece(s, len(pieces), lo, min(lo + step, s.n_rows)))
     return pieces
+
+
+def table_runs(units, piece_rows: int) -> list[tuple[int, int, int, int]]:
+    """``(first_row, stop_row, first_unit, stop_unit)`` of each piece of a table whose units hold
+    ``units`` rows: consecutive units gathered while their rows fit in ``piece_rows`` (a unit
+    larger than that is a piece alone); empty units join their neighbours; no rows, no piece.
+    One pass: O(units).
+
+    >>> table_runs([3, 1, 0, 2, 9, 1], 4)
+    [(0, 4, 0, 3), (4, 6, 3, 4), (6, 15, 4, 5), (15, 16, 5, 6)]
+    """
+    runs, row, first_row, first_unit, held = [], 0, 0, 0, 0
+    for u, n in enumerate(units):
+        n = int(n)
+        if held and held + n > piece_rows:
+            runs.append((first_row, row, first_unit, u))
+            first_row, first_unit, held = row, u, 0
+        held += n
+        row += n
+    if held:
+        runs.append((first_row, row, first_unit, len(units)))
+    return runs
 
 
 # ---------------------------------------------------------------------------------------
@@ -370,7 +401,7 @@ def iter_piece_rows(piece: Piece, chunk_rows: int = CHUNK_ROWS, *, digest=None) 
     if s.kind == "table":
         from whitenclip.tables import iter_table_rows
 
-        for row, X, _ in iter_table_rows(s.table[0], [_table_unit(piece)], chunk_rows):
+        for row, X, _ in iter_table_rows(s.table[0], range(*piece.units), chunk_rows):
             if digest is not None:
                 digest.update(X.tobytes())
             yield row, X
@@ -429,7 +460,7 @@ def piece_ids(piece: Piece) -> list[str]:
         from whitenclip.tables import table_unit_ids
 
         info, prefix = piece.shard.table
-        return table_unit_ids(info, _table_unit(piece), id_prefix=prefix)
+        return table_unit_ids(info, range(*piece.units), id_prefix=prefix)
     if src is None:
         if piece.shard.kind == "whole":
             from whitenclip.stores import open_embeddings
@@ -480,12 +511,6 @@ def piece_groups(piece: Piece) -> list | None:
 
     groups = read_shard(Path(src[1]), piece.shard.n_rows)[1]
     return None if groups is None else groups[piece.start:piece.stop]
-
-
-def _table_unit(piece: Piece) -> int:
-    """The row group / record batch a table piece is (pieces of tables are whole units)."""
-    info = piece.shard.table[0]
-    return next(u for u, (lo, n) in enumerate(zip(info.unit_starts(), info.units)) if lo == piece.start and n)
 
 
 def shard_meta(shards) -> dict:

@@ -715,7 +715,7 @@ def simulate(config: SimulationConfig, *, save_embeddings=None, progress: bool =
     Runs are sequential; torch uses at most ``threads`` (default: the machine's cores) threads.
     ``save_embeddings``: a directory receiving ``<loss>/seed<S>/`` stores of the final
     L2-normalised held-out embeddings (float32; the same rows for every loss of a seed).
-    ``progress``: a rich progress bar per run on stderr.
+    ``progress``: a rich progress bar per run on stderr (plain lines when stderr is not a terminal).
     """
     import torch
 
@@ -770,6 +770,11 @@ def _subsets(n: int, seed: int):
 
 
 def _progress_bar():
+    """A rich bar per run on a terminal; off a terminal, plain lines (steps, rate, ETA) at a steady cadence."""
+    from whitenclip.progress import LineBoard, is_terminal
+
+    if not is_terminal():
+        return LineBoard(unit="steps")
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 

@@ -54,7 +54,8 @@ class EncodeOptions:
     column: str | None = None
     """Caption column of a CSV, or embedding column of a parquet/Arrow table."""
     id_column: str | None = None
-    """Row id column of a parquet/Arrow table (:mod:`whitenclip.tables`)."""
+    """Row id column of a parquet/Arrow table of embeddings (:mod:`whitenclip.tables`), or of a
+    captions CSV/table (each caption's id: the column's value, duplicates kept)."""
     strict: bool = False
     device: str = "auto"
     precision: str = "auto"
@@ -97,12 +98,23 @@ class EncodedSource:
             yield ids, X.astype(np.float64)
 
     def iter_encoded(self, *, start_item: int = 0, chunk_size: int | None = None):
-        """The encoder's own chunks ``(ids, X float32, items_end)`` (what store shards hold)."""
+        """The encoder's own chunks ``(ids, X float32, items_end)`` (what store shards hold); with an id
+        column (``Inputs.ids``) a chunk's ids are its captions' ids (captions are never skipped once
+        collected, so the chunk's rows are items ``start..items_end``)."""
         from whitenclip.encoders import embed_items
 
         o = self.options
-        yield from embed_items(self.encoder, self.inputs, batch_size=o.batch_size, num_workers=o.num_workers,
-                               progress=o.progress, start_item=start_item, chunk_size=chunk_size, decode=o.decode)
+        own = getattr(self.inputs, "ids", None)
+        start = start_item
+        for ids, X, items_end in embed_items(self.encoder, self.inputs, batch_size=o.batch_size,
+                                             num_workers=o.num_workers, progress=o.progress, start_item=start_item,
+                                             chunk_size=chunk_size, decode=o.decode):
+            if own is not None:
+                if items_end - start != len(ids):  # pragma: no cover - embed_items keeps every caption
+                    raise InputError(f"{self.path}: {items_end - start} captions gave {len(ids)} rows")
+                ids = own[start:items_end]
+            start = items_end
+            yield ids, X, items_end
 
     @property
     def items_hash(self) -> str:
@@ -110,6 +122,11 @@ class EncodedSource:
         h = hashlib.sha256()
         for item in self.inputs.items:
             h.update(item.encode("utf-8", "surrogatepass") + b"\0")
+        own = getattr(self.inputs, "ids", None)
+        if own is not None:  # another id column is another store (without one: the hash of older stores)
+            h.update(b"\1ids\0")
+            for row_id in own:
+                h.update(str(row_id).encode("utf-8", "surrogatepass") + b"\0")
         return h.hexdigest()
 
 
@@ -164,6 +181,8 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
             at = 0
             for src in sources:
                 src.groups, at = groups[at:at + src.n_rows], at + src.n_rows
+        for src in sources:  # a long read of a big file says how far it got (a line every ~15 s)
+            src.progress = options.progress
         return sources
     return [_open_raw(paths, options, recorded or {}, stdin)]
 
@@ -238,12 +257,9 @@ def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: b
     from whitenclip.encoders import check_activation, load_encoder
     from whitenclip.inputs import collect_inputs
 
-    if options.id_column is not None:
-        raise InputError(f"{paths[0]}: --id-column names the row ids of an embeddings table; raw captions and "
-                         "images are their own ids")
     inputs = collect_inputs(paths, modality=options.modality, column=options.column, strict=options.strict,
                             stdin=io.BytesIO(stdin) if stdin is not None else None,
-                            group_column=options.group_column or None)
+                            group_column=options.group_column or None, id_column=options.id_column)
     if options.groups_file is not None:
         if inputs.modality != "text":
             raise InputError("--groups applies to captions and embeddings; images are embedded one row per file")
@@ -330,6 +346,24 @@ def write_store(src: EncodedSource, directory, *, dtype: str = "float32", shard_
         writer.write_shard(ids, X, items_end, groups=shard_groups)
         start = items_end
     return writer.n_rows
+
+
+def write_embeddings_file(src: EncodedSource, path, *, dtype: str = "float32") -> int:
+    """Embed one raw source into one ``.npy`` file, with its ids (and groups, encoder) in
+    ``NAME.ids.json`` beside it (:func:`whitenclip.stores.write_npy`); returns the row count.
+    Not resumable: a rerun embeds everything again and replaces both files."""
+    from whitenclip.stores import write_npy
+
+    groups = src.groups
+
+    def chunks():
+        start = 0
+        for ids, X, items_end in src.iter_encoded():
+            shard_groups = groups[start:items_end] if groups is not None and items_end - start == len(ids) else None
+            start = items_end
+            yield ids, X, shard_groups
+
+    return write_npy(path, chunks(), dim=src.dim, dtype=dtype, max_rows=len(src.inputs.items), meta=dict(src.meta))
 
 
 def embed_to_store(raw_sources, directory=None) -> list:
@@ -432,8 +466,10 @@ def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, sk
     if not any(h.strip() for h in header):
         raise InputError(f"{p}:{lines[0][0]}: not a CSV/TSV table (empty header line); {_PAIRS_HINT}")
     i_img, i_txt = pick_column(header, image_col, str(p)), pick_column(header, text_col, str(p))
+    from whitenclip.inputs import cut_caption, note_cut_captions
+
     root = Path(image_root) if image_root is not None else p.parent
-    out = []
+    out, cuts = [], []
     for (lineno, _), row in zip(lines[1:], rows):
         if len(row) <= max(i_img, i_txt):
             skips.add(f"{p}:{lineno}", "short row", f"{len(row)} fields")
@@ -445,8 +481,10 @@ def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, sk
         if not caption:
             skips.add(f"{p}:{lineno}", "empty caption")
             continue
+        caption = cut_caption(caption, f"{p}:{lineno}", cuts)  # config.MAX_CAPTION_CHARS, before tokenising
         image_path = image if Path(image).is_file() else str(root / image)
         out.append((f"{image} | {caption}", image_path, caption))
+    note_cut_captions(str(p), cuts)
     if not out:
         raise InputError(f"{p}: no usable image-caption rows ({skips.summary() or 'table has a header only'})")
     if not any(Path(img).is_file() for _, img, _ in out):

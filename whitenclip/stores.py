@@ -3,6 +3,8 @@
 Supported inputs (all yield rows of shape (m, d) as float64 chunks with string row ids):
 
 * ``.npy``          2-D float16/32/64 array, read in chunks of rows with plain reads (never unpickled);
+  its ids (and groups, encoder) from ``NAME.ids.json`` beside it when there is one, as a store
+  shard's (``whitenclip embed -o NAME.npy`` writes both, :func:`write_npy`);
 * ``.npz``          array ``embeddings`` (or the only array), optional string array ``ids``;
 * ``.safetensors``  tensor ``embeddings``, optional ``ids`` (JSON list) in the header metadata;
 * ``.pt``/``.pth``  a 2-D float tensor, or a dict with ``embeddings`` (optional ``ids``), read with
@@ -34,7 +36,8 @@ import numpy as np
 
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError, NonFiniteRowsWarning
-from whitenclip.outputs import atomic_write  # noqa: F401  (re-exported: stores write through it)
+from whitenclip.outputs import atomic_write, npy_ids_path  # noqa: F401  (re-exported: stores write through them)
+from whitenclip.results import Result
 from whitenclip.tables import TABLE_SUFFIXES, TableRows, index_ids, inspect_table, is_table_path, table_files
 
 DEFAULT_CHUNK_ROWS = CHUNK_ROWS
@@ -248,12 +251,26 @@ class EmbeddingFile:
     groups: list | None = None
     """Group id of each row (captions of one image...; None entries: own group), or None: from a
     store that records them, or ``--groups FILE`` (:func:`whitenclip.sources.open_sources`)."""
+    progress: bool = False
+    """Report long reads on stderr: a plain line (rows, rate, ETA) every ~15 s, none for a short read
+    (:class:`whitenclip.progress.LineProgress`; the CLI sets it unless ``--quiet``)."""
 
     def iter_chunks(self, chunk_rows: int = DEFAULT_CHUNK_ROWS) -> Iterator[tuple[list[str], np.ndarray]]:
         """Yield ``(ids, X)`` with X of shape (m <= chunk_rows, dim), float64, in file order.
 
         Each X is a new array the caller may modify (it never aliases the file's data).
         """
+        if not self.progress:
+            yield from self._chunks(chunk_rows)
+            return
+        from whitenclip.progress import progress
+
+        with progress(True, self.n_rows, f"reading {self.path}", unit="rows") as advance:
+            for ids, X in self._chunks(chunk_rows):
+                advance(X.shape[0])
+                yield ids, X
+
+    def _chunks(self, chunk_rows: int) -> Iterator[tuple[list[str], np.ndarray]]:
         start = 0
         for block, ids in self._blocks:
             block = _load_block(block)
@@ -459,7 +476,18 @@ def _npy_rows(p: Path):
 def _open_npy(p: Path) -> EmbeddingFile:
     arr = _npy_rows(p)
     n, d = _check_matrix(str(p), arr.shape, arr.dtype)
-    return EmbeddingFile(str(p), n, d, arr.dtype.name, {}, [(arr, None)])
+    side = npy_ids_path(p)
+    if not side.is_file():
+        return EmbeddingFile(str(p), n, d, arr.dtype.name, {}, [(arr, None)])
+    doc = _shard_doc(side)
+    ids, groups = _shard_rows(doc, side, n)
+    meta = doc.get("meta") if isinstance(doc.get("meta"), dict) else {}
+    from whitenclip.encoders.base import ENCODER_META_KEYS
+
+    out = EmbeddingFile(str(p), n, d, arr.dtype.name, {k: meta[k] for k in ENCODER_META_KEYS if k in meta},
+                        [(arr, ids)])
+    out.groups = groups
+    return out
 
 
 NPZ_INFLATE_LIMIT = 1 << 30
@@ -960,7 +988,11 @@ def read_shard(ids_path: Path, n_rows: int) -> tuple[list[str], list | None]:
     """``(ids, groups)`` of a store shard's ``.ids.json``, the file parsed once: ``n_rows`` ids, and
     the ``groups`` list (one id or null per row), or None when it records none (``embed`` writes
     them when its captions had groups)."""
-    doc = _shard_doc(ids_path)
+    return _shard_rows(_shard_doc(ids_path), ids_path, n_rows)
+
+
+def _shard_rows(doc: dict, ids_path, n_rows: int) -> tuple[list[str], list | None]:
+    """``(ids, groups)`` of a parsed shard ids document (:func:`read_shard`)."""
     _check_ids(ids_path, doc["ids"], n_rows)
     groups = doc.get("groups")
     if groups is not None:
@@ -1134,3 +1166,142 @@ class StoreWriter:
         with atomic_write(npy) as fh:
             np.save(fh, X.astype(self.dtype, copy=False), allow_pickle=False)
         self._shards.append((index, npy, ids_path))
+
+
+# ---------------------------------------------------------------------------------------
+# one .npy file with its ids beside it (embed -o NAME.npy)
+# ---------------------------------------------------------------------------------------
+def _npy_header(shape: tuple, dtype: np.dtype, length: int | None = None) -> bytes:
+    """A version 1.0 ``.npy`` header for a C-ordered array, padded with spaces to ``length`` bytes
+    (default: the next multiple of 64), so that a header written for an upper bound on the rows can
+    be rewritten in place with the final count."""
+    text = repr({"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False,
+                 "shape": tuple(int(v) for v in shape)})
+    body = text.encode("latin1")
+    if length is None:
+        length = -(-(10 + len(body) + 1) // 64) * 64
+    pad = length - 10 - len(body) - 1
+    if pad < 0:
+        raise ValueError("npy header does not fit")
+    return b"\x93NUMPY\x01\x00" + (length - 10).to_bytes(2, "little") + body + b" " * pad + b"\n"
+
+
+def write_npy(path, chunks, *, dim: int, dtype: str = "float32", max_rows: int, meta: dict | None = None) -> int:
+    """Write rows to ``path`` (one ``.npy``) and their ids to ``NAME.ids.json`` beside it; returns the row count.
+
+    ``chunks`` yields ``(ids, X (m, dim), groups or None)``. Rows stream to a temporary file whose
+    header is written for ``max_rows`` rows and rewritten with the final count (memory: one chunk
+    plus the ids). The ids file (``{"ids": [...], "items_end": n, "groups": [...], "meta": {...}}``,
+    a store shard's layout plus the encoder ``meta``) is written first and the ``.npy`` renamed
+    into place last, both atomically (:func:`atomic_write`): a killed run leaves the old pair, or a
+    new ids file that no longer matches the old ``.npy`` (refused when read, naming it).
+    """
+    dt = np.dtype(dtype)
+    n, ids, groups, grouped = 0, [], [], False
+    with atomic_write(path, "wb") as fh:
+        head = _npy_header((max_rows, dim), dt)
+        fh.write(head)
+        for chunk_ids, X, chunk_groups in chunks:
+            X = np.ascontiguousarray(X, dtype=dt)
+            if X.ndim != 2 or X.shape[1] != dim or X.shape[0] != len(chunk_ids):
+                raise InputError(f"{path}: rows of shape {X.shape} with {len(chunk_ids)} ids do not fit dim {dim}")
+            if n + X.shape[0] > max_rows:
+                raise InputError(f"{path}: more than the {max_rows} rows expected")
+            fh.write(X.tobytes())
+            n += X.shape[0]
+            ids.extend(map(str, chunk_ids))
+            grouped = grouped or chunk_groups is not None
+            groups.extend(chunk_groups if chunk_groups is not None else [None] * len(chunk_ids))
+        if n == 0:
+            raise InputError(f"{path}: no rows to write")
+        if n != max_rows:
+            fh.seek(0)
+            fh.write(_npy_header((n, dim), dt, len(head)))
+            fh.seek(0, os.SEEK_END)
+            fh.truncate(len(head) + n * dim * dt.itemsize)
+        doc = {"ids": ids, "items_end": n}
+        if grouped:
+            doc["groups"] = [None if g is None else str(g) for g in groups]
+        if meta:
+            doc["meta"] = meta
+        with atomic_write(npy_ids_path(path), "w") as side:
+            json.dump(doc, side)
+    return n
+
+
+# ---------------------------------------------------------------------------------------
+# what `whitenclip info` says about embeddings
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EmbeddingsSummary(Result):
+    """What ``whitenclip info`` shows about embeddings (a store directory, a ``.npy`` with its ids,
+    ``.npz``, ``.safetensors``, ``.pt``, a table): ``kind``, ``n_rows`` x ``dim`` of ``dtype``,
+    ``shards`` (files or table units read), ``n_items``/``complete`` (stores: the inputs ``meta.json``
+    records, and whether the shards cover them all), ``ids`` (where row ids come from: ``recorded``,
+    ``column NAME`` or ``row index``), ``n_groups`` (distinct groups recorded, None when none),
+    ``encoder`` (what the files record: ``ENCODER_META_KEYS``) and ``command`` (a store's ``embed`` line)."""
+
+    path: str
+    kind: str
+    n_rows: int
+    dim: int
+    dtype: str
+    shards: int
+    ids: str
+    n_groups: int | None = None
+    n_items: int | None = None
+    complete: bool | None = None
+    encoder: dict = field(default_factory=dict)
+    command: str | None = None
+
+
+def describe_embeddings(path, *, column: str | None = None, id_column: str | None = None) -> EmbeddingsSummary:
+    """:class:`EmbeddingsSummary` of an embeddings path (an incomplete store is described, not refused)."""
+    p = Path(path)
+    src = open_embeddings(p, allow_partial=True, column=column, id_column=id_column)
+    n_items = complete = command = None
+    if p.is_dir() and not is_table_path(p):
+        kind = "store"
+        layout = read_store_layout(p, allow_partial=True)
+        n_items = layout.meta.get("n_items")
+        complete = None if n_items is None else layout.items_end >= n_items
+        command = layout.meta.get("command")
+    else:
+        kind = "table" if is_table_path(p) else p.suffix.lower().lstrip(".") or "text vectors"
+    tables = [b for b, _ in src._blocks if isinstance(b, TableRows)]
+    if tables:
+        named = tables[0].info.id_column
+        ids = f"column {named}" if named else "row index"
+    elif any(i is not None for _, i in src._blocks):
+        ids = f"recorded ({npy_ids_path(p).name})" if kind == "npy" else "recorded"
+    else:
+        ids = "row index"
+    groups = {g for g in src.groups or () if g is not None}
+    encoder = {k: v for k, v in src.meta.items() if v is not None}
+    return EmbeddingsSummary(path=str(p), kind=kind, n_rows=src.n_rows, dim=src.dim, dtype=src.dtype,
+                             shards=len(src._blocks), ids=ids, n_groups=len(groups) if src.groups else None,
+                             n_items=n_items, complete=complete, encoder=encoder, command=command)
+
+
+def artifact_kind(path) -> str:
+    """What ``whitenclip info PATH`` describes: ``"whitener"`` (a ``.safetensors`` whitener artifact, or
+    anything else it cannot tell, so the whitener loader's refusal names the problem), ``"moments"``
+    (``whitenclip moments`` output) or ``"embeddings"`` (a store or table folder, an embeddings file); a
+    file of another kind (a captions CSV...) is refused in one line."""
+    p = Path(path)
+    if p.is_dir():
+        return "embeddings" if is_embedding_path(p) else "whitener"
+    if p.suffix.lower() == ".safetensors" and p.is_file():
+        try:
+            tensors, meta = parse_safetensors_header(p)
+        except InputError:
+            return "whitener"
+        if meta.get("format") == "whitenclip-moments":
+            return "moments"
+        if meta.get("format") != "whitenclip-whitener" and "embeddings" in tensors:
+            return "embeddings"
+        return "whitener"
+    if p.is_file() and not is_embedding_path(p):
+        raise InputError(f"{p}: info describes whiteners and moments files (.safetensors), store directories and "
+                         "embeddings files (.npy, .npz, .safetensors, .pt, parquet/Arrow); this is none of them")
+    return "embeddings" if is_embedding_path(p) and p.exists() else "whitener"

@@ -12,9 +12,14 @@ of the table (several: refused, listing them). Row ids come from ``--id-column N
 written as text), by default the column ``id`` when the table has one, else the row index.
 
 A table is read in *units*, never whole: a parquet row group, or a record batch of an Arrow IPC
-file or stream, each in chunks of at most ``chunk_rows`` rows (constant memory). The sharded
-planner (:mod:`whitenclip.shards`) makes each unit one piece, so ``--engine dask`` reads a folder
-of parquet files row group by row group on its workers.
+file or stream, in chunks of at most ``chunk_rows`` rows (constant memory); a chunk gathers the
+rows of consecutive small units, and a file's footer is read once per read, so 20,000 one-row row
+groups cost what 20,000 rows do. The sharded planner (:mod:`whitenclip.shards`) coalesces
+consecutive units into pieces of about ``--piece-rows`` rows, so ``--engine dask`` reads a folder
+of parquet files run of row groups by run of row groups on its workers.
+
+Captions longer than :data:`whitenclip.config.MAX_CAPTION_CHARS` characters are cut to it, with one
+note per file naming the first one's row (:func:`whitenclip.inputs.cut_caption`).
 
 Accepted paths (:func:`table_files`):
 
@@ -32,6 +37,7 @@ first row's (ragged). pyarrow is optional (``pip install 'whitenclip[parquet]'``
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import re
 import warnings
@@ -57,7 +63,10 @@ def import_pyarrow(path=None):
         import pyarrow.compute  # noqa: F401
         import pyarrow.ipc  # noqa: F401
         import pyarrow.parquet  # noqa: F401
-    except ImportError:
+    except ImportError as exc:
+        from whitenclip.errors import reraise_if_out_of_memory
+
+        reraise_if_out_of_memory(exc)  # installed, but not mappable under an address-space limit
         raise InputError(f"{path}: {PYARROW_HINT}" if path is not None else PYARROW_HINT) from None
     return pa
 
@@ -104,11 +113,14 @@ def table_files(path) -> list[Path]:
             names = [f["filename"] for f in doc["_data_files"]]
         except (OSError, ValueError, UnicodeDecodeError, RecursionError, KeyError, TypeError):
             raise InputError(f"{state}: not a datasets state.json (no '_data_files' list of filenames)") from None
-        files = []
+        files, seen = [], set()
         for name in names:
             f = p / str(name)
             if not isinstance(name, str) or Path(name).name != name or not f.is_file():
                 raise InputError(f"{state}: data file {name!r} is missing from {p}")
+            if name in seen:  # its rows would be read twice
+                raise InputError(f"{state}: lists the data file {name!r} twice; its rows would be read twice")
+            seen.add(name)
             files.append(f)
         if not files:
             raise InputError(f"{p}: state.json lists no data files")
@@ -145,9 +157,34 @@ class TableInfo:
     def unit_name(self) -> str:
         return "row group" if self.fmt == "parquet" else "record batch"
 
+    @functools.cached_property
+    def _starts(self) -> np.ndarray:
+        """First row (in the file) of each unit, then the row count: computed once per info."""
+        return np.concatenate([[0], np.cumsum(np.asarray(self.units, dtype=np.int64))]).astype(np.int64)
+
     def unit_starts(self) -> list[int]:
         """First row (in the file) of each unit."""
-        return [int(v) for v in np.concatenate([[0], np.cumsum(self.units, dtype=np.int64)[:-1]])] if self.units else []
+        return [int(v) for v in self._starts[:-1]]
+
+    def unit_start(self, unit: int) -> int:
+        """First row (in the file) of ``unit``."""
+        return int(self._starts[unit])
+
+    def locate(self, file_row: int) -> tuple[int, int]:
+        """``(unit, row in that unit)`` of a row of the file (O(log units)).
+
+        >>> TableInfo("t.parquet", "parquet", "emb", None, 2, "float32", (3, 0, 2)).locate(4)
+        (2, 1)
+        """
+        unit = int(np.searchsorted(self._starts, file_row, side="right")) - 1
+        while unit > 0 and self.units[unit] == 0:  # an empty unit shares its start with the next one
+            unit -= 1
+        return unit, int(file_row - self._starts[unit])
+
+    def where(self, file_row: int) -> str:
+        """``PATH: row group U, row R (row F of the file)``: a row named as the messages name it."""
+        unit, row = self.locate(file_row)
+        return f"{self.path}: {self.unit_name} {unit}, row {row} (row {file_row} of the file)"
 
 
 @contextlib.contextmanager
@@ -287,18 +324,20 @@ def pick_columns(pa, path, schema, column: str | None, id_column: str | None) ->
             found = f"several: {', '.join(kinds)}" if kinds else f"none among {', '.join(names) or '(no columns)'}"
             raise InputError(f"{path}: pass --column NAME to name the embedding column (list<float> columns: {found})")
         column = next(iter(kinds))
-    elif column not in names:
-        raise InputError(f"{path}: no column {column!r} (columns: {', '.join(names)})")
-    elif column not in kinds:
+    else:  # a name, or a 0-based index as for every column option (_column_name)
+        column = _column_name(path, names, column, "--column")
+    if column not in kinds:
         t = schema.field(column).type
-        why = (" (captions: the sharded path, --engine dask or --moments-dir, reads embeddings only; embed "
-               "them first with `whitenclip embed`)" if _is_text(pa, t) else "")
+        why = (" (captions: embeddings are read here; embed the captions first with `whitenclip embed` and "
+               "give the store)" if _is_text(pa, t) else "")
         raise InputError(f"{path}: column {column!r} holds {_shown(pa, t)}, not embeddings (a list<float> or "
                          f"fixed_size_list<float> column; here: {', '.join(kinds) or 'none'}){why}")
     if id_column is None:
         id_column = DEFAULT_ID_COLUMN if DEFAULT_ID_COLUMN in names and DEFAULT_ID_COLUMN != column else None
     elif id_column not in names:
-        raise InputError(f"{path}: no id column {id_column!r} (columns: {', '.join(names)})")
+        if not (str(id_column).isdigit() and int(id_column) < len(names)):  # a 0-based index, as for --column
+            raise InputError(f"{path}: no id column {id_column!r} (columns: {', '.join(names)})")
+        id_column = names[int(id_column)]
     dim, dtype = kinds[column]
     return column, id_column, dim, dtype
 
@@ -312,7 +351,7 @@ def inspect_table(path, column: str | None = None, id_column: str | None = None)
     column, id_column, dim, dtype = pick_columns(pa, p, schema, column, id_column)
     info = TableInfo(str(p), fmt, column, id_column, dim or 0, dtype, units)
     if dim is None:  # list<float>: the first row's length is the dimension
-        for _, _, arr, _ in _unit_arrays(info, None, 1, with_ids=False):
+        for _, arr, _ in _unit_arrays(info, None, 1, with_ids=False):
             if len(arr):
                 first = arr[0]
                 if not first.is_valid:
@@ -328,54 +367,101 @@ def inspect_table(path, column: str | None = None, id_column: str | None = None)
 # ---------------------------------------------------------------------------------------
 # reading rows
 # ---------------------------------------------------------------------------------------
-def _read_units(path, fmt: str, units, columns, chunk_rows: int):
-    """Yield ``(unit, row_in_unit, arrays)`` chunks of the given units (in file order), at most
-    ``chunk_rows`` rows each, reading only ``columns``: one array per entry, a column name or
-    ``(name, field)`` for a field of a struct column (parquet reads that leaf alone)."""
+def _runs(units) -> list[list[int]]:
+    """Ascending ``units`` as runs of consecutive ones: ``[0, 1, 2, 5, 6]`` -> ``[[0, 1, 2], [5, 6]]``."""
+    runs: list[list[int]] = []
+    for u in units:
+        if runs and u == runs[-1][-1] + 1:
+            runs[-1].append(u)
+        else:
+            runs.append([u])
+    return runs
+
+
+def _read_units(path, fmt: str, units, columns, chunk_rows: int, starts):
+    """Yield ``(file_row, arrays)`` chunks of the given units (ascending), at most ``chunk_rows`` rows
+    each, reading only ``columns``: one array per entry, a column name or ``(name, field)`` for a
+    field of a struct column (parquet reads that leaf alone). ``starts[u]`` is unit u's first row.
+
+    The file is opened once (one footer read) and read run by run of consecutive units; a chunk
+    gathers the rows of consecutive small units (one-row row groups cost a slice, not a chunk each),
+    so the work is linear in the rows and the units read, whatever the layout. Callers name a row
+    by its unit with :meth:`TableInfo.locate`."""
     pa = import_pyarrow(path)
     specs = [c if isinstance(c, tuple) else (c, None) for c in columns]
+    units = sorted(set(int(u) for u in units))
 
     def pick(batch):
         return [pa.compute.struct_field(batch.column(n), f) if f else batch.column(n) for n, f in specs]
 
-    with _arrow_errors(path):
+    def batches():  # (file_row, arrays) of each record batch read, in file order
         if fmt == "parquet":
             pf = pa.parquet.ParquetFile(str(path))
             read = list(dict.fromkeys(f"{n}.{f}" if f else n for n, f in specs))
-            for u in units:
-                lo = 0
-                for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=[u], columns=read):
-                    yield u, lo, pick(batch)
-                    lo += batch.num_rows
+            for run in _runs(units):
+                row = int(starts[run[0]])
+                for batch in pf.iter_batches(batch_size=chunk_rows, row_groups=run, columns=read):
+                    yield row, pick(batch)
+                    row += batch.num_rows
             return
-        fmt, reader = _ipc_reader(pa, path)
-        if fmt == "ipc-file":
-            batches = ((u, reader.get_batch(u)) for u in units)
-        else:
-            want = set(units)
-            batches = ((u, b) for u, b in enumerate(reader) if u in want)
-        for u, batch in batches:
-            arrays = pick(batch)
-            for lo in range(0, batch.num_rows, chunk_rows):
-                yield u, lo, [a.slice(lo, chunk_rows) for a in arrays]
+        kind, reader = _ipc_reader(pa, path)
+        if kind == "ipc-file":
+            for u in units:
+                yield int(starts[u]), pick(reader.get_batch(u))
+            return
+        want, last = set(units), units[-1] if units else -1
+        for u, batch in enumerate(reader):  # a stream is read in order, once, up to the last unit wanted
+            if u > last:
+                break
+            if u in want:
+                yield int(starts[u]), pick(batch)
+
+    def plain(a):  # dictionaries of different batches differ: decoded before they are joined
+        return a.dictionary_decode() if pa.types.is_dictionary(a.type) else a
+
+    def concat(parts):
+        if len(parts) == 1:
+            return parts[0]
+        return [pa.concat_arrays([plain(p[k]) for p in parts]) for k in range(len(specs))]
+
+    with _arrow_errors(path):
+        held, held_rows, first = [], 0, 0
+        for row, arrays in batches():
+            n = len(arrays[0]) if arrays else 0
+            at = 0
+            while at < n:
+                if held and first + held_rows != row + at:  # not contiguous with what is held
+                    yield first, concat(held)
+                    held, held_rows = [], 0
+                if not held:
+                    first = row + at
+                take = min(n - at, chunk_rows - held_rows)
+                held.append(arrays if (at == 0 and take == n) else [a.slice(at, take) for a in arrays])
+                held_rows += take
+                at += take
+                if held_rows >= chunk_rows:
+                    yield first, concat(held)
+                    held, held_rows = [], 0
+        if held:
+            yield first, concat(held)
 
 
 def _unit_arrays(info: TableInfo, units, chunk_rows: int, *, with_ids: bool = True):
-    """Yield ``(unit, row_in_unit, embedding_array, id_array or None)`` chunks of the given units
-    (all when None), in order, at most ``chunk_rows`` rows each."""
-    wanted = range(len(info.units)) if units is None else list(units)
+    """Yield ``(file_row, embedding_array, id_array or None)`` chunks of the given units (all when
+    None), in order, at most ``chunk_rows`` rows each (see :func:`_read_units`)."""
+    wanted = range(len(info.units)) if units is None else units
     columns = [info.column] + ([info.id_column] if with_ids and info.id_column else [])
-    for u, lo, arrays in _read_units(info.path, info.fmt, wanted, columns, chunk_rows):
-        yield u, lo, arrays[0], arrays[1] if len(arrays) > 1 else None
+    for row, arrays in _read_units(info.path, info.fmt, wanted, columns, chunk_rows, info._starts):
+        yield row, arrays[0], arrays[1] if len(arrays) > 1 else None
 
 
-def _to_matrix(info: TableInfo, arr, unit: int, lo: int, file_row: int) -> np.ndarray:
+def _to_matrix(info: TableInfo, arr, file_row: int) -> np.ndarray:
     """Rows of an embedding chunk as a fresh float64 (m, dim) array; nulls and ragged rows refused."""
     pa = import_pyarrow(info.path)
     m = len(arr)
 
     def where(i: int) -> str:
-        return f"{info.path}: {info.unit_name} {unit}, row {lo + i} (row {file_row + i} of the file)"
+        return info.where(file_row + i)
 
     if arr.null_count:
         i = int(np.flatnonzero(~np.asarray(arr.is_valid().to_numpy(zero_copy_only=False)))[0])
@@ -397,12 +483,11 @@ def _to_matrix(info: TableInfo, arr, unit: int, lo: int, file_row: int) -> np.nd
     return X.reshape(m, info.dim)
 
 
-def _ids_of(info: TableInfo, ids, unit: int, lo: int, file_row: int) -> list[str]:
+def _ids_of(info: TableInfo, ids, file_row: int) -> list[str]:
     values = ids.to_pylist()
     if ids.null_count:
         i = next(k for k, v in enumerate(values) if v is None)
-        raise InputError(f"{info.path}: {info.unit_name} {unit}, row {lo + i} (row {file_row + i} of the file): "
-                         f"id column {info.id_column!r} is null")
+        raise InputError(f"{info.where(file_row + i)}: id column {info.id_column!r} is null")
     return [v if isinstance(v, str) else str(v) for v in values]
 
 
@@ -421,28 +506,22 @@ def iter_table_rows(info: TableInfo, units=None, chunk_rows: int = 4096, *,
                     id_prefix: str | None = None) -> Iterator[tuple[int, np.ndarray, list[str]]]:
     """Yield ``(file_row, X, ids)`` chunks of the given units (all when None): X float64 (m, dim),
     ``ids`` from the id column, else ``f"{id_prefix}:{row}"`` or ``str(row)`` (row in the file)."""
-    starts = info.unit_starts()
-    for unit, lo, emb, ids in _unit_arrays(info, units, chunk_rows):
-        row = starts[unit] + lo
-        X = _to_matrix(info, emb, unit, lo, row)
-        chunk_ids = _ids_of(info, ids, unit, lo, row) if ids is not None else index_ids(row, row + len(X), id_prefix)
+    for row, emb, ids in _unit_arrays(info, units, chunk_rows):
+        X = _to_matrix(info, emb, row)
+        chunk_ids = _ids_of(info, ids, row) if ids is not None else index_ids(row, row + len(X), id_prefix)
         yield row, X, chunk_ids
 
 
-def table_unit_ids(info: TableInfo, unit: int, *, id_prefix: str | None = None) -> list[str]:
-    """Row ids of one unit, read from the id column alone (see :func:`iter_table_rows`)."""
-    start = info.unit_starts()[unit]
+def table_unit_ids(info: TableInfo, units, *, id_prefix: str | None = None,
+                   chunk_rows: int = 1 << 16) -> list[str]:
+    """Row ids of the given units (ascending), read from the id column alone (see :func:`iter_table_rows`)."""
+    units = [units] if isinstance(units, (int, np.integer)) else list(units)
     if info.id_column is None:
-        return index_ids(start, start + info.units[unit], id_prefix)
-    pa = import_pyarrow(info.path)
-    with _arrow_errors(info.path):
-        if info.fmt == "parquet":
-            ids = pa.parquet.ParquetFile(info.path).read_row_group(unit, columns=[info.id_column]).column(0)
-        else:
-            fmt, reader = _ipc_reader(pa, info.path)
-            batch = reader.get_batch(unit) if fmt == "ipc-file" else next(b for u, b in enumerate(reader) if u == unit)
-            ids = batch.column(info.id_column)
-    return _ids_of(info, ids, unit, 0, start)
+        return [i for u in units for i in index_ids(info.unit_start(u), info.unit_start(u) + info.units[u], id_prefix)]
+    out: list[str] = []
+    for row, arrays in _read_units(info.path, info.fmt, units, [info.id_column], chunk_rows, info._starts):
+        out += _ids_of(info, arrays[0], row)
+    return out
 
 
 class TableRows:
@@ -474,7 +553,8 @@ def _group_spec(pa, field):
 def _group_column(pa, path, schema, group_column, stacklevel: int = 5):
     """The group column of a caption table (:func:`_group_spec`), by the rules of
     :func:`whitenclip.inputs.pick_group_column`: a name or 0-based index; True: the first of
-    :data:`~whitenclip.inputs.IMAGE_COLUMNS` (case-insensitive), said in an InputFormatWarning."""
+    :data:`~whitenclip.inputs.IMAGE_COLUMNS` (case-insensitive), said by the caller once its values
+    are read (:func:`whitenclip.inputs.default_groups`), or refused here in an InputFormatWarning."""
     from whitenclip.inputs import IMAGE_COLUMNS, InputFormatWarning
 
     if group_column is None or group_column is False:
@@ -490,11 +570,7 @@ def _group_column(pa, path, schema, group_column, stacklevel: int = 5):
             warnings.warn(f"{path}: its {found!r} column holds {_shown(pa, schema.field(found).type)}, not image "
                           "ids: captions are not grouped (pass --group-column NAME)", InputFormatWarning,
                           stacklevel=stacklevel)
-        else:
-            warnings.warn(f"{path}: grouping captions by its {found.strip()!r} column (captions of one image are "
-                          "calibrated together; --no-groups treats every row as independent)",
-                          InputFormatWarning, stacklevel=stacklevel)
-        return spec
+        return spec  # a usable column is said (or refused) once its values are read: inputs.default_groups
     name = _column_name(path, names, group_column, "--group-column")
     spec = _group_spec(pa, schema.field(name))
     if spec is None:
@@ -518,7 +594,8 @@ def _group_values(pa, arr) -> list:
 
 
 def read_caption_table(path, *, column: str | None = None, group_column=None, report=None,
-                       chunk_rows: int = 4096) -> tuple[list[str], list | None]:
+                       chunk_rows: int = 4096, id_column=None,
+                       ids: list | None = None) -> tuple[list[str], list | None]:
     """Captions, and the group id of each, from a table file or folder whose caption column is a
     string column (:func:`choose_column`): what :func:`whitenclip.inputs.parse_caption_groups`
     returns for the same table written as CSV.
@@ -527,15 +604,17 @@ def read_caption_table(path, *, column: str | None = None, group_column=None, re
     into ``report`` (a :class:`~whitenclip.inputs.SkipReport`) naming the file, the row group or
     record batch and the row. ``group_column``: a column name or index, True (the first of
     :data:`whitenclip.inputs.IMAGE_COLUMNS`, if any), None/False (no groups). Only the caption
-    and group columns are read, chunk by chunk.
+    and group columns are read, chunk by chunk. ``id_column`` (``--id-column``, a name or index of
+    a string or integer column): the id of each kept caption is appended to the list ``ids``
+    (values as they are, duplicates kept); a null or empty id is refused naming its row.
     """
-    from whitenclip.inputs import SkipReport
+    from whitenclip.inputs import SkipReport, cut_caption, note_cut_captions
 
     pa = import_pyarrow(path)
     report = report if report is not None else SkipReport()
     captions: list[str] = []
     groups: list = []
-    grouped = False
+    grouped, default_column = False, ""
     for f in table_files(path):
         fmt, schema, units = table_layout(f)
         kind, col = choose_column(pa, f, schema, column)
@@ -543,19 +622,43 @@ def read_caption_table(path, *, column: str | None = None, group_column=None, re
             raise InputError(f"{f}: column {col!r} holds embeddings, not captions like {path}'s first file; "
                              "pass --column NAME")
         gspec = _group_column(pa, f, schema, group_column)
+        if gspec is not None and not grouped:
+            default_column = gspec if isinstance(gspec, str) else gspec[0]
         grouped = grouped or gspec is not None
+        ispec = None if id_column is None else _id_spec(pa, f, schema, id_column)
         info = TableInfo(str(f), fmt, col, None, 0, "string", units)
-        starts = info.unit_starts()
-        for u, lo, arrays in _read_units(f, fmt, range(len(units)), [col] + ([gspec] if gspec else []), chunk_rows):
+        cuts: list = []  # captions longer than config.MAX_CAPTION_CHARS: cut, one note per file
+        wanted = [col] + ([gspec] if gspec else []) + ([ispec] if ispec else [])
+        for row, arrays in _read_units(f, fmt, range(len(units)), wanted, chunk_rows, info._starts):
             gids = _group_values(pa, arrays[1]) if gspec else None
+            row_ids = _group_values(pa, arrays[-1]) if ispec else None
             for i, raw in enumerate(_text_values(pa, arrays[0])):
                 text, why = _caption(raw)
                 if why is not None:
-                    report.add(f"{f}: {info.unit_name} {u}, row {lo + i} (row {starts[u] + lo + i} of the file)", *why)
+                    report.add(info.where(row + i), *why)
                     continue
-                captions.append(text)
+                if row_ids is not None:
+                    if row_ids[i] is None:
+                        raise InputError(f"{info.where(row + i)}: id is null or empty (--id-column {id_column})")
+                    ids.append(row_ids[i])
+                captions.append(cut_caption(text, info.where(row + i), cuts))
                 groups.append(gids[i] if gids is not None else None)
+        note_cut_captions(str(f), cuts)
+    if grouped and group_column is True:  # the default image column: said, or not used when it cannot group
+        from whitenclip.inputs import default_groups
+
+        return captions, default_groups(groups, str(path), default_column.strip())
     return captions, groups if grouped else None
+
+
+def _id_spec(pa, path, schema, id_column):
+    """The ``--id-column`` of a caption table: a string or integer column (or an image struct's path)."""
+    name = _column_name(path, list(schema.names), id_column, "--id-column")
+    spec = _group_spec(pa, schema.field(name))
+    if spec is None:
+        raise InputError(f"{path}: --id-column {name!r} holds {_shown(pa, schema.field(name).type)}; ids come "
+                         "from a string or integer column")
+    return spec
 
 
 def _caption(raw: bytes | None) -> tuple:

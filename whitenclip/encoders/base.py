@@ -144,9 +144,27 @@ def short_text(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_UNSAFE_ADVICE = re.compile(r"weights_only\W*(?:set to\W*|=\W*)False", re.IGNORECASE)
+
+
 def _one_line(exc: BaseException, limit: int = 240) -> str:
-    """First line of an exception's message, shortened at a word boundary (never mid-word)."""
-    text = str(exc).strip().splitlines()[0].strip() if str(exc).strip() else type(exc).__name__
+    """First line of an exception's message, shortened at a word boundary (never mid-word).
+
+    torch's refusal to unpickle (``torch.load(weights_only=True)``) is given as the unpickler's own
+    reason: its advice to retry with ``weights_only=False`` (arbitrary code execution) is never
+    repeated, nor are terminal colour codes.
+
+    >>> _one_line(RuntimeError("Weights only load failed. Re-running `torch.load` with `weights_only` set to "
+    ...     "`False` will likely succeed. WeightsUnpickler error: Unsupported global: GLOBAL os.system. More."))
+    'pickled Python objects are never loaded (Unsupported global: GLOBAL os.system)'
+    """
+    raw = _ANSI.sub("", str(exc))
+    if "Weights only load failed" in raw or _UNSAFE_ADVICE.search(raw):
+        _, found, reason = " ".join(raw.split()).partition("WeightsUnpickler error:")
+        reason = reason.strip().split(". ")[0].rstrip(".") if found else ""
+        return "pickled Python objects are never loaded" + (f" ({reason[:160]})" if reason else "")
+    text = raw.strip().splitlines()[0].strip() if raw.strip() else type(exc).__name__
     if len(text) <= limit:
         return text
     cut = text[:limit]

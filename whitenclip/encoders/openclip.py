@@ -20,7 +20,7 @@ from whitenclip.encoders.base import (
     short_text,
 )
 from whitenclip.encoders.hub import _hub_cached, _require_network, check_repo_id
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError, reraise_if_out_of_memory
 
 EXTRA_OPENCLIP_CONFIGS: dict[str, dict] = {
     "wc-tiny": {
@@ -207,6 +207,7 @@ class OpenClipEncoder(Encoder):
                     model_name, pretrained=pretrained, weights_only=True, **extra
                 )
         except Exception as exc:  # noqa: BLE001 - open_clip raises RuntimeError/OSError/pickle errors alike
+            reraise_if_out_of_memory(exc)  # under an address-space limit: not a bad checkpoint
             detail = _one_line(exc)
             if spec.path is not None or (spec.pretrained is not None and not hub):
                 what = f"bad checkpoint {pretrained} for {arch} ({detail})"
@@ -219,12 +220,17 @@ class OpenClipEncoder(Encoder):
             self.fingerprint = model_fingerprint(model, arch)
         self.model = model.to(device).eval()
         self.image_transform = preprocess
-        with _quiet_loading():
-            self.tokenizer = open_clip.get_tokenizer(model_name)
         quick = any(type(m).__name__ == "QuickGELU" for m in self.model.modules())
         self.activation = "quick_gelu" if quick else "gelu"
-        with torch.inference_mode():
-            self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(device)).shape[-1])
+        try:  # the tokenizer (a hub model's own) and the dimension probe: their failures are the model's
+            with _quiet_loading():
+                self.tokenizer = open_clip.get_tokenizer(model_name)
+            with torch.inference_mode():
+                self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(device)).shape[-1])
+        except Exception as exc:  # noqa: BLE001
+            reraise_if_out_of_memory(exc)
+            raise InputError(f"cannot load {self.spec}: its tokenizer or text tower fails on the probe caption "
+                             f"'a': {_one_line(exc)}; {_HINT}") from None
 
     def embed_batch(self, batch, modality: str):
         with autocast(self.device, self.precision):

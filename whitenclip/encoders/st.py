@@ -16,7 +16,7 @@ from whitenclip.encoders.base import (
     register_encoder,
 )
 from whitenclip.encoders.hub import hub_location, name_or_path, quiet_transformers
-from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.errors import InputError, WhitenclipError, reraise_if_out_of_memory
 
 _HINT = ("offline choices: a local sentence-transformers folder st:/path/to/model (SentenceTransformer.save "
          "output) or the text model 'minilm'")
@@ -57,6 +57,7 @@ class SentenceTransformerEncoder(Encoder):
             with quiet_transformers():
                 self.model = SentenceTransformer(where, device=str(device), local_files_only=local_only).eval()
         except Exception as exc:  # noqa: BLE001 - missing files, bad config, download errors: one line
+            reraise_if_out_of_memory(exc)
             raise InputError(f"cannot load {self.spec}: {_one_line(exc)}; {_HINT}") from None
         first = self.model[0] if len(self.model) else None
         auto = getattr(first, "auto_model", None) or getattr(first, "model", None)
@@ -67,7 +68,12 @@ class SentenceTransformerEncoder(Encoder):
         self.activation = act
         self.fingerprint = model_fingerprint(self.model, cfg, modules, self.model.max_seq_length)
         self.has_normalize = "Normalize" in modules
-        self.dim = int(self.model.encode(["a"], convert_to_numpy=True, show_progress_bar=False).shape[-1])
+        try:  # the dimension probe runs the tokenizer and the modules: their failures are the folder's
+            self.dim = int(self.model.encode(["a"], convert_to_numpy=True, show_progress_bar=False).shape[-1])
+        except Exception as exc:  # noqa: BLE001 - a tokenizer without its unk token, a broken module, ...
+            reraise_if_out_of_memory(exc)
+            raise InputError(f"cannot load {self.spec}: it fails on the probe caption 'a': {_one_line(exc)}; "
+                             f"{_HINT}") from None
 
     def text_batches(self, texts, batch_size):
         """Sort the chunk by caption length (characters, as ``encode`` does) and yield lists of str."""
@@ -78,5 +84,10 @@ class SentenceTransformerEncoder(Encoder):
 
     def embed_batch(self, batch, modality: str):
         """``SentenceTransformer.encode(batch)`` as one batch: float (m, d) tensor."""
-        with autocast(self.device, self.precision):
-            return self.model.encode(batch, batch_size=len(batch), convert_to_tensor=True, show_progress_bar=False)
+        try:
+            with autocast(self.device, self.precision):
+                return self.model.encode(batch, batch_size=len(batch), convert_to_tensor=True,
+                                         show_progress_bar=False)
+        except Exception as exc:  # noqa: BLE001 - its tokenizer failing on a caption: one line naming the model
+            reraise_if_out_of_memory(exc)
+            raise InputError(f"{self.spec}: fails on these captions: {_one_line(exc)}") from None

@@ -19,7 +19,6 @@ page is self-contained) and the PNGs under ``figures/``; every file is written a
 from __future__ import annotations
 
 import functools
-import html
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,15 +35,19 @@ from whitenclip.diagnostics import (
     Projections,
     Section,
     Spectrum,
+    Verdict,
 )
 from whitenclip.errors import InputError
 from whitenclip.render import (
     figure_png,
+    html_div,
     html_figure,
     html_fragment,
     html_table,
+    html_text,
     render_html,
     render_table,
+    rich_text,
     to_json,
     write_file,
 )
@@ -99,8 +102,12 @@ def _(s: NormConcentration, report) -> list[Block]:
     norms = [
         ("||x|| raw", _num(r["mean"]), _num(r["std"]), _num(r["cv"]), "", ""),
         ("||x - mean||", _num(rc["mean"]), _num(rc["std"]), _num(rc["cv"]),
-         _num(rc.get("reference_cv")) + (f" (chi, d_eff={rc['d_eff']:.1f})" if rc.get("d_eff") else ""),
+         _num(rc.get("reference_cv")) + (f" (chi, d_eff={rc['d_eff']:.1f}"
+                                         + (", unbiased tr(Sigma^2))" if rc.get("d_eff_estimator") else ")")
+                                         if rc.get("d_eff") else ""),
          _num(rc.get("cv_ratio"))),
+        ("||w|| whitened (in-sample)", _num(w["mean"]), _num(w["std"]), "n/a", "not testable (equal norms)", "n/a")
+        if w.get("untestable") else
         ("||w|| whitened", _num(w["mean"]), _num(w["std"]), _num(w["cv"]),
          f"{_num(w['reference_cv'])} ({w['law'] or 'chi'}; chi {_num(w['chi_cv'])})", _num(w["cv_ratio"])),
     ]
@@ -108,8 +115,16 @@ def _(s: NormConcentration, report) -> list[Block]:
            ("KS distance", f"{_num(w['ks'])} ({_p_eq(w['ks_pvalue'])})" if w["ks"] is not None else "n/a"),
            ("AD distance", _num(w["ad_distance"])),
            ("KS to chi2(d') (n -> inf)", _num(w["chi2_ks"]))]
+    if w.get("untestable"):  # n <= rank + 1 in-sample: equal norms, no law to compare with
+        law = [("law of ||w||^2", f"not testable ({w['untestable']})")]
+    intro = (f"norms over all d={report.d} coordinates; ||x - mean||: against the Gaussian with the same covariance, "
+             "CV ~ 1/sqrt(2 d_eff)" + (f"; {rc['d_eff_estimator']} (the sample spectrum gives d_eff="
+                                      f"{_num(rc.get('d_eff_sample'), '.1f')}, biased low at n <= d)"
+                                      if rc.get("d_eff_estimator") else "")
+             + (f"; ||w||: {w['untestable']}" if w.get("untestable") else f"; ||w||: over the {w['rank']} whitened "
+                                                                            "coordinates"))
     return [Block("Norm concentration (CV = std / mean)", ("norm", "mean", "std", "CV", "Gaussian reference CV",
-                                                          "ratio"), norms),
+                                                          "ratio"), norms, intro=intro),
             Block("Law of the squared whitened norms", ("", "value"), law, pairs=True)]
 
 
@@ -119,14 +134,19 @@ def _(s: Coordinates, report) -> list[Block]:
     for kind in ("raw", "whitened"):
         k = getattr(s, kind)
         exp = k["expected_pass"]
-        rows.append((kind, _num(k["ad_mean"]), f"{_pct(k['ad_pass'])} (exp. {_pct(exp['ad'])})",
+        label = f"whitened (held-out, {k['trials']} x {k['subset']} rows)" if k.get("basis") else kind
+        rows.append((label, _num(k["ad_mean"]), f"{_pct(k['ad_pass'])} (exp. {_pct(exp['ad'])})",
                      _num(k["dp_mean"]), f"{_pct(k['dp_pass'])} (exp. {_pct(exp['dp'])})", str(k["constant"]["count"])))
     pr = report.protocol
+    held = s.whitened.get("basis")
     return [Block(f"Per-coordinate tests ({pr.trials} x {pr.subset} rows; pass: A2 < {AD_THRESHOLD}, "
                   f"DP p > {pr.dp_alpha})", ("coordinates", "AD avg", "AD pass", "DP avg", "DP pass", "constant"), rows,
                   intro=f"{pr.trials} random subsets of {pr.subset} rows; AD passes when A2 < {AD_THRESHOLD} (fixed), "
                         f"DP when p > {pr.dp_alpha}; the expected rates are those of an exact Gaussian under the "
-                        "same protocol (simulated with the same seed).")]
+                        "same protocol (simulated with the same seed). raw: the d="
+                        f"{s.raw['n_coordinates']} input coordinates; "
+                        + (f"whitened: {s.whitened.get('untestable') or held}." if held
+                           else f"whitened: the {s.whitened['n_coordinates']} coordinates of the whitener."))]
 
 
 @section_blocks.register
@@ -165,20 +185,29 @@ def _(s: Isotropy, report) -> list[Block]:
                         f"{s.source}.")]
 
 
+@section_blocks.register
+def _(s: Verdict, report) -> list[Block]:
+    """What the report could not test, one line each (none when everything was tested)."""
+    if not s.untested:
+        return []
+    return [Block("Not tested on these rows", ("part", "why"), [(u["part"], u["reason"]) for u in s.untested],
+                  intro="Figures that could not be computed from these rows and why; the verdict uses the others.")]
+
+
 # ---------------------------------------------------------------------------------------
 # terminal
 # ---------------------------------------------------------------------------------------
 def _print_block(console, b: Block) -> None:
     if b.pairs:
         for name, value in b.rows:
-            console.print(f"  {name}: {value}")
+            console.print(rich_text(f"  {name}: {value}"))
         return
-    t = Table(title=b.title)
+    t = Table(title=rich_text(b.title))
     for i, col in enumerate(b.header):
-        left = i == 0 or col in ("Gaussian reference CV", "statistic", "method")
+        left = i == 0 or col in ("Gaussian reference CV", "statistic", "method", "why")
         t.add_column(col, justify="left" if left else "right", overflow="fold")
     for row in b.rows:
-        t.add_row(*row)
+        t.add_row(*(rich_text(c) for c in row))
     console.print(t)
 
 
@@ -186,17 +215,18 @@ def _print_block(console, b: Block) -> None:
 def render_report_table(report: GaussianityReport, console) -> None:
     """Print the header, every section's tables and the verdict line on ``console``."""
     wh, pr = report.whitener, report.protocol
-    console.print(f"[bold]Gaussianity report[/bold]  n={report.n}  d={report.d}  rank={report.rank}  seed={pr.seed}")
-    console.print(f"whitener: {wh.note} ({'in-sample' if wh.in_sample else 'new rows'})")
+    console.print(rich_text("Gaussianity report", "bold") + rich_text(f"  n={report.n}  d={report.d}  "
+                                                                     f"rank={report.rank}  seed={pr.seed}"))
+    console.print(rich_text(f"whitener: {wh.note} ({'in-sample' if wh.in_sample else 'new rows'})"))
     for s in report.sections:
         for b in section_blocks(s, report):
             _print_block(console, b)
     v = report.section("verdict")
     colour = {"close to Gaussian": "green", "degenerate": "red"}.get(v.label, "yellow")
-    console.print(f"[bold {colour}]verdict: {v.label}[/bold {colour}]  ({v.because})")
-    console.print(f"[dim]rule: {v.rule}[/dim]")
+    console.print(rich_text(f"verdict: {v.label}", f"bold {colour}") + rich_text(f"  ({v.because})"))
+    console.print(rich_text(f"rule: {v.rule}", "dim"))
     for note in report.notes:
-        console.print(f"[dim]note: {note}[/dim]")
+        console.print(rich_text(f"note: {note}", "dim"))
 
 
 # ---------------------------------------------------------------------------------------
@@ -219,21 +249,30 @@ def section_figures(section: Section, report: GaussianityReport) -> dict[str, tu
 def _(s: NormConcentration, report) -> dict:
     import numpy as np
 
-    h = s.whitened["histogram"]
+    few = bool(s.whitened.get("untestable")) and bool(s.raw_centred.get("histogram"))
+    h = s.raw_centred["histogram"] if few else s.whitened["histogram"]
     edges = np.asarray(h["edges"])
     centres = 0.5 * (edges[1:] + edges[:-1])
     fig, ax = _subplots()
     ax.bar(edges[:-1], h["density"], width=np.diff(edges), align="edge", color="C0", alpha=0.6, label="data")
     ax.plot(centres, h["reference_density"], color="C3", lw=2, label=f"reference law ({h['reference']})")
-    ax.set_xlabel("||w||^2")
+    ax.set_xlabel("||x - mean||^2" if few else "||w||^2")
     ax.set_ylabel("density")
     out_share = h.get("outside_range") or 0.0
-    ax.set_title(f"Squared whitened norms (rank {report.rank})"
+    ax.set_title((f"Squared centred norms (all {report.d} coordinates)" if few
+                  else f"Squared whitened norms (rank {report.rank})")
                  + (f"; {100 * out_share:.1f}% of rows beyond the axis" if out_share > 0.0005 else ""), fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    return {"sqnorm.png": (figure_png(fig), "Histogram of squared whitened norms against the exact reference law "
-                                             "for Gaussian rows.")}
+    if few:
+        caption = (f"Histogram of ||x - mean||^2 over all d={report.d} coordinates against the moment-matched scaled "
+                   "chi-square of a Gaussian with the same covariance (d_eff from an unbiased tr(Sigma^2)); the "
+                   f"in-sample whitened norms are all equal at n={report.n} <= rank+1.")
+    else:
+        caption = (f"Histogram of squared whitened norms (rank {report.rank}, "
+                   f"{'in-sample rows' if report.whitener.in_sample else 'new rows'}) against the exact reference law "
+                   "for Gaussian rows.")
+    return {"sqnorm.png": (figure_png(fig), caption)}
 
 
 @section_figures.register
@@ -250,8 +289,10 @@ def _(s: Coordinates, report) -> dict:
     use_log = hi > 20 * max(lo, 0.05)
     bins = np.geomspace(lo, max(hi, AD_THRESHOLD * 1.5), 50) if use_log else np.linspace(0, max(hi, 1.0), 50)
     fig, ax = _subplots()
+    held = s.whitened.get("basis")
     for i, (k, v) in enumerate(series.items()):
-        ax.hist(v, bins=bins, alpha=0.55, color=f"C{i}", label=f"{k} ({v.size} coordinates)")
+        name = "whitened (held-out)" if k == "whitened" and held else k
+        ax.hist(v, bins=bins, alpha=0.55, color=f"C{i}", label=f"{name} ({v.size} coordinates)")
     ax.axvline(AD_THRESHOLD, color="k", ls="--", lw=1.2, label=f"pass threshold {AD_THRESHOLD}")
     if use_log:
         ax.set_xscale("log")
@@ -260,8 +301,11 @@ def _(s: Coordinates, report) -> dict:
     ax.set_title("Per-coordinate Anderson-Darling statistic", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
+    whitened = (f"whitened: {held} (A2 of each coordinate index averaged over the folds)" if held
+                else f"whitened: the {s.whitened['n_coordinates']} coordinates of the whitener")
     return {"a2.png": (figure_png(fig), "Per-coordinate Anderson-Darling A2 (mean over trials); coordinates left "
-                                         "of the dashed line pass.")}
+                                         f"of the dashed line pass. raw: the d={s.raw['n_coordinates']} input "
+                                         f"coordinates over {s.raw['subset']} rows per trial; {whitened}.")}
 
 
 @section_figures.register
@@ -288,8 +332,9 @@ def _(s: Projections, report) -> dict:
         ax.axis("off")
     fig.tight_layout()
     return {"qq.png": (figure_png(fig), "QQ plots: standardised projections of the centred data on random unit "
-                                         "directions, and all projections pooled, against normal quantiles (the grey "
-                                         "line is y = x).")}
+                                         f"directions of all d={report.d} coordinates ({s.rows} rows; no whitening, "
+                                         "valid at any n), and all projections pooled, against normal quantiles (the "
+                                         "grey line is y = x).")}
 
 
 @section_figures.register
@@ -310,7 +355,7 @@ def _(s: Spectrum, report) -> dict:
     ax.set_title(f"Covariance eigen-spectrum ({pos.size} positive of {lam.size})", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    return {"spectrum.png": (figure_png(fig), "Eigenvalues of the covariance (log scale).")}
+    return {"spectrum.png": (figure_png(fig), f"Eigenvalues of the covariance (log scale): {s.source}.")}
 
 
 # ---------------------------------------------------------------------------------------
@@ -333,15 +378,16 @@ def _numeric(i: int, c) -> bool:
     return i > 0 and re.match(r"^[-+<]?\s*[\d.]", str(c)) is not None
 
 
-def html_page(report: GaussianityReport, figures: dict[str, dict[str, tuple[bytes, str]]]) -> str:
-    """A self-contained HTML page; ``figures[section key]`` = {name: (png, caption)} (data URIs)."""
-    esc = html.escape
+def report_body(report: GaussianityReport, figures: dict[str, dict[str, tuple[bytes, str]]],
+                level: int = 1) -> list[str]:
+    """The report's HTML elements (title at ``<h{level}>``, sections one level below), for the
+    page and the notebook fragment; ``figures[section key]`` = {name: (png, caption)} (data URIs)."""
+    esc = html_text
+    h1, h2 = f"h{level}", f"h{level + 1}"
     v, wh, pr = report.section("verdict"), report.whitener, report.protocol
     cls = {"close to Gaussian": "ok", "degenerate": "bad"}.get(v.label, "warn")
     parts = [
-        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-        "<title>whitenclip Gaussianity report</title>", f"<style>{_CSS}</style></head><body>",
-        "<h1>Gaussianity report</h1>",
+        f"<{h1}>Gaussianity report</{h1}>",
         f"<p>n = {report.n}, d = {report.d}, rank = {report.rank}, seed = {pr.seed}. "
         f"Whitener: {esc(wh.note)} ({'in-sample rows' if wh.in_sample else 'new rows'}).</p>",
         f"<div class='verdict {cls}'><b>Verdict: {esc(v.label)}</b><br><span class='muted'>"
@@ -350,15 +396,23 @@ def html_page(report: GaussianityReport, figures: dict[str, dict[str, tuple[byte
     ]
     for s in report.sections:
         for b in section_blocks(s, report):
-            parts.append(f"<h2>{esc(b.title)}</h2>")
+            parts.append(f"<{h2}>{esc(b.title)}</{h2}>")
             if b.intro:
                 parts.append(f"<p class='muted'>{esc(b.intro)}</p>")
             parts.append(html_table(b.header, b.rows, _numeric))
         parts += [html_figure(name, png, caption) for name, (png, caption) in figures.get(s.key, {}).items()]
     if report.notes:
-        parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{esc(n)}</li>" for n in report.notes) + "</ul>")
-    parts.append("<p class='muted'>All figures as numbers: <a href='report.json'>report.json</a>.</p>")
-    parts.append("</body></html>")
+        parts.append(f"<{h2}>Notes</{h2}><ul>" + "".join(f"<li>{esc(n)}</li>" for n in report.notes) + "</ul>")
+    return parts
+
+
+def html_page(report: GaussianityReport, figures: dict[str, dict[str, tuple[bytes, str]]]) -> str:
+    """A self-contained HTML page (``report.html``); ``figures[section key]`` = {name: (png, caption)}."""
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>whitenclip Gaussianity report</title>", f"<style>{_CSS}</style></head><body>",
+             *report_body(report, figures),
+             "<p class='muted'>All figures as numbers: <a href='report.json'>report.json</a>.</p>",
+             "</body></html>"]
     return "\n".join(parts)
 
 
@@ -385,8 +439,9 @@ def render_report_html(report: GaussianityReport, out_dir: Path) -> dict[str, Pa
 
 @html_fragment.register
 def _(report: GaussianityReport) -> str:
-    """The report's page with every section's figures inline (notebooks)."""
-    return html_page(report, {s.key: section_figures(s, report) for s in report.sections})
+    """The report as a notebook fragment (no page, no page-wide CSS), every section's figures inline."""
+    return html_div(*report_body(report, {s.key: section_figures(s, report) for s in report.sections}, level=3))
 
 
-__all__ = ["Block", "html_page", "render_report_html", "render_report_table", "section_blocks", "section_figures"]
+__all__ = ["Block", "html_page", "render_report_html", "render_report_table", "report_body", "section_blocks",
+           "section_figures"]

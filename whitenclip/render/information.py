@@ -11,7 +11,8 @@ Registered on import (see ``_RENDERER_MODULES`` in :mod:`whitenclip.render`):
 * :class:`~whitenclip.information.PointwiseMIResult` -> ``render_rows`` (``mi --pointwise``):
   ``id<TAB>pmi`` lines with ``repr`` floats (TSV), or CSV / JSONL.
 
-Every table ends with an ``assumes`` row naming the model behind its numbers.
+Every table ends with an ``assumes`` row naming the model behind its numbers. Notebooks get
+the same rows as HTML fragments (``_repr_html_``), pointwise MI as a cut ``<table>`` of pairs.
 """
 
 from __future__ import annotations
@@ -22,10 +23,20 @@ import json
 import math
 
 from rich.table import Table
-from rich.text import Text
 
 from whitenclip.information import EntropyResult, MIResult, PointwiseMIResult
-from whitenclip.render import escape_tsv, render_rows, render_table
+from whitenclip.render import (
+    escape_tsv,
+    html_div,
+    html_fragment,
+    html_table,
+    html_text,
+    kept_rows,
+    render_repr,
+    render_rows,
+    render_table,
+    rich_text,
+)
 from whitenclip.results import json_safe
 
 _UNITS = {"e": "nats", "2": "bits"}
@@ -50,28 +61,34 @@ def _ci_label(confidence: float) -> str:
 
 def _field_table(title: str, rows: list[tuple[str, str]]) -> Table:
     """Two-column (field, value) table without header; values are plain text (no rich markup)."""
-    table = Table(title=title, show_header=False)
+    table = Table(title=rich_text(title), show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     for key, value in rows:
-        table.add_row(Text(key), Text(value))
+        table.add_row(rich_text(key), rich_text(value))
     return table
 
 
 def entropy_rows(result: EntropyResult) -> list[tuple[str, str]]:
     """(field, value) rows of the ``entropy`` table."""
+    dims = f"over r = {result.rank} dims"
     rows = [
-        ("entropy (bias-corrected)", f"{result.entropy:.6g}"),
+        (f"entropy (Gaussian, bias-corrected, {dims})", f"{result.entropy:.6g}"),
         (_ci_label(result.confidence), fmt_ci(result.ci)),
-        ("entropy (plug-in)", f"{result.entropy_plugin:.6g}"),
+        (f"entropy (Gaussian, plug-in, {dims})", f"{result.entropy_plugin:.6g}"),
         ("std (Gaussian theory)", f"{result.std:.4g}"),
+        ("dims", result.over),
     ]
     knn = result.knn
     if knn is not None:
         rows += [
-            (f"k-NN, top {knn.dims} PCs", f"{knn.entropy:.6g} (Gaussian {knn.gaussian:.6g}; k-NN on a Gaussian "
-                                          f"sample {knn.gaussian_knn:.6g}; k={knn.k}, n={knn.n})"),
-            ("negentropy (k-NN gap)", f"{knn.gap:.3g}"),
+            (f"k-NN over the top {knn.dims} principal components",
+             f"{knn.entropy:.6g} (Gaussian entropy of the same {knn.dims} components {knn.gaussian:.6g}; k-NN on a "
+             f"Gaussian sample {knn.gaussian_knn:.6g}; k={knn.k}, n={knn.n})"),
+            (f"negentropy (k-NN gap, top {knn.dims} PCs)", f"{knn.gap:.3g}"),
+            ("compare", f"the k-NN figures are over the top {knn.dims} principal components, the Gaussian entropy "
+                        f"above over r = {result.rank} dims: compare the k-NN figures with each other (the gap), "
+                        "not with the entropy over all dims"),
         ]
     if result.whitened:
         rows.append(("whitener", "entropy measured in the whitener's kept subspace, in input units; the k-NN "
@@ -131,27 +148,83 @@ def mi_rows(result: MIResult) -> list[tuple[str, str]]:
         ("mi (plug-in)", f"{result.mi_plugin:.6g}"),
         ("top canonical correlations", ", ".join(f"{r:.4f}" for r in result.canonical_correlations)),
     ]
-    ksg = result.ksg
-    if ksg is not None:
-        rows.append((f"KSG, top {ksg.dims} pairs",
-                     f"{ksg.mi:.6g} vs Gaussian {ksg.gaussian_mi:.6g} (k={ksg.k}, n={ksg.n})"))
+    rows += ksg_rows(result)
     if result.note:
         rows.append(("note", result.note))
     rows.append(("assumes", result.assumes))
     return rows
 
 
+def entropy_title(result: EntropyResult) -> str:
+    return f"entropy ({_unit(result.base)}) of {result.n} rows, rank {result.rank}"
+
+
+def mi_title(result: MIResult) -> str:
+    return f"mutual information ({_unit(result.base)}) of {result.n} pairs, ranks {result.rank_x} x {result.rank_y}"
+
+
+def ksg_rows(result: MIResult) -> list[tuple[str, str]]:
+    """The KSG check's row: its figure only when it lies beyond its permutation noise, else "no detectable
+    dependence" with the noise range and no figure (a within-noise estimate is not information; JSON keeps
+    it as ``ksg.mi`` beside ``detectable: false``); or why it was skipped."""
+    ksg = result.ksg
+    if ksg is None:
+        return [("KSG check", result.ksg_skipped)] if result.ksg_skipped else []
+    label = f"KSG, top {ksg.dims} held-out canonical pairs"
+    gauss = "-" if ksg.gaussian_mi is None else f"{ksg.gaussian_mi:.4g}"
+    null = (f"permutation null {fmt_ci(ksg.null_ci)} over {ksg.permutations} within-fold permutations, "
+            f"p = {ksg.pvalue:.3g}" if ksg.null_ci is not None else "no permutation null")
+    if ksg.detectable is False:
+        value = f"no detectable dependence (the estimate lies within the noise: {null}; k={ksg.k}, n={ksg.n})"
+    else:
+        value = f"{ksg.mi:.6g} vs Gaussian {gauss} of the same pairs ({null}; k={ksg.k}, n={ksg.n})"
+    return [(label, value)]
+
+
 @render_table.register
 def _(result: EntropyResult, console) -> None:
-    title = f"entropy ({_unit(result.base)}) of {result.n} rows, rank {result.rank}"
-    console.print(_field_table(title, entropy_rows(result)))
+    console.print(_field_table(entropy_title(result), entropy_rows(result)))
 
 
 @render_table.register
 def _(result: MIResult, console) -> None:
-    title = (f"mutual information ({_unit(result.base)}) of {result.n} pairs, "
-             f"ranks {result.rank_x} x {result.rank_y}")
-    console.print(_field_table(title, mi_rows(result)))
+    console.print(_field_table(mi_title(result), mi_rows(result)))
+
+
+def _field_fragment(title: str, rows: list[tuple[str, str]]) -> str:
+    return html_div(html_table(("field", "value"), rows, lambda i, c: False, caption=title))
+
+
+@html_fragment.register
+def _(result: EntropyResult) -> str:
+    return _field_fragment(entropy_title(result), entropy_rows(result))
+
+
+@html_fragment.register
+def _(result: MIResult) -> str:
+    return _field_fragment(mi_title(result), mi_rows(result))
+
+
+def _pmi_cells(result: PointwiseMIResult, rows) -> list[tuple[str, str]]:
+    return [(str(result.ids[k]), f"{float(result.pmi[k]):.6g}") for k in rows]
+
+
+@html_fragment.register
+def _(result: PointwiseMIResult) -> str:
+    """The pairs' pointwise MI as a ``<table>`` (cut to the first and last rows, with a count)."""
+    n = len(result.ids)
+    head, tail = kept_rows(n)
+    return html_div(html_table(("id", f"pmi ({_unit(result.base)})"), _pmi_cells(result, [*head, *tail]),
+                               caption=f"pointwise mutual information of {n} pairs", n_rows=n),
+                    f"<p class='muted'>assumes: {html_text(result.assumes)}</p>")
+
+
+@render_repr.register
+def _(result: PointwiseMIResult) -> str:
+    from whitenclip.render.tables import repr_rows
+
+    return repr_rows("PointwiseMIResult", ("id", f"pmi ({_unit(result.base)})"), len(result.ids),
+                     lambda rows: _pmi_cells(result, rows))
 
 
 @render_rows.register

@@ -9,17 +9,19 @@ training step (mean over seeds, a band of ± sd), figures embedded as PNG data U
 
 from __future__ import annotations
 
-import html
 import warnings
 from pathlib import Path
 
 from whitenclip.render import (
     figure_png,
+    html_div,
     html_figure,
     html_fragment,
     html_table,
+    html_text,
     render_html,
     render_table,
+    rich_text,
     to_json,
     write_file,
 )
@@ -100,8 +102,8 @@ def _(result: SimulationResult, console) -> None:
             table.add_row(*row, style="dim" if row[0] == "Gaussian" else None)
         console.print(table)
     if result.stores:
-        console.print(f"embeddings saved: {len(result.stores)} stores, e.g. {next(iter(result.stores.values()))}",
-                      markup=False, highlight=False)
+        console.print(rich_text(f"embeddings saved: {len(result.stores)} stores, e.g. "
+                                f"{next(iter(result.stores.values()))}"), soft_wrap=True)
 
 
 def make_curves(result: SimulationResult) -> dict[str, bytes]:
@@ -147,13 +149,13 @@ _CSS = ("body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;
         "td.n{text-align:right;font-variant-numeric:tabular-nums}.muted{color:#666}img{max-width:100%}")
 
 
-def page(result: SimulationResult, figures: dict[str, bytes]) -> str:
-    """The self-contained HTML page of ``result``."""
-    esc = html.escape
-    tables = [f"<h3>{esc(title)}</h3>{html_table(header, rows)}" for title, header, rows in table_rows(result)]
-    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
-             "<title>whitenclip simulate</title>", f"<style>{_CSS}</style></head><body>",
-             "<h1>InfoNCE and the Gaussian: training curves</h1>",
+def page_body(result: SimulationResult, figures: dict[str, bytes], heads: tuple[str, str] = ("h1", "h3")) -> list[str]:
+    """The HTML elements of ``result`` (``heads``: the title's and the tables' heading tags), shared by
+    the page and the notebook fragment."""
+    esc = html_text
+    h1, h3 = heads
+    tables = [f"<{h3}>{esc(title)}</{h3}>{html_table(header, rows)}" for title, header, rows in table_rows(result)]
+    parts = [f"<{h1}>InfoNCE and the Gaussian: training curves</{h1}>",
              f"<p>{esc(_caption(result))}.</p>",
              *tables,
              "<p class='muted'>Coordinates of the L2-normalised embedding of held-out rows; whitened = PCA whitener "
@@ -161,14 +163,22 @@ def page(result: SimulationResult, figures: dict[str, bytes]) -> str:
              "The dashed line is what an exact Gaussian scores under the same protocol.</p>"]
     parts += [html_figure(name, png, "Metric versus training step: mean over seeds, band = ± sd.")
               for name, png in figures.items()]
-    parts.append("<p class='muted'>All numbers: <a href='simulate.json'>simulate.json</a>.</p></body></html>")
+    return parts
+
+
+def page(result: SimulationResult, figures: dict[str, bytes]) -> str:
+    """The self-contained HTML page of ``result`` (``simulate.html``)."""
+    parts = ["<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>",
+             "<title>whitenclip simulate</title>", f"<style>{_CSS}</style></head><body>",
+             *page_body(result, figures),
+             "<p class='muted'>All numbers: <a href='simulate.json'>simulate.json</a>.</p></body></html>"]
     return "\n".join(parts)
 
 
 @html_fragment.register
 def _(result: SimulationResult) -> str:
-    """The ``simulate.html`` page with its curves inline (notebooks)."""
-    return page(result, make_curves(result))
+    """The curves and tables as a notebook fragment (scoped CSS, no page), the curves inline."""
+    return html_div(*page_body(result, make_curves(result), ("h3", "h4")))
 
 
 @render_html.register
@@ -240,3 +250,13 @@ def _(result: PaperComparison, console) -> None:
     console.print(f"{result.wall_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU (load average {la}). "
                   "Every setting we chose: --json (choices) or README 'Simulate'.",
                   soft_wrap=True, markup=False, highlight=False)
+
+
+@html_fragment.register
+def _(result: PaperComparison) -> str:
+    """The published-beside-measured table as a notebook fragment."""
+    header, rows = comparison_rows(result)
+    checks = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in result.checks.items())
+    return html_div(html_table(header, rows, lambda i, c: i > 1,
+                               caption=f"simulate --preset {result.preset}: published beside measured"),
+                    f"<p class='muted'>checks: {html_text(checks)}</p>")
