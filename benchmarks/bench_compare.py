@@ -102,7 +102,7 @@ def embedded(name: str, texts: list[str], cache: Path) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------- sections
 def level(pool: np.ndarray, n: int, splits: int, permutations: int, groups=None, label: str = "", quick=False):
-    from whitenclip.compare.kernel import permutation_test
+    from whitenclip.comparison.kernel import permutation_test
 
     t = time.perf_counter()
     rejected = 0
@@ -128,8 +128,8 @@ def level(pool: np.ndarray, n: int, splits: int, permutations: int, groups=None,
 
 
 def power(ref_pool, queries: dict, odd, ns, draws: dict, permutations: int):
-    from whitenclip.compare import compare
-    from whitenclip.compare.kernel import permutation_test
+    from whitenclip.comparison import compare
+    from whitenclip.comparison.kernel import permutation_test
 
     print(f"  {'condition':<22} {'n':>5} {'rejected':>9} {'cmmd':>8} {'fd_inf':>8} {'flagged':>8} {'of them odd':>11}")
     for n in ns:
@@ -167,11 +167,11 @@ Y = rng.standard_t(5, size=(n, d)) @ A + 0.3 + 0.02 * rng.standard_normal(d)
 base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 t = time.perf_counter()
 if what == "compare":
-    from whitenclip.compare import compare
+    from whitenclip.comparison import compare
     r = compare(X, Y, seed=0).queries[0]
     value = r.cmmd
 elif what == "cmmd":
-    from whitenclip.compare.kernel import cmmd
+    from whitenclip.comparison.kernel import cmmd
     value = cmmd(X, Y)["cmmd"]
 elif what == "cmmd-reference":
     x = X / np.linalg.norm(X, axis=1, keepdims=True); y = Y / np.linalg.norm(Y, axis=1, keepdims=True)
@@ -186,7 +186,7 @@ elif what == "prdc":
     with contextlib.redirect_stdout(io.StringIO()):
         value = compute_prdc(X, Y, 5)["coverage"]
 elif what == "prdc-ours":
-    from whitenclip.compare.items import prdc
+    from whitenclip.comparison.items import prdc
     value = prdc(X, Y, 5)["coverage"]
 sec = time.perf_counter() - t
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -260,7 +260,7 @@ def main() -> None:
 
 def _ungrouped(X, groups):
     """The same grouped splits with the groups ignored (rows permuted one by one)."""
-    from whitenclip.compare.kernel import permutation_test
+    from whitenclip.comparison.kernel import permutation_test
 
     t = time.perf_counter()
     rejected = 0

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 import whitenclip
 from whitenclip.cli import app
-from whitenclip.compare import compare, subsample
-from whitenclip.compare.gaussian import fd_extrapolated, frechet_distance, gaussian_kl
-from whitenclip.compare.items import knn_radii, prdc
-from whitenclip.compare.kernel import cmmd, permutation_test
+from whitenclip.comparison import compare, subsample
+from whitenclip.comparison.gaussian import fd_extrapolated, frechet_distance, gaussian_kl
+from whitenclip.comparison.items import knn_radii, prdc
+from whitenclip.comparison.kernel import cmmd, permutation_test
 from whitenclip.likelihood import bh_qvalues
 
 
@@ -120,7 +120,7 @@ def _cmmd_reference(x, y, sigma=10.0, scale=1000.0):
 
 
 def test_cmmd_equals_the_reference_formula_in_tiles(monkeypatch):
-    import whitenclip.compare.kernel as kernel
+    import whitenclip.comparison.kernel as kernel
 
     monkeypatch.setattr(kernel, "TILE_ROWS", 64)  # several tiles per side, uneven last tile
     rng = np.random.default_rng(5)
@@ -142,7 +142,7 @@ def test_cmmd_equals_the_reference_formula_in_tiles(monkeypatch):
 
 def test_prdc_equals_the_prdc_package(monkeypatch, capsys):
     ref = pytest.importorskip("prdc")
-    import whitenclip.compare.items as items
+    import whitenclip.comparison.items as items
 
     monkeypatch.setattr(items, "BLOCK_ROWS", 37)
     rng = np.random.default_rng(6)

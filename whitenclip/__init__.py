@@ -28,7 +28,7 @@ _LAZY = {
     "GaussianEntropy": "whitenclip.information",
     "GaussianMI": "whitenclip.information",
     "load_encoder": "whitenclip.encoders",
-    "compare": "whitenclip.compare",
+    "compare": "whitenclip.comparison",
 }
 
 __all__ = ["InputError", "NotFittedError", "RankDeficiencyWarning", "WhitenclipError", *sorted(_LAZY)]

@@ -1195,7 +1195,7 @@ def compare(
     engine: str = EngineOpt, workers: Optional[int] = DaskWorkersOpt, scheduler: Optional[str] = SchedulerOpt,
 ) -> None:
     """Compare REF with QUERY sets: fd, kl (Gaussian), cmmd and a permutation test (any law), which items differ."""
-    from whitenclip.compare import compare as run_compare
+    from whitenclip.comparison import compare as run_compare
 
     if not 0.0 < fdr < 1.0:
         raise InputError(f"--fdr must be in (0, 1), got {fdr}")

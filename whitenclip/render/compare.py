@@ -1,4 +1,4 @@
-"""Renderers of :class:`~whitenclip.compare.CompareResult` (``whitenclip compare``).
+"""Renderers of :class:`~whitenclip.comparison.CompareResult` (``whitenclip compare``).
 
 Table: one row per QUERY (in the order given) with the headline figures and intervals, then one
 line per set (rows used, Gaussianity verdict), the flagged items, what each figure assumes and the
@@ -12,7 +12,7 @@ import json
 
 from rich.table import Table
 
-from whitenclip.compare import CompareResult, QueryComparison
+from whitenclip.comparison import CompareResult, QueryComparison
 from whitenclip.render import html_div, html_fragment, html_table, html_text, render_table
 from whitenclip.render import rich_text as Text
 from whitenclip.results import json_safe

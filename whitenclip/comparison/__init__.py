@@ -18,7 +18,7 @@ subsample); when a set is not Gaussian the distribution-free figures are the one
 kernel figures, the test and PRDC run on a seeded subsample of at most ``max_rows`` rows per set
 (the result states the sizes); fd and kl use every row.
 
-``whitenclip.compare`` is both this module and, called, :func:`compare`.
+``whitenclip.compare`` is :func:`compare` (this module is ``whitenclip.comparison``).
 
 >>> import numpy as np, whitenclip
 >>> rng = np.random.default_rng(0)
@@ -32,14 +32,12 @@ kernel figures, the test and PRDC run on a seeded subsample of at most ``max_row
 from __future__ import annotations
 
 import dataclasses
-import sys
-import types
 import warnings
 from typing import Any
 
 import numpy as np
 
-from whitenclip.compare.gaussian import (
+from whitenclip.comparison.gaussian import (
     FD_ASSUMES,
     FD_INF_ASSUMES,
     KL_ASSUMES,
@@ -47,8 +45,8 @@ from whitenclip.compare.gaussian import (
     frechet_distance,
     gaussian_kl,
 )
-from whitenclip.compare.items import ITEMS_ASSUMES, PRDC_ASSUMES, outlying_items, prdc
-from whitenclip.compare.kernel import CMMD_ASSUMES, TEST_ASSUMES, cmmd, permutation_test
+from whitenclip.comparison.items import ITEMS_ASSUMES, PRDC_ASSUMES, outlying_items, prdc
+from whitenclip.comparison.kernel import CMMD_ASSUMES, TEST_ASSUMES, cmmd, permutation_test
 from whitenclip.errors import InputError
 from whitenclip.results import Result
 
@@ -334,14 +332,3 @@ def _query_result(name, ref_summary, q_summary, fig, n_permutations, nearest_k, 
         nearest_k=nearest_k if g("precision") is not None else None, fdr=fdr if has_items else None,
         n_flagged=g("i_n_flagged"), flagged=tuple(g("i_flagged") or ()), rank=None, assumes=assumes,
         confidence=confidence, notes=tuple(notes))
-
-
-class _CallableModule(types.ModuleType):
-    """``whitenclip.compare(...)`` calls :func:`compare` whether ``whitenclip.compare`` resolves to the
-    function (``whitenclip.__getattr__``) or to this module (after ``import whitenclip.compare``)."""
-
-    def __call__(self, *args, **kwargs):
-        return compare(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

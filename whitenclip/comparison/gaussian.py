@@ -3,7 +3,7 @@
 Both need only the sets' means and covariances (:class:`~whitenclip.moments.Moments`), so they
 also run from moments parts (``--engine dask``, ``whitenclip moments``). Both assume the rows are
 Gaussian: on real embeddings they are distances between the fitted Gaussians, not between the
-laws themselves (the kernel figures of :mod:`whitenclip.compare.kernel` make no such assumption).
+laws themselves (the kernel figures of :mod:`whitenclip.comparison.kernel` make no such assumption).
 """
 
 from __future__ import annotations
