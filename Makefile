@@ -46,6 +46,7 @@ test: $(STAMP) lint bench-smoke docs doctest-and-tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check whitenclip tests benchmarks data
+	$(VENV)/bin/lint-imports  # .importlinter: the one-way layering of README, lazy imports included
 
 # the manual (docs/, mkdocs.yml) as a site in site/ (not in git); --strict: a dead link or anchor fails
 docs: $(STAMP)

@@ -18,9 +18,15 @@ Sections (full mode):
    n x n kernel matrices, numpy float64 as google-research/cmmd's ``distance.mmd``), and
    ``prdc.compute_prdc`` (three full distance matrices).
 
+5. ``--moments-scale``: fd and kl from moments through the sharded path at 100k vs 100k and 1M vs 1M
+   rows, d = 768: two synthetic sets written as .npy float32 shards of 100k rows (~3 GB a side at
+   1M, in ``--scale-dir``, deleted afterwards), ``whitenclip compare REF_DIR QUERY_DIR --json`` in its
+   own process; wall time and the child's peak RSS (``/usr/bin/time -v``, else ``os.wait4``).
+   Peak RSS that does not grow with n shows the moments path streams the rows.
+
 MiniLM embeddings are cached in ``--cache`` (the first full run embeds ~14,000 captions on the CPU).
 
-Usage: python benchmarks/bench_compare.py [--quick] [--cache DIR] [--prepare]
+Usage: python benchmarks/bench_compare.py [--quick] [--cache DIR] [--prepare] [--moments-scale]
 (``--quick``: synthetic data, tiny sizes, a smoke run of every section in seconds; it prints no
 target verdicts. ``--prepare``: only fill the embedding cache.)
 """
@@ -32,6 +38,7 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -208,14 +215,91 @@ def timing(n: int, d: int, what=("compare", "cmmd", "cmmd-reference", "prdc-ours
               flush=True)
 
 
+def _write_shards(folder: Path, side: int, first: int, count: int, rows: int, d: int) -> None:
+    """Shards ``first`` .. ``first + count - 1`` of one synthetic set: float32 normal rows with scales
+    falling from 2 to 0.1 over the dimensions (the query set shifted by 0.01 and scaled by 1.02)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    scale = np.linspace(2.0, 0.1, d, dtype=np.float32) * (1.0 if side == 0 else 1.02)
+    shift = np.float32(0.0 if side == 0 else 0.01)
+    for i in range(first, first + count):
+        Z = np.random.default_rng([side, i]).standard_normal((rows, d), dtype=np.float32)
+        Z *= scale
+        Z += shift
+        np.save(folder / f"part{i:04d}.npy", Z)
+
+
+def _timed_child(cmd: list[str]) -> tuple[float, float, str]:
+    """(wall seconds, peak RSS MiB of the child, its stdout): ``/usr/bin/time -v`` when present, else
+    ``os.wait4`` (the same kernel figure)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t = time.perf_counter()
+    if Path("/usr/bin/time").is_file():
+        out = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
+        wall = time.perf_counter() - t
+        if out.returncode:
+            raise RuntimeError(out.stderr.strip()[-500:])
+        kb = next(int(line.split(":")[1]) for line in out.stderr.splitlines() if "Maximum resident set size" in line)
+        return wall, kb / 1024, out.stdout
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, text=True, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - t
+        out.seek(0)
+        err.seek(0)
+        if proc.returncode:
+            raise RuntimeError(err.read().strip()[-500:])
+        return wall, usage.ru_maxrss / 1024, out.read()
+
+
+def moments_scale(sizes: list[int], shard_rows: int, d: int, folder: Path) -> None:
+    """Section 5: ``whitenclip compare`` on two folders of .npy shards (the sharded moments path) at each
+    size in ``sizes`` (multiples of ``shard_rows``, increasing: shards are added to the same folders)."""
+    if folder.exists():
+        raise SystemExit(f"{folder} exists: give an empty --scale-dir")
+    need = 2 * max(sizes) * d * 4
+    free = shutil.disk_usage(folder.parent).free
+    if need > 0.8 * free:
+        raise SystemExit(f"{folder.parent}: {need / 2**30:.1f} GiB needed, {free / 2**30:.1f} GiB free")
+    print(f"  {'rows a side':>12} {'shards':>7} {'write s':>8} {'compare s':>10} {'peak RSS MiB':>13} "
+          f"{'fd':>10} {'kl(ref||q)':>11} {'kl(q||ref)':>11}")
+    try:
+        have = 0
+        for n in sizes:
+            t = time.perf_counter()
+            k = n // shard_rows
+            for side, name in enumerate(("ref", "query")):
+                _write_shards(folder / name, side, have, k - have, shard_rows, d)
+            have = k
+            written = time.perf_counter() - t
+            wall, peak, out = _timed_child([sys.executable, "-m", "whitenclip.cli", "compare", str(folder / "ref"),
+                                            str(folder / "query"), "--json", "--no-verdict"])
+            r = json.loads(out.strip().splitlines()[-1])
+            print(f"  {r['n_ref']:>12} {k:>7} {written:8.0f} {wall:10.1f} {peak:13.0f} {r['fd']:10.4f} "
+                  f"{r['kl_ref_query']:11.5f} {r['kl_query_ref']:11.5f}", flush=True)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="synthetic data, tiny sizes: a smoke run (no verdicts)")
     ap.add_argument("--prepare", action="store_true", help="only embed the captions into --cache")
     ap.add_argument("--cache", default="/tmp/whitenclip-bench-compare", help="MiniLM embedding cache")
     ap.add_argument("--sections", default="1,2,3,4", help="comma-separated sections of the full mode to run")
+    ap.add_argument("--moments-scale", action="store_true",
+                    help="only section 5: fd/kl from moments of .npy shards at 100k and 1M rows a side, d = 768")
+    ap.add_argument("--scale-dir", default="/tmp/whitenclip-bench-moments",
+                    help="folder for the section-5 shards (must not exist; deleted afterwards)")
     args = ap.parse_args()
     cache = Path(args.cache)
+    if args.moments_scale:
+        print(f"## 5. fd and kl from moments (sharded path), d = 768, shards of 100k float32 rows, "
+              f"{time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} CPUs")
+        moments_scale([100_000, 1_000_000], 100_000, 768, Path(args.scale_dir))
+        return
     if args.quick:
         rng = np.random.default_rng(0)
         pool = np.abs(rng.standard_t(3, size=(400, 16))) + 1
@@ -227,6 +311,8 @@ def main() -> None:
         power(pool, q, pool[:20] * 3, [100], {100: 2}, 49)
         print("## 4. Time and peak RSS (quick: n = m = 500, d = 32)")
         timing(500, 32)
+        print("## 5. fd and kl from moments (quick: shards of 2000 rows, d = 32)")
+        moments_scale([2000, 6000], 2000, 32, Path(args.scale_dir + "-quick"))
         return
     sections = {int(s) for s in args.sections.split(",")}
     if not CAPTIONS.is_file():

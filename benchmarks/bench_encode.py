@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from whitenclip.encoders import embed, load_encoder, minilm_model_dir
-from whitenclip.inputs import collect_inputs
+from whitenclip.sources import collect_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 FLICKR = ROOT.parent / "shared" / "datasets" / "flickr8k"

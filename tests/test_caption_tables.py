@@ -14,7 +14,8 @@ from typer.testing import CliRunner
 
 from whitenclip.cli import app
 from whitenclip.errors import InputError
-from whitenclip.inputs import SkipReport, collect_inputs
+from whitenclip.inputs import SkipReport
+from whitenclip.sources import collect_inputs
 from whitenclip.stores import read_embeddings
 from whitenclip.tables import read_caption_table, table_kind
 from whitenclip.whitening import Whitener

@@ -67,6 +67,21 @@ def test_fd_inf_removes_the_small_sample_bias():
     assert covered >= 10
 
 
+def test_fd_inf_is_none_with_a_reason_when_the_fifths_have_fewer_rows_than_the_rank():
+    """n = 100, d = 30: fifths of 20 rows have singular covariances, where the 1/n extrapolation is biased
+    (the MiniLM null at n = 500, d = 384 read 1.9): no figure, a reason naming the sizes; fd keeps its interval."""
+    rng = np.random.default_rng(21)
+    X, Y = rng.standard_normal((100, 30)), rng.standard_normal((100, 30))
+    out = fd_extrapolated(X, Y, seed=0)
+    assert out["fd_inf"] is None and out["ci"] is None and out["rank"] == 30
+    assert "fifths it extrapolates from have 20 rows" in out["reason"] and "155 rows per set" in out["reason"]
+    q = compare(X, Y, n_permutations=9, verdict=False).queries[0]
+    assert q.fd_inf is None and q.fd_inf_ci is None and q.fd_ci[0] < q.fd < q.fd_ci[1]
+    assert any(n.startswith("fd_inf: not computed") for n in q.notes)
+    ok = fd_extrapolated(rng.standard_normal((160, 30)), rng.standard_normal((160, 30)), seed=0)  # fifths of 32
+    assert ok["reason"] is None and ok["fd_inf"] is not None and ok["rank"] == 30
+
+
 # ---------------------------------------------------------------- KL
 
 

@@ -37,7 +37,8 @@ from whitenclip.encoders import (
     split_transform,
 )
 from whitenclip.errors import InputError, WhitenclipError
-from whitenclip.inputs import InputSkipWarning, collect_inputs, load_image
+from whitenclip.inputs import InputSkipWarning, load_image
+from whitenclip.sources import collect_inputs
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(glob.glob(str(REPO / "data" / "images" / "*")))

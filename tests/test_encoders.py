@@ -28,7 +28,8 @@ from whitenclip.encoders import (
     resolve_precision,
 )
 from whitenclip.errors import InputError, WhitenclipError
-from whitenclip.inputs import InputSkipWarning, collect_inputs
+from whitenclip.inputs import InputSkipWarning
+from whitenclip.sources import collect_inputs
 
 TINY = "openclip:wc-tiny/none"
 CAPTIONS = [

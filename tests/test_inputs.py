@@ -12,13 +12,13 @@ from whitenclip.errors import InputError
 from whitenclip.inputs import (
     InputSkipWarning,
     SkipReport,
-    collect_inputs,
     detect_modality,
     discover_images,
     image_error_reason,
     load_image,
     parse_captions,
 )
+from whitenclip.sources import collect_inputs
 
 
 def _png(path, size=(8, 6), colour=(200, 30, 40), mode="RGB"):

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from whitenclip import progress as progress_mod
 from whitenclip.cli import app
 from whitenclip.encoders import embed_items, load_encoder
-from whitenclip.inputs import collect_inputs
+from whitenclip.sources import collect_inputs
 
 TINY = "openclip:wc-tiny/none"  # random weights, seeded: the same vectors in every process
 runner = CliRunner()

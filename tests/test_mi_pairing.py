@@ -288,3 +288,19 @@ def test_mi_embeds_raw_images_and_captions_with_model(tmp_path):
     res = _cli("mi", tmp_path / "imgs", tmp_path / "imgs2", "--model", tiny, "--num-workers", "0")
     assert res.exit_code == 2 and "carry different ids" in res.output and "im00.png" in res.output
     assert "--pair-by row: by position" in " ".join(res.output.split())
+
+
+def test_in_sample_figures_are_labelled_biased_when_the_cross_fitted_estimate_is_the_headline():
+    """Independent pairs near the rank: the plug-in MI and the in-sample canonical correlations are large by
+    construction (~0.99); they are printed only under a label saying so, never as bare figures."""
+    from whitenclip.render.information import mi_rows
+
+    rng = np.random.default_rng(6)
+    X, Y = rng.standard_normal((200, 60)), rng.standard_normal((200, 60))
+    res = GaussianMI(ci=None).fit(X, Y).result()
+    assert res.headline == "cross-fitted" and res.mi_plugin > 5 and res.canonical_correlations[0] > 0.8
+    labels = dict(mi_rows(res))
+    assert "mi (plug-in, in-sample: biased upward at this n)" in labels
+    assert "top canonical correlations (in-sample)" in labels and "mi (plug-in)" not in labels
+    many = GaussianMI(ci=None).fit(rng.standard_normal((2000, 4)), rng.standard_normal((2000, 4))).result()
+    assert many.headline == "in-sample" and "mi (plug-in)" in dict(mi_rows(many))

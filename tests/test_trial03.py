@@ -309,7 +309,8 @@ def test_symlink_loop_and_fifo_inputs_are_skipped_with_their_reason(tmp_path):
 
 
 def test_folder_scan_leaves_out_fifos_and_symlink_loops(tmp_path):
-    from whitenclip.inputs import InputSkipWarning, SkipReport, collect_inputs, discover_images
+    from whitenclip.inputs import InputSkipWarning, SkipReport, discover_images
+    from whitenclip.sources import collect_inputs
 
     loop, fifo = _loop_and_fifo(tmp_path)
     good = _photos(tmp_path, 2)

@@ -256,7 +256,7 @@ def test_long_caption_is_cut_before_tokenising_under_an_address_limit(tmp_path):
         import warnings
         import torch
         from whitenclip.encoders import load_encoder
-        from whitenclip.inputs import read_caption_groups
+        from whitenclip.sources import read_caption_groups
         enc = load_encoder("minilm", device="cpu")
         ref = enc.encode([{long[:MAX_CAPTION_CHARS].strip()!r}], modality="text")
         limit()

@@ -11,6 +11,9 @@ entropy is ~217 nats low), so each log-determinant is bias-corrected with the ex
 expectation (:func:`log_det_bias`). Nonparametric estimators (Kozachenko-Leonenko entropy,
 Kraskov-Stoegbauer-Grassberger MI) run on a few leading directions, where k-NN methods still
 work, as a check on the Gaussian model; each result says which dimensions its figures are over.
+The k-NN check of entropy runs on held-out principal components (fitted on the other half of the
+rows) beside the Gaussian entropy of the same held-out projections: in-sample components overstate
+the spread of the population in their directions when n is close to d.
 The KSG check of MI runs on held-out canonical variates (directions fitted on the other
 cross-fitting folds) beside a permutation null, so it reads ~0 on independent pairs: in-sample
 canonical variates are correlated by construction when n is close to the rank.
@@ -196,7 +199,16 @@ ENTROPY_ASSUMES = ("i.i.d. Gaussian rows: entropy of the Gaussian fitted to them
                    "(bias correction and std exact under that law); the k-NN check assumes no law")
 MI_ASSUMES = ("i.i.d. jointly Gaussian pairs: MI of the Gaussian fitted to them, from canonical correlations "
               "(bias correction exact under that law); the KSG check assumes no law")
-KNN_SPACE = "top principal components of the input rows, each scaled to unit variance (whitener not used)"
+KNN_SPACE = ("top principal components of the input rows, held out: each half of the rows projected on the "
+             "components fitted on the other half (whitener not used); k-NN on the projections whitened by their "
+             "own covariance, calibrated on Gaussian samples of the same size treated alike")
+KNN_FOLDS = 2
+"""Cross-fitting folds of the k-NN entropy check (halves: the most held-out rows per k-NN estimate)."""
+KNN_ROWS_PER_DIM = 5
+"""The k-NN entropy check runs when each held-out half has at least this many rows per dimension
+(``n // 2 >= 5 * dims``, about ``n >= 10 * dims``), else it is skipped with that reason."""
+KNN_REFERENCE_ROWS = 2000
+"""Gaussian reference rows per fold at least: ``ceil(2000 / rows)`` samples (1 to 8) of each held-out size."""
 KSG_SPACE = ("top canonical variate pairs, held out: each row projected on directions fitted on the other "
              "cross-fitting folds")
 KSG_PERMUTATIONS = 19
@@ -207,13 +219,19 @@ the smallest p-value is 1/20, so a figure is beyond the noise (at 95%) when it e
 
 @dataclass(frozen=True)
 class KnnEntropyCheck(Result):
-    """Nonparametric cross-check of :class:`GaussianEntropy` on the top ``dims`` principal components.
+    """Nonparametric cross-check of :class:`GaussianEntropy` on the top ``dims`` held-out principal components.
 
-    All values are in ``base`` units of the result. ``entropy`` is the Kozachenko-Leonenko
-    estimate on the data, ``gaussian`` the closed-form Gaussian entropy of the same components,
-    ``gaussian_knn`` the k-NN estimate on an equal-sized N(0, I) sample (shifted alike), and
-    ``gap = gaussian_knn - entropy`` an estimate of the negentropy of that projection
-    (~0 for Gaussian rows, > 0 the less Gaussian they are).
+    The rows are split in ``folds`` halves; each half is projected on the top ``dims`` principal
+    components of the other half, so no figure sees the rows its directions were fitted on. All
+    values are in ``base`` units, averaged over the folds, and over the same held-out projected rows
+    (``n`` in all): ``gaussian`` is the bias-corrected Gaussian entropy of those rows
+    (``0.5 log det(2 pi e S)``, ``S`` their covariance), ``entropy_raw`` their Kozachenko-Leonenko
+    estimate (on the rows whitened by ``S``, shifted back by ``0.5 log det S``), ``gaussian_knn`` the same
+    estimator on Gaussian samples of the same size and dims treated alike (``references`` per fold), so
+    ``gaussian_knn - gaussian`` is the k-NN estimator's own bias; ``gap = gaussian_knn - entropy_raw``
+    estimates the negentropy of the projection (~0 for Gaussian rows, > 0 the less Gaussian they are:
+    the Gaussian has the largest entropy of a given covariance), and ``entropy = gaussian - gap`` is the
+    k-NN entropy calibrated for that bias, which agrees with ``gaussian`` on Gaussian rows.
     """
 
     dims: int
@@ -223,6 +241,9 @@ class KnnEntropyCheck(Result):
     gaussian: float
     gaussian_knn: float
     gap: float
+    entropy_raw: float
+    folds: int = KNN_FOLDS
+    references: int = 1
     space: str = KNN_SPACE
 
     @property
@@ -283,6 +304,7 @@ class EntropyResult(Result):
     whitened: bool = False
     assumes: str = ENTROPY_ASSUMES
     n_features: int | None = None
+    knn_skipped: str = ""
 
     @property
     def over(self) -> str:
@@ -417,15 +439,21 @@ class GaussianEntropy:
     * ``None``: no interval.
 
     As a check on the Gaussian model, the Kozachenko-Leonenko entropy of the top ``knn_dims``
-    principal components of the input rows (each scaled to unit variance) is reported beside
-    the Gaussian entropy of the same components. It is computed on the rows themselves even
-    when a ``whitener`` is given, so it does not depend on the whitener: the top principal
-    components of whitened rows are arbitrary mixtures of many directions (all variances ~1),
-    which look more Gaussian by the central limit theorem. k-NN estimates are biased in ~16
-    dimensions (about +0.5 to +2 nats at n = 1000-5000), so ``gap`` compares with the same
-    estimator run on an equal-sized N(0, I) sample instead:
-    ``gap = H_knn(Gaussian sample) - H_knn(data)``, an estimate of the negentropy of that
-    projection (~0 for Gaussian data, > 0 the less Gaussian it is).
+    principal components of the input rows is reported beside the Gaussian entropy of the same
+    projected rows (:class:`KnnEntropyCheck`). Both are held out: the rows are split in two halves
+    (seeded), each half is projected on the components fitted on the other, and the figures are
+    averaged over the two. In-sample components overstate the spread of the population in their
+    directions when n is close to d (at n = 300, d = 256, 16 components: the in-sample Gaussian
+    entropy ~1.7 nats above that of the population in the same directions, above even that of its
+    top 16 components, and the k-NN figure ~3 nats above), so an in-sample check measures
+    overfitting, not non-Gaussianity. The check runs on the rows themselves even when a
+    ``whitener`` is given, so it does not depend on the whitener: the top principal components of
+    whitened rows are arbitrary mixtures of many directions (all variances ~1), which look more
+    Gaussian by the central limit theorem. k-NN estimates are biased in ~16 dimensions (about +1
+    nat at 150 rows), so the same estimator runs on Gaussian samples of the same size and dims, and
+    ``gap = H_knn(Gaussian samples) - H_knn(data)`` estimates the negentropy of the projection (~0 for
+    Gaussian data, > 0 the less Gaussian it is). It is skipped, with the reason in
+    ``knn_skipped_``, when a half has fewer than ``KNN_ROWS_PER_DIM`` (5) rows per dimension.
 
     Parameters
     ----------
@@ -441,7 +469,7 @@ class GaussianEntropy:
     k : int, default 3
         Neighbour order of the k-NN estimator.
     knn_max_samples : int, default 20000
-        Rows used by the k-NN check (a seeded subsample above this).
+        Rows used by the k-NN check, both halves together (a seeded subsample above this).
     floor : float, default 1e-12
         Relative eigenvalue floor defining the kept rank.
     whitener : fitted whitenclip.Whitener, optional
@@ -463,9 +491,11 @@ class GaussianEntropy:
         Principal directions (columns, descending eigenvalue), in the analysed coordinates.
     eigenvalues_ : ndarray of shape (rank_,)
     knn_ : dict or None
-        ``{"dims", "k", "n", "entropy", "gaussian", "gaussian_knn", "gap"}`` in ``base`` units:
-        k-NN entropy of the data, closed-form Gaussian entropy, k-NN entropy of a Gaussian
-        sample, and the negentropy estimate ``gaussian_knn - entropy``.
+        The fields of :class:`KnnEntropyCheck` (``"dims", "k", "n", "entropy", "gaussian",
+        "gaussian_knn", "gap", "entropy_raw", "folds", "references"``) in ``base`` units; None when
+        the check is off or skipped.
+    knn_skipped_ : str
+        Why the k-NN check was skipped ("" when it ran or is off).
     """
 
     def __init__(self, base="e", ci="jackknife", n_boot=200, confidence=0.95, knn_dims=16, k=3,
@@ -488,6 +518,7 @@ class GaussianEntropy:
         _check_ci(self.ci, _CI_METHODS)
         _check_n_boot(self.ci, self.n_boot)
         raw = X  # the k-NN check always runs on the rows themselves, whatever the whitener
+        knn_rng = np.random.default_rng([int(self.random_state), 2])  # its own stream: same with or without a CI
         offset = 0.0  # log |det| of the map from X to the analysed coordinates, subtracted
         if self.whitener is not None:
             X, offset = _apply_whitener(self.whitener, X)
@@ -506,36 +537,62 @@ class GaussianEntropy:
             self.ci_ = _normal_interval(corrected / unit, self.std_, self.confidence)
         else:
             self.ci_ = _interval(self, groups, _EntropyStatistic(r, V, lam), corrected, rng, unit)
-        self.knn_ = None
+        self.knn_, self.knn_skipped_ = None, ""
         if int(self.knn_dims) > 0:
-            if self.whitener is None:
-                Rc, lam_r, V_r = Xc, lam, V
-            else:  # principal components of the input rows, not of the whitened ones
-                Rc = raw - raw.mean(axis=0)
-                lam_r, V_r = _top_eigh(Rc, self.floor, _max_rank(n), int(self.knn_dims))
-            self.knn_ = self._knn_check(Rc, lam_r, V_r, rng, unit)
+            self.knn_, self.knn_skipped_ = self._knn_check(raw, knn_rng, unit)
         self.entropy_, self.entropy_plugin_ = corrected / unit, plugin / unit
         self.rank_, self.n_samples_, self.n_features_ = r, n, d
         self.components_, self.eigenvalues_ = V, lam
         return self
 
-    def _knn_check(self, Rc, lam, V, rng, unit):
-        """k-NN vs Gaussian entropy of the top ``m`` principal coordinates of the centred rows ``Rc``.
+    def _knn_check(self, R, rng, unit):
+        """``(knn dict or None, why skipped)``: k-NN vs Gaussian entropy of the rows ``R`` projected on
+        the top ``m`` principal components of the other half (:class:`KnnEntropyCheck`).
 
-        ``lam``, ``V``: descending eigenpairs of the covariance of ``Rc``; the coordinates
-        ``Rc @ V_m lam_m^{-1/2}`` have unit variance, and ``0.5 * sum log lam_m`` takes each
-        entropy back to the units of the rows.
+        Each held-out projection ``P`` (rows, m) is whitened by its own covariance ``S`` (Cholesky) for
+        the k-NN estimate and shifted back by ``0.5 log det S``; the Gaussian reference samples are
+        whitened alike, so the two k-NN figures differ by the shape of ``P`` only.
         """
-        m = min(lam.size, int(self.knn_dims))
+        R = _subsample(R, self.knn_max_samples, rng)
+        n, k = R.shape[0], int(self.k)
+        m = min(int(self.knn_dims), R.shape[1])
+        half = n // KNN_FOLDS
+        if half < KNN_ROWS_PER_DIM * m or half <= k + 1:
+            fewer = max(min(half // KNN_ROWS_PER_DIM, int(self.knn_dims)), 0)
+            hint = f"--knn-dims {fewer} or fewer, or more rows" if fewer else "more rows"
+            return None, (f"skipped: the k-NN check fits the top {m} principal components on one half of the rows "
+                          f"and takes the k-NN estimate on the other (held out: in-sample components overstate "
+                          f"the spread when n is close to d); it needs {KNN_ROWS_PER_DIM} held-out rows per "
+                          f"dimension (and more than k + 1 = {k + 1}), and {n} rows give halves of {half} "
+                          f"(< {max(KNN_ROWS_PER_DIM * m, k + 2)}); use {hint}")
+        order = rng.permutation(n)
+        halves = [np.sort(order[:half]), np.sort(order[half:])]
+        bases = []
+        for f in range(KNN_FOLDS):
+            train = R[halves[1 - f]]
+            mu = train.mean(axis=0)
+            _, V = _top_eigh(train - mu, self.floor, train.shape[0] - 1, m)
+            bases.append((mu, V))
+        m = min(V.shape[1] for _, V in bases)
         if m == 0:
-            return None
-        Wm = _subsample(Rc @ (V[:, :m] / np.sqrt(lam[:m])), self.knn_max_samples, rng)
-        kl = knn_entropy(Wm, self.k)
-        ref = knn_entropy(rng.standard_normal(Wm.shape), self.k)  # same n, m, k on N(0, I)
-        shift = 0.5 * float(np.log(lam[:m]).sum())  # whitened -> original units
-        return {"dims": m, "k": int(self.k), "n": int(Wm.shape[0]), "entropy": (kl + shift) / unit,
-                "gaussian": (0.5 * m * _LOG_2PI_E + shift) / unit, "gaussian_knn": (ref + shift) / unit,
-                "gap": (ref - kl) / unit}
+            return None, "skipped: a half of the rows has no direction of nonzero variance for the k-NN check"
+        figures = []
+        for f, (mu, V) in enumerate(bases):
+            P = (R[halves[f]] - mu) @ V[:, :m]
+            rows = P.shape[0]
+            W, log_det = _self_whitened(P)
+            if W is None:
+                return None, (f"skipped: the held-out rows projected on the top {m} principal components of the "
+                              "other half are degenerate (their covariance is singular)")
+            refs = min(8, max(1, math.ceil(KNN_REFERENCE_ROWS / rows)))
+            ref = float(np.mean([knn_entropy(_self_whitened(rng.standard_normal((rows, m)))[0], k)
+                                 for _ in range(refs)]))
+            gauss = 0.5 * (m * _LOG_2PI_E + log_det - log_det_bias(m, rows))
+            figures.append((knn_entropy(W, k) + 0.5 * log_det, ref + 0.5 * log_det, gauss))
+        raw, ref, gauss = (float(v) for v in np.mean(figures, axis=0))
+        return {"dims": m, "k": k, "n": n, "entropy": (gauss - (ref - raw)) / unit, "gaussian": gauss / unit,
+                "gaussian_knn": ref / unit, "gap": (ref - raw) / unit, "entropy_raw": raw / unit,
+                "folds": KNN_FOLDS, "references": refs}, ""
 
     def result(self) -> EntropyResult:
         """The fitted values as an :class:`EntropyResult` (rendered by :mod:`whitenclip.render`)."""
@@ -546,7 +603,7 @@ class GaussianEntropy:
                              n=int(self.n_samples_), knn=None if self.knn_ is None else KnnEntropyCheck(**self.knn_),
                              confidence=float(self.confidence),
                              ci_method=self.ci, whitened=self.whitener is not None,
-                             n_features=int(self.n_features_))
+                             n_features=int(self.n_features_), knn_skipped=str(self.knn_skipped_))
 
     def summary(self) -> dict:
         """JSON-ready dict of :meth:`result`: entropy, entropy_plugin, ci, std, base, rank, n, knn, ..."""
@@ -1562,6 +1619,20 @@ def _check_ci(ci, allowed):
 def _normal_interval(estimate, std, confidence):
     z = float(special.ndtri(0.5 + 0.5 * confidence))
     return (float(estimate - z * std), float(estimate + z * std))
+
+
+def _self_whitened(P):
+    """``(W, log det S)``: rows ``P`` centred and whitened by their own ddof=1 covariance ``S`` (Cholesky),
+    so ``W`` has identity covariance; ``(None, None)`` when ``S`` is singular."""
+    Pc = P - P.mean(axis=0)
+    try:
+        L = linalg.cholesky((Pc.T @ Pc) / (P.shape[0] - 1.0), lower=True)
+    except linalg.LinAlgError:
+        return None, None
+    diag = np.diag(L)
+    if not np.all(diag > 0.0) or not np.all(np.isfinite(diag)):
+        return None, None
+    return linalg.solve_triangular(L, Pc.T, lower=True).T, 2.0 * float(np.log(diag).sum())
 
 
 def _subsample(X, max_rows, rng):

@@ -235,8 +235,9 @@ def score(whitener, X, ids=None, *, name: str = "X") -> ScoreTable:
     if f_law_applies(whitener.n_samples_, r):
         p = pvalue_hotelling(sq, whitener.n_samples_, r)
     else:
-        warnings.warn(f"calibrated p-value needs n > rank + 1 (n={whitener.n_samples_}, rank={r}); "
-                      "using the chi2 approximation", CalibrationWarning, stacklevel=2)
+        warnings.warn(f"the Gaussian pvalue's Hotelling law needs n > rank + 1 (n={whitener.n_samples_}, rank={r}): "
+                      "pvalue uses the chi2 approximation (pvalue_conformal is unaffected)", CalibrationWarning,
+                      stacklevel=2)
         p = p_chi2
     note = conformal_unavailable(whitener)
     cal = None if note else whitener.calibration_

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import sys
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +29,19 @@ import numpy as np
 
 from whitenclip.config import ENCODED_CHUNK_ITEMS
 from whitenclip.errors import InputError
-from whitenclip.inputs import SkipReport, is_image_path
+from whitenclip.inputs import (
+    IMAGE_EXTENSIONS,
+    MODALITIES,
+    STDIN,
+    Inputs,
+    SkipReport,
+    decoded_lines,
+    detect_modality,
+    discover_images,
+    is_image_path,
+    non_regular_reason,
+    parse_caption_groups,
+)
 from whitenclip.stores import (
     EmbeddingFile,
     agreed_encoder_meta,
@@ -38,7 +52,7 @@ from whitenclip.stores import (
     open_embeddings,
     read_text_vectors,
 )
-from whitenclip.tables import is_table_path, table_kind
+from whitenclip.tables import is_table_path, read_caption_table, table_kind
 
 DEFAULT_MODELS = {"text": "minilm", "image": "openclip:ViT-B-32/openai"}
 """Encoder used for raw inputs when neither --model nor a whitener names one."""
@@ -253,9 +267,163 @@ def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False,
     return open_embeddings(path, allow_partial=allow_partial, column=column, id_column=id_column)
 
 
+# ---------------------------------------------------------------------------------------
+# raw inputs: image folders and files, captions files, caption tables (here, not in
+# whitenclip.inputs: inputs sits below whitenclip.tables and cannot read a table of captions)
+# ---------------------------------------------------------------------------------------
+def _is_caption_table(path: str) -> bool:
+    return path != STDIN and is_table_path(path)
+
+
+def read_captions(
+    path: str | os.PathLike,
+    *,
+    column: str | int | None = None,
+    report: SkipReport | None = None,
+    stdin: io.BufferedIOBase | None = None,
+) -> list[str]:
+    """Captions from a file (``"-"`` = standard input); see :func:`whitenclip.inputs.parse_captions`."""
+    return read_caption_groups(path, column=column, report=report, stdin=stdin)[0]
+
+
+def read_caption_groups(
+    path: str | os.PathLike,
+    *,
+    column: str | int | None = None,
+    report: SkipReport | None = None,
+    stdin: io.BufferedIOBase | None = None,
+    group_column: str | bool | None = None,
+    id_column: str | int | None = None,
+    ids: list | None = None,
+) -> tuple[list[str], list | None]:
+    """Captions and their group ids from a file (``"-"`` = standard input); see
+    :func:`whitenclip.inputs.parse_caption_groups` (``id_column``: each kept caption's id is appended to ``ids``)."""
+    name = str(path)
+    kw = {"column": column, "report": report, "group_column": group_column}
+    if id_column is not None:
+        kw.update(id_column=id_column, ids=ids)
+    if _is_caption_table(name):  # parquet/Arrow: its string column, read as the CSV of the same table would be
+        return read_caption_table(name, **kw)
+    if name == STDIN:
+        stream = stdin if stdin is not None else sys.stdin.buffer
+        return parse_caption_groups(stream.read(), "<stdin>", **kw)
+    try:
+        data = Path(name).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise InputError(f"{name}: is a directory, not a captions file") from None
+    except OSError as exc:
+        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
+    return parse_caption_groups(data, name, **kw)
+
+
+def _image_items(paths: Iterable[str], report: SkipReport, stdin) -> list[str]:
+    items: list[str] = []
+    for p in paths:
+        if p == STDIN:
+            stream = stdin if stdin is not None else sys.stdin.buffer
+            for lineno, line in decoded_lines(stream.read(), "<stdin>", report):
+                line = line.strip()
+                if line:
+                    items.append(line)
+        elif os.path.isdir(p):
+            skipped = report.n_skipped
+            found = discover_images(p, report)
+            if not found and report.n_skipped == skipped:
+                raise InputError(
+                    f"{p}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            items.extend(found)
+        elif os.path.isfile(p):
+            items.append(p)
+        else:
+            why = non_regular_reason(p)
+            if why is None:  # became a regular file since the check
+                items.append(p)
+            elif why[0] == "missing file":
+                raise InputError(f"{p}: {why[1]}")
+            else:  # a symlink loop, a FIFO or device named x.jpg: a bad image, skipped like the others
+                report.add(p, *why)
+    return items
+
+
+def collect_inputs(
+    paths: Sequence[str | os.PathLike],
+    *,
+    modality: str | None = None,
+    column: str | int | None = None,
+    strict: bool = False,
+    stdin: io.BufferedIOBase | None = None,
+    group_column: str | bool | None = None,
+    id_column: str | int | None = None,
+) -> Inputs:
+    """Gather the items named by ``paths`` (directories, image files, captions files, ``"-"``).
+
+    Parameters
+    ----------
+    paths : sequence of path-like
+        Inputs in order; see :mod:`whitenclip.inputs` for what each may be.
+    modality : {"image", "text"}, optional
+        Override :func:`whitenclip.inputs.detect_modality`.
+    column : str or int, optional
+        Caption column of CSV inputs and parquet/Arrow tables.
+    strict : bool, default False
+        Raise :class:`InputError` on the first bad item instead of skipping it.
+    stdin : binary stream, optional
+        Read instead of ``sys.stdin.buffer`` for ``"-"`` (tests).
+    group_column : str, True or None
+        Group the captions of CSV inputs and tables by this column (True: an image column of
+        :data:`~whitenclip.inputs.IMAGE_COLUMNS` when the header has one); see
+        :func:`~whitenclip.inputs.parse_caption_groups`. Items of inputs without groups are their own
+        groups; ``Inputs.groups`` is None when no input had any.
+    id_column : str or int, optional
+        Row ids of captions from CSV inputs and tables (``--id-column``): ``Inputs.ids`` holds the
+        column's value for each caption, duplicates kept. Every caption input must have the column;
+        images are refused (their path is their id).
+
+    Returns
+    -------
+    Inputs
+
+    Raises
+    ------
+    InputError
+        Missing path, mixed modalities, a bad item in strict mode, or no usable item left.
+    """
+    names = [str(p) for p in paths]
+    if modality is None:
+        modality = detect_modality(names)
+    elif modality not in MODALITIES:
+        raise InputError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
+    if names.count(STDIN) > 1:
+        raise InputError("standard input ('-') given more than once")
+    report = SkipReport(strict=strict)
+    ids: list | None = None if id_column is None else []
+    if modality == "image":
+        if id_column is not None:
+            raise InputError(f"{names[0]}: --id-column names the id column of a captions CSV or table; an image's "
+                             "id is its path")
+        items, groups = _image_items(names, report, stdin), []
+    else:
+        items, groups = [], []
+        for p in names:
+            if p != STDIN and os.path.isdir(p) and not _is_caption_table(p):
+                raise InputError(f"{p}: is a directory; captions come from a text or CSV file")
+            caps, grp = read_caption_groups(p, column=column, report=report, stdin=stdin, group_column=group_column,
+                                            id_column=id_column, ids=ids)
+            items.extend(caps)
+            groups.extend(grp if grp is not None else [None] * len(caps))
+    if not items:
+        where = ", ".join(names)
+        extra = f" ({report.summary()})" if report.n_skipped else ""
+        raise InputError(f"{where}: nothing usable to embed{extra}")
+    named = any(g is not None for g in groups)  # images have none
+    return Inputs(items=items, modality=modality, skips=report, groups=groups if named else None, ids=ids)
+
+
 def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: bytes | None) -> EncodedSource:
     from whitenclip.encoders import check_activation, load_encoder
-    from whitenclip.inputs import collect_inputs
 
     inputs = collect_inputs(paths, modality=options.modality, column=options.column, strict=options.strict,
                             stdin=io.BytesIO(stdin) if stdin is not None else None,

@@ -48,9 +48,7 @@ from typing import Iterator
 import numpy as np
 
 from whitenclip.errors import InputError
-
-TABLE_SUFFIXES = (".parquet", ".arrow", ".feather", ".ipc")
-"""File name endings read as tables."""
+from whitenclip.inputs import TABLE_SUFFIXES, is_table_path  # noqa: F401 (defined in inputs, the lower layer)
 
 PYARROW_HINT = "reading parquet/Arrow tables needs pyarrow: pip install 'whitenclip[parquet]'"
 DEFAULT_ID_COLUMN = "id"
@@ -73,25 +71,6 @@ def import_pyarrow(path=None):
 
 def _natural(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
-
-
-def is_table_path(path) -> bool:
-    """True when ``path`` is a table file (by its suffix) or a folder of tables (see module doc)."""
-    p = Path(path)
-    if p.is_dir():
-        if (p / "meta.json").is_file():
-            return False  # a whitenclip store
-        if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
-            return True
-        from whitenclip.inputs import is_image_path
-
-        try:  # table files, and no images or sub-folders (img2dataset output is images beside parquet)
-            children = [c for c in p.iterdir() if not c.name.startswith((".", "_"))]
-            return (any(c.suffix.lower() in TABLE_SUFFIXES and c.is_file() for c in children)
-                    and not any(c.is_dir() or is_image_path(c) for c in children))
-        except OSError:
-            return False
-    return p.suffix.lower() in TABLE_SUFFIXES
 
 
 def table_files(path) -> list[Path]:

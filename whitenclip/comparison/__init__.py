@@ -269,6 +269,7 @@ def compare(ref, query, *, names=None, ref_groups=None, query_groups=None, query
             if ext is not None:
                 half = ext["z"] * ext["fd_std"]
                 fig.update(fd_inf=ext["fd_inf"], fd_inf_ci=ext["ci"], fd_ci=(fig["fd"] - half, fig["fd"] + half))
+                notes += [ext["reason"]] if ext["reason"] else []
             q_sub, qg_sub = subsample(Qr, gq, max_rows, np.random.default_rng([seed, k]))
             fig.update({f"c_{key}": v for key, v in cmmd(R_sub, q_sub, groups_x=g_sub, groups_y=qg_sub, seed=seed,
                                                         confidence=confidence).items()})
@@ -311,8 +312,10 @@ def _reference_whitener(R, groups, notes):
         return None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        wh = Whitener().fit(R, groups=groups)
+        wh = Whitener(shrinkage="auto").fit(R, groups=groups)  # as `fit`'s default: calibration holds at small n
     notes += [f"reference whitener: {' '.join(str(w.message).split())}" for w in caught]
+    if wh.shrinkage_rule_:
+        notes.append(f"reference whitener: shrinkage {wh.shrinkage_rule_}")
     return wh
 
 

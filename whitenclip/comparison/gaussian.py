@@ -19,8 +19,9 @@ FD_ASSUMES = ("Gaussian model: the distance between the Gaussians fitted to each
               "as pytorch-fid's calculate_frechet_distance; blind to anything beyond the first two moments")
 FD_INF_ASSUMES = ("Gaussian model, and a bias linear in 1/n (Chong & Forsyth 2020): ||mu1-mu2||^2 unbiased "
                   "(minus tr(S1)/n1 + tr(S2)/n2), tr((S1 S2)^1/2) extrapolated to 1/n = 0 from the full sets, "
-                  "2 halves and 5 fifths; interval: normal, variance scaled as 1/n from the spread of the 5 "
-                  "disjoint fifths, levels taken as independent")
+                  "2 halves and 5 fifths (not computed when a fifth has no more rows than the covariance rank); "
+                  "interval: normal, variance scaled as 1/n from the spread of the 5 disjoint fifths, levels taken "
+                  "as independent")
 KL_ASSUMES = ("Gaussian model: closed-form KL between the fitted Gaussians in the common subspace of the pooled "
               "covariance (eigenvalues above 1e-10 x the largest, rank <= min(n1, n2) / 2), unbiased under "
               "Gaussian rows (Wishart: E[S^-1] = (n-1)/(n-r-2) Sigma^-1, E[log det S] from log_det_bias)")
@@ -98,8 +99,14 @@ def fd_extrapolated(X: np.ndarray, Y: np.ndarray, *, seed: int = 0, confidence: 
     shuffles, paired part by part), and a line in 1/n fitted through the 8 values gives its value
     at 1/n = 0. Needs at least 10 rows per set (fifths of 2 rows).
 
+    The bias is linear in 1/n only while the parts have more rows than dimensions: when a fifth has
+    no more rows than the covariance rank r (the larger of the two sets' ranks), so that its covariance
+    is singular, ``fd_inf``, ``ci`` and ``std`` are None and ``reason`` says why (at least 5 (r + 1) rows
+    per set are needed) rather than a biased figure.
+
     Returns a dict: ``fd_inf``, ``ci`` (low, high), ``std``, ``fd_std`` (the plug-in fd's standard error on
-    the same variance model), ``z`` and ``points`` [(1/n1 + 1/n2 of the parts, their fd)].
+    the same variance model), ``z``, ``points`` [(1/n1 + 1/n2 of the parts, their fd)], ``rank`` and
+    ``reason`` (None when ``fd_inf`` is computed).
     """
     n1, n2 = X.shape[0], Y.shape[0]
     if min(n1, n2) < 10:
@@ -126,8 +133,22 @@ def fd_extrapolated(X: np.ndarray, Y: np.ndarray, *, seed: int = 0, confidence: 
     std = math.sqrt(max(v * float(np.sum(weights ** 2 * x)), 0.0))  # levels as independent, var = v / n
     z = float(special.ndtri(0.5 + 0.5 * confidence))
     fd_std = math.sqrt(max(v * float(x[0]), 0.0))
-    return {"fd_inf": value, "ci": (value - z * std, value + z * std), "std": std, "fd_std": fd_std, "z": z,
-            "points": [(float(a), float(f)) for a, f in zip(x, fds)]}
+    rank = max(_rank(S1), _rank(S2))
+    smallest = min(n1, n2) // EXTRAPOLATION_SPLITS[-1]
+    out = {"fd_inf": value, "ci": (value - z * std, value + z * std), "std": std, "fd_std": fd_std, "z": z,
+           "points": [(float(a), float(f)) for a, f in zip(x, fds)], "rank": rank, "reason": None}
+    if smallest <= rank:
+        out.update(fd_inf=None, ci=None, std=None, reason=(
+            f"fd_inf: not computed: the fifths it extrapolates from have {smallest} rows, not more than the "
+            f"covariance rank {rank}, where the bias is not linear in 1/n (needs at least "
+            f"{EXTRAPOLATION_SPLITS[-1] * (rank + 1)} rows per set)"))
+    return out
+
+
+def _rank(S: np.ndarray, floor: float = 1e-10) -> int:
+    """Eigenvalues of a symmetric PSD matrix above ``floor`` x the largest (KL's rule)."""
+    lam = np.linalg.eigvalsh(S)
+    return int((lam > floor * lam[-1]).sum()) if lam[-1] > 0 else 0
 
 
 def gaussian_kl(mu1, S1, n1: int, mu2, S2, n2: int, *, floor: float = 1e-10) -> dict:

@@ -411,8 +411,7 @@ class Encoder(abc.ABC):
 
         Raises :class:`InputError` if an image cannot be decoded (use :func:`embed_items` to skip).
         """
-        from whitenclip.encoders.embedding import embed_items
-
+        embed_items = _EMBEDDING_LOOP[0]  # whitenclip.encoders.embedding.embed_items, installed on package load
         rows = [X for _, X, _ in embed_items(self, list(items), modality=modality, batch_size=batch_size,
                                              num_workers=0, progress=False, strict=True)]
         return np.concatenate(rows) if rows else np.empty((0, self.dim), np.float32)
@@ -420,6 +419,17 @@ class Encoder(abc.ABC):
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(spec={self.spec!r}, dim={self.dim}, normalize={self.normalize}, "
                 f"device={str(self.device)!r}, precision={self.precision!r})")
+
+
+_EMBEDDING_LOOP: list = [None]
+"""The batched embedding loop :meth:`Encoder.encode` runs: :func:`whitenclip.encoders.embedding.embed_items`,
+which that module installs with :func:`install_embedding_loop` when it loads (``import whitenclip.encoders``
+loads it before any encoder exists). This module sits below it and never imports it."""
+
+
+def install_embedding_loop(embed_items) -> None:
+    """Make ``embed_items`` the loop behind :meth:`Encoder.encode` (called by :mod:`whitenclip.encoders.embedding`)."""
+    _EMBEDDING_LOOP[0] = embed_items
 
 
 def _debug_logging() -> bool:

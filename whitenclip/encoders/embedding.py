@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from whitenclip import config
-from whitenclip.encoders.base import Encoder, _one_line
+from whitenclip.encoders.base import Encoder, _one_line, install_embedding_loop
 from whitenclip.errors import InputError, WhitenclipError
 from whitenclip.inputs import Inputs, SkipReport, image_error_reason, load_image, non_regular_reason
 
@@ -944,3 +944,6 @@ def embed(encoder: Encoder, items: Sequence[str] | Inputs, **kwargs) -> tuple[li
         ids.extend(chunk_ids)
         rows.append(X)
     return ids, (np.concatenate(rows) if rows else np.empty((0, encoder.dim), np.float32))
+
+
+install_embedding_loop(embed_items)  # Encoder.encode runs it (base sits below this module)

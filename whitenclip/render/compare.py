@@ -32,6 +32,13 @@ def _num(v, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+def _kl(v) -> str:
+    """A bias-corrected KL below 0 (sampling noise around a KL of ~0) is not shown as a divergence."""
+    if v is not None and v < 0:
+        return f"~0 (estimate {v:.3g} < 0)"
+    return _num(v)
+
+
 def _ci(v) -> str:
     return "-" if v is None or any(x is None for x in v) else f"[{v[0]:.4g}, {v[1]:.4g}]"
 
@@ -47,8 +54,8 @@ def _figure_rows(result: CompareResult, pct: str) -> list:
                                                                         else f" ({q.query.n_used})")),
         (f"fd ({pct} CI)", lambda q: f"{_num(q.fd)} {_ci(q.fd_ci)}" if q.fd_ci else _num(q.fd)),
         (f"fd_inf ({pct} CI)", lambda q: "-" if q.fd_inf is None else f"{_num(q.fd_inf)} {_ci(q.fd_inf_ci)}"),
-        ("kl(ref || query)", lambda q: _num(q.kl_ref_query)),
-        ("kl(query || ref)", lambda q: _num(q.kl_query_ref)),
+        ("kl(ref || query)", lambda q: _kl(q.kl_ref_query)),
+        ("kl(query || ref)", lambda q: _kl(q.kl_query_ref)),
         (f"cmmd ({pct} CI)", lambda q: "-" if q.cmmd is None else f"{_num(q.cmmd)} {_ci(q.cmmd_ci)}"),
         ("cmmd unbiased", lambda q: "-" if q.cmmd_unbiased is None else
          f"{_num(q.cmmd_unbiased)} {_ci(q.cmmd_unbiased_ci)}"),
@@ -75,7 +82,7 @@ def _(result: CompareResult, console) -> None:
     console.print(table)
     for s in (result.ref, *(q.query for q in queries)):
         line = Text(f"{'REF' if s is result.ref else 'QUERY'} ")
-        line.append(s.name)
+        line.append(Text(s.name))
         line.append(f": {s.n} rows x {s.d}")
         if s.n_used is not None and s.n_used != s.n:
             line.append(f" ({s.n_used} used by cmmd, the test and prdc)")
@@ -87,12 +94,12 @@ def _(result: CompareResult, console) -> None:
     for q in queries:
         if q.flagged:
             line = Text("flagged in ")
-            line.append(q.name)
+            line.append(Text(q.name))
             line.append(f" (q <= {q.fdr:g}, least likely under REF first): ")
             for k, item in enumerate(q.flagged[:SHOWN_ITEMS]):
                 if k:
                     line.append(", ")
-                line.append(str(item["id"]))
+                line.append(Text(str(item["id"])))
                 line.append(f" (p={item['pvalue']:.2g})")
             if len(q.flagged) > SHOWN_ITEMS:
                 line.append(f", ... and {len(q.flagged) - SHOWN_ITEMS} more (--json lists all)")

@@ -83,13 +83,17 @@ def entropy_rows(result: EntropyResult) -> list[tuple[str, str]]:
     if knn is not None:
         rows += [
             (f"k-NN over the top {knn.dims} principal components",
-             f"{knn.entropy:.6g} (Gaussian entropy of the same {knn.dims} components {knn.gaussian:.6g}; k-NN on a "
-             f"Gaussian sample {knn.gaussian_knn:.6g}; k={knn.k}, n={knn.n})"),
+             f"{knn.entropy:.6g} (held out; Gaussian entropy of the same held-out projections {knn.gaussian:.6g}; "
+             f"calibrated: k-NN {knn.entropy_raw:.6g} on the rows, {knn.gaussian_knn:.6g} on Gaussian samples of the "
+             f"same size; k={knn.k}, n={knn.n}, {knn.folds} folds)"),
             (f"negentropy (k-NN gap, top {knn.dims} PCs)", f"{knn.gap:.3g}"),
-            ("compare", f"the k-NN figures are over the top {knn.dims} principal components, the Gaussian entropy "
-                        f"above over r = {result.rank} dims: compare the k-NN figures with each other (the gap), "
-                        "not with the entropy over all dims"),
+            ("compare", f"the k-NN figures are over the top {knn.dims} principal components of one half of the rows, "
+                        f"taken on the other half (held out, both ways), the Gaussian entropy above over "
+                        f"r = {result.rank} dims: compare the k-NN figure with the Gaussian one of the same held-out "
+                        "projections (their difference is the gap), not with the entropy over all dims"),
         ]
+    elif result.knn_skipped:
+        rows.append(("k-NN check", result.knn_skipped))
     if result.whitened:
         rows.append(("whitener", "entropy measured in the whitener's kept subspace, in input units; the k-NN "
                                  "check runs on the input rows' own PCs and does not depend on it"))
@@ -144,9 +148,13 @@ def mi_rows(result: MIResult) -> list[tuple[str, str]]:
         rows.append(("cross-fit model (k dirs/m pairs)", f"{ranks} per fold{grouped}"))
     if result.headline_reason:
         rows.append(("headline", f"{result.headline}: {result.headline_reason}"))
+    # in-sample figures: near the rank they are biased towards dependence (canonical correlations -> 1), so
+    # when the cross-fitted estimate is the headline they are labelled as such, never shown bare
+    biased = ", in-sample: biased upward at this n" if result.headline == "cross-fitted" else ""
     rows += [
-        ("mi (plug-in)", f"{result.mi_plugin:.6g}"),
-        ("top canonical correlations", ", ".join(f"{r:.4f}" for r in result.canonical_correlations)),
+        (f"mi (plug-in{biased})", f"{result.mi_plugin:.6g}"),
+        (f"top canonical correlations{' (in-sample)' if biased else ''}",
+         ", ".join(f"{r:.4f}" for r in result.canonical_correlations)),
     ]
     rows += ksg_rows(result)
     if result.note:
