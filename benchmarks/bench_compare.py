@@ -312,7 +312,10 @@ def main() -> None:
         print("## 4. Time and peak RSS (quick: n = m = 500, d = 32)")
         timing(500, 32)
         print("## 5. fd and kl from moments (quick: shards of 2000 rows, d = 32)")
-        moments_scale([2000, 6000], 2000, 32, Path(args.scale_dir + "-quick"))
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            moments_scale([2000, 6000], 2000, 32, Path(tmp) / "shards")
         return
     sections = {int(s) for s in args.sections.split(",")}
     if not CAPTIONS.is_file():

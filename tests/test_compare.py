@@ -235,6 +235,28 @@ def test_flagged_items_are_the_out_of_law_rows():
     assert len(flagged - {f"row{i}" for i in range(10)}) <= 3
 
 
+def test_flagged_items_hold_at_fewer_reference_rows_than_dimensions():
+    """n_ref < d (a first experiment): the reference whitener shrinks as `fit`'s default does, so the
+    calibration is not degenerate and junk query rows are flagged (with the library's unshrunk default
+    every leave-one-out distance is infinite and nothing could be flagged)."""
+    rng = np.random.default_rng(11)
+    scales = 1.0 / np.arange(1, 257)
+    ref = rng.standard_normal((200, 256)) * scales
+    q = rng.standard_normal((30, 256)) * scales
+    q[:5] += 3.0 * rng.standard_normal((5, 256))
+    res = compare(ref, q, query_ids=[f"q{i}" for i in range(30)], n_permutations=19, verdict=False, fdr=0.1)
+    query = res.queries[0]
+    assert any("shrinkage auto: oas" in n for n in query.notes)
+    assert not any("degenerate" in n for n in query.notes)
+    assert {f"q{i}" for i in range(5)} <= {item["id"] for item in query.flagged}
+
+
+def test_negative_bias_corrected_kl_is_not_shown_as_a_divergence():
+    from whitenclip.render.compare import _kl
+
+    assert _kl(-0.28) == "~0 (estimate -0.28 < 0)" and _kl(63.53) == "63.53" and _kl(None) == "-"
+
+
 # ---------------------------------------------------------------- API and CLI
 
 

@@ -166,9 +166,7 @@ def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gra
 
     _maybe_fault()
     grouped = calibration_rows > 0 and groups is not None
-    gids = (piece_groups(piece) if groups is True else groups) if grouped else None
-    if gids is not None and len(gids) != piece.n_rows:
-        raise InputError(f"{piece}: {len(gids)} group ids for {piece.n_rows} rows")
+    gids = _piece_group_ids(piece, groups, calibration_rows)
     stem, stale = None, []
     if moments_dir is not None:
         extra = (drop_nonfinite, gram, calibration_rows, row_offset)
@@ -189,9 +187,7 @@ def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gra
         for lo, X, ok in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
                                            dropped=dropped):
             if reservoir is not None:
-                at = lo - piece.start
-                g = None if gids is None else [v for v, k in zip(gids[at:at + ok.size], ok) if k]
-                reservoir.update(X, start=row_offset + lo, groups=g)
+                _sample_rows(reservoir, piece, gids, lo, X, ok, row_offset)
             part.update(X, gram=gram, origin=(piece.shard.path, lo))
     if reservoir is not None:
         part.extras[RESERVOIR_EXTRA] = reservoir_to_tensors(reservoir)
@@ -206,6 +202,25 @@ def piece_moments(piece: Piece, *, meta: dict, drop_nonfinite: bool = False, gra
                 with contextlib.suppress(OSError):
                     old.unlink()
     return part
+
+
+def _piece_group_ids(piece, groups, calibration_rows: int):
+    """A piece's group ids for its calibration sample (``groups`` True: read from the piece), or None
+    without groups or calibration; a count that does not match the piece's rows is refused."""
+    if calibration_rows <= 0 or groups is None:
+        return None
+    gids = piece_groups(piece) if groups is True else groups
+    if len(gids) != piece.n_rows:
+        raise InputError(f"{piece}: {len(gids)} group ids for {piece.n_rows} rows")
+    return gids
+
+
+def _sample_rows(reservoir, piece, gids, lo: int, X, ok, row_offset: int) -> None:
+    """Offer a chunk's finite rows ``X`` (``ok``: which of the chunk's rows they are, from row ``lo`` of
+    the piece's file) to the calibration ``reservoir``, at their global positions, with their group ids."""
+    at = lo - piece.start
+    kept = None if gids is None else [v for v, k in zip(gids[at:at + ok.size], ok) if k]
+    reservoir.update(X, start=row_offset + lo, groups=kept)
 
 
 PIECE_SUFFIX = ".moments.safetensors"
@@ -336,16 +351,12 @@ def task_moments(pieces: list, row_offsets: list, groups: list, *, meta: dict, d
 
     with _blas_threads(1 if one_thread else None):
         for piece, offset, g in zip(pieces, row_offsets, groups):
-            gids = (piece_groups(piece) if g is True else g) if calibration_rows > 0 and g is not None else None
-            if gids is not None and len(gids) != piece.n_rows:
-                raise InputError(f"{piece}: {len(gids)} group ids for {piece.n_rows} rows")
+            gids = _piece_group_ids(piece, g, calibration_rows)
             digest = _piece_digest(piece)
             for lo, X, ok in finite_piece_rows(piece, chunk_rows, drop_nonfinite=drop_nonfinite, digest=digest,
                                                dropped=dropped):
                 if reservoir is not None:
-                    at = lo - piece.start
-                    kept = None if gids is None else [v for v, k in zip(gids[at:at + ok.size], ok) if k]
-                    reservoir.update(X, start=offset + lo, groups=kept)
+                    _sample_rows(reservoir, piece, gids, lo, X, ok, offset)
                 if not X.shape[0]:
                     continue
                 check_magnitude(X, str(piece.shard.path), lo)  # named here: a chunk may gather several pieces
