@@ -10,7 +10,8 @@ and run the same draws as its sections 1 and 3, each side in its own process:
 
 1. Level: the first ``--splits`` of bench_compare's null splits (500 vs 500 captions of distinct
    images from the 2000-caption pool): the fraction rejected at 0.05.
-2. Power at n = 500: bench_compare's conditions and draws (typos, shuffled words, out-of-domain rows).
+2. Power at n = ``--n`` (500; 2000 with ``--n 2000 --draws 3``): bench_compare's conditions and draws
+   (typos, shuffled words, out-of-domain rows).
 3. Time and peak RSS at n = m = ``--n-time`` (10,000), d = 768: bench_compare's synthetic t5 rows.
 
 theirs: ``MMDDrift(x_ref, backend="pytorch", p_val=0.05)`` with its defaults (Gaussian RBF kernel, sigma
@@ -82,7 +83,7 @@ def worker(side: str, task: str, args) -> dict:
     elif task.startswith("power:"):
         cond = task.split(":", 1)[1]
         ref_pool, Q, odd = _load(cache, "pool"), _load(cache, CACHE_NAMES[cond]), _load(cache, "odd")
-        n, hits = 500, 0
+        n, hits = args.n, 0
         for s in range(args.draws):  # bench_compare.power's draws
             rng = np.random.default_rng([n, s])
             R = ref_pool[rng.choice(ref_pool.shape[0], n, replace=False)]
@@ -109,7 +110,8 @@ def worker(side: str, task: str, args) -> dict:
 
 def _run(python: str, side: str, task: str, args) -> dict:
     cmd = [python, str(HERE), "--worker", side, task, "--cache", args.cache, "--splits", str(args.splits),
-           "--draws", str(args.draws), "--n-time", str(args.n_time), "--permutations", str(args.permutations)]
+           "--draws", str(args.draws), "--n", str(args.n), "--n-time", str(args.n_time),
+           "--permutations", str(args.permutations)]
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if out.returncode:
         tail = out.stderr.strip().splitlines()[-1] if out.stderr.strip() else f"exit {out.returncode}"
@@ -123,7 +125,8 @@ def main() -> None:
     ap.add_argument("--ours-python", default=str(REPO / ".venv" / "bin" / "python"),
                     help="the interpreter with whitenclip installed")
     ap.add_argument("--splits", type=int, default=100, help="null splits of section 1")
-    ap.add_argument("--draws", type=int, default=10, help="draws per power condition (n = 500)")
+    ap.add_argument("--draws", type=int, default=10, help="draws per power condition (section 2)")
+    ap.add_argument("--n", type=int, default=500, help="rows per side of the power draws (section 2; 500 or 2000)")
     ap.add_argument("--n-time", type=int, default=10_000, help="rows per set of the timing (d = 768)")
     ap.add_argument("--permutations", type=int, default=100, help="permutations of both tests (alibi's default)")
     ap.add_argument("--sections", default="1,2,3", help="comma-separated sections to run")
@@ -136,7 +139,7 @@ def main() -> None:
     sections = {int(s) for s in args.sections.split(",")}
     print(f"# alibi_compare, {time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} CPUs, B = {args.permutations}")
     tasks = ([("level", f"level: {args.splits} null splits, 500 vs 500")] if 1 in sections else []) + \
-        ([(f"power:{c}", f"power n=500: {c}") for c in CONDITIONS] if 2 in sections else []) + \
+        ([(f"power:{c}", f"power n={args.n}: {c}") for c in CONDITIONS] if 2 in sections else []) + \
         ([("time", f"time: n = m = {args.n_time}, d = 768")] if 3 in sections else [])
     print(f"  {'task':<40} {'ours':>12} {'theirs':>12} {'s ours':>8} {'s theirs':>9} {'ratio':>6} "
           f"{'MiB ours':>9} {'MiB theirs':>10}")

@@ -24,9 +24,13 @@ Sections (full mode):
    own process; wall time and the child's peak RSS (``/usr/bin/time -v``, else ``os.wait4``).
    Peak RSS that does not grow with n shows the moments path streams the rows.
 
+6. ``--severity``: the typo severities ranked (clean < typos 3% < 8% < 20%) by fd (plug-in), cmmd and
+   the test statistic (``test_statistic`` of ``compare``) on section 3's draws at n = 500 (10 draws) and
+   2000 (3): each figure's mean over the draws, and in how many draws it orders the four conditions.
+
 MiniLM embeddings are cached in ``--cache`` (the first full run embeds ~14,000 captions on the CPU).
 
-Usage: python benchmarks/bench_compare.py [--quick] [--cache DIR] [--prepare] [--moments-scale]
+Usage: python benchmarks/bench_compare.py [--quick] [--cache DIR] [--prepare] [--moments-scale] [--severity]
 (``--quick``: synthetic data, tiny sizes, a smoke run of every section in seconds; it prints no
 target verdicts. ``--prepare``: only fill the embedding cache.)
 """
@@ -163,6 +167,35 @@ def power(ref_pool, queries: dict, odd, ns, draws: dict, permutations: int):
                   f"{shown.n_flagged:>8} {odd_hits:>11}  ({time.perf_counter() - t:.0f} s)", flush=True)
 
 
+def severity(ref_pool, queries: dict, ns, draws: dict, permutations: int, quick: bool = False):
+    """Section 6: fd (plug-in), cmmd and the test statistic of ``queries`` (in increasing severity) on
+    section 3's draws; the mean over the draws and, unless ``quick``, in how many draws each figure
+    orders the conditions strictly."""
+    from whitenclip.comparison import compare
+
+    figures = ("fd", "cmmd", "test_statistic")
+    print(f"  {'condition':<22} {'n':>5} {'draws':>5} {'fd':>9} {'cmmd':>9} {'test statistic':>15}")
+    for n in ns:
+        t = time.perf_counter()
+        values = np.empty((len(queries), draws[n], len(figures)))
+        for c, (cond, Q) in enumerate(queries.items()):
+            for s in range(draws[n]):
+                rng = np.random.default_rng([n, s])  # section 3's draw
+                R = ref_pool[rng.choice(ref_pool.shape[0], n, replace=False)]
+                Qs = Q[rng.choice(Q.shape[0], n, replace=False)]
+                r = compare(R, Qs, n_permutations=permutations, verdict=False, seed=s).queries[0]
+                values[c, s] = [getattr(r, f) for f in figures]
+            m = values[c].mean(axis=0)
+            print(f"  {cond:<22} {n:>5} {draws[n]:>5} {m[0]:9.4f} {m[1]:9.4f} {m[2]:15.6f}", flush=True)
+        if not quick:
+            ordered = np.all(np.diff(values, axis=0) > 0, axis=0).sum(axis=0)  # per figure: draws in order
+            in_mean = np.all(np.diff(values.mean(axis=1), axis=0) > 0, axis=0)
+            print(f"  n = {n}: ordered {' < '.join(queries)} by "
+                  + ", ".join(f"{f} {'yes' if ok else 'NO'} (mean; {k}/{draws[n]} draws)"
+                              for f, ok, k in zip(figures, in_mean, ordered))
+                  + f"  ({time.perf_counter() - t:.0f} s)", flush=True)
+
+
 _CHILD = r"""
 import json, sys, time, resource
 import numpy as np
@@ -291,6 +324,8 @@ def main() -> None:
     ap.add_argument("--sections", default="1,2,3,4", help="comma-separated sections of the full mode to run")
     ap.add_argument("--moments-scale", action="store_true",
                     help="only section 5: fd/kl from moments of .npy shards at 100k and 1M rows a side, d = 768")
+    ap.add_argument("--severity", action="store_true",
+                    help="only section 6: typo severities ranked by fd, cmmd and the test statistic")
     ap.add_argument("--scale-dir", default="/tmp/whitenclip-bench-moments",
                     help="folder for the section-5 shards (must not exist; deleted afterwards)")
     args = ap.parse_args()
@@ -316,6 +351,9 @@ def main() -> None:
 
         with tempfile.TemporaryDirectory() as tmp:
             moments_scale([2000, 6000], 2000, 32, Path(tmp) / "shards")
+        print("## 6. Severity ranking (quick)")
+        severity(pool, {"clean": pool[::-1], "shift 0.2": pool + 0.2, "shift 0.5": pool + 0.5}, [100], {100: 2}, 49,
+                 quick=True)
         return
     sections = {int(s) for s in args.sections.split(",")}
     if not CAPTIONS.is_file():
@@ -323,10 +361,19 @@ def main() -> None:
         sets = None
     else:
         texts = caption_sets()
-        wanted = texts if args.prepare or 3 in sections else {k: texts[k] for k in ("pool", "grouped")}
-        sets = {name: embedded(name, t, cache) for name, t in wanted.items()} if sections & {1, 2, 3} else None
+        wanted = texts if args.prepare or args.severity or 3 in sections else {k: texts[k] for k in ("pool", "grouped")}
+        sets = {name: embedded(name, t, cache) for name, t in wanted.items()} if sections & {1, 2, 3} or args.severity \
+            else None
         if args.prepare:
             return
+    if args.severity:
+        if sets is None:
+            return
+        print(f"## 6. Typo severity ranked by fd (plug-in), cmmd and the test statistic (section 3's draws, B = 199), "
+              f"{time.strftime('%Y-%m-%d %H:%M')} UTC")
+        severity(sets["pool"], {"clean": sets["base"], "typos 3%": sets["typos3"], "typos 8%": sets["typos8"],
+                                "typos 20%": sets["typos20"]}, [500, 2000], {500: 10, 2000: 3}, 199)
+        return
     print(f"# bench_compare (full), {time.strftime('%Y-%m-%d %H:%M')} UTC, {os.cpu_count()} CPUs")
     if sets is not None and 1 in sections:
         print(f"## 1. Level, one caption per image (MiniLM, 2000-caption pool; {SPLITS} null splits, B = 199)")

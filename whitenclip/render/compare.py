@@ -33,7 +33,7 @@ def _num(v, digits: int = 4) -> str:
 
 
 def _kl(v) -> str:
-    """A bias-corrected KL below 0 (sampling noise around a KL of ~0) is not shown as a divergence."""
+    """A bias-corrected KL or fd_inf below 0 (sampling noise around ~0) is not shown as a distance."""
     if v is not None and v < 0:
         return f"~0 (estimate {v:.3g} < 0)"
     return _num(v)
@@ -53,7 +53,7 @@ def _figure_rows(result: CompareResult, pct: str) -> list:
         ("rows (used by cmmd/test/prdc)", lambda q: f"{q.query.n}" + ("" if q.query.n_used in (None, q.query.n)
                                                                         else f" ({q.query.n_used})")),
         (f"fd ({pct} CI)", lambda q: f"{_num(q.fd)} {_ci(q.fd_ci)}" if q.fd_ci else _num(q.fd)),
-        (f"fd_inf ({pct} CI)", lambda q: "-" if q.fd_inf is None else f"{_num(q.fd_inf)} {_ci(q.fd_inf_ci)}"),
+        (f"fd_inf ({pct} CI)", lambda q: "-" if q.fd_inf is None else f"{_kl(q.fd_inf)} {_ci(q.fd_inf_ci)}"),
         ("kl(ref || query)", lambda q: _kl(q.kl_ref_query)),
         ("kl(query || ref)", lambda q: _kl(q.kl_query_ref)),
         (f"cmmd ({pct} CI)", lambda q: "-" if q.cmmd is None else f"{_num(q.cmmd)} {_ci(q.cmmd_ci)}"),
