@@ -152,7 +152,7 @@ def _one_line(exc: BaseException, limit: int = 240) -> str:
     """First line of an exception's message, shortened at a word boundary (never mid-word).
 
     torch's refusal to unpickle (``torch.load(weights_only=True)``) is given as the unpickler's own
-    reason: its advice to retry with ``weights_only=False`` (arbitrary code execution) is never
+    reason: its advice to retry with the unsafe full unpickler (arbitrary code execution) is never
     repeated, nor are terminal colour codes.
 
     >>> _one_line(RuntimeError("Weights only load failed. Re-running `torch.load` with `weights_only` set to "
