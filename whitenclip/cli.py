@@ -881,7 +881,7 @@ def entropy(
     whitener: Optional[Path] = typer.Option(None, "--whitener", "-w", help="Measure in this whitener's kept subspace (entropy stays in input units)."),
     base: Base = typer.Option(Base.e, "--base", help="Units: e (nats) or 2 (bits)."),
     bootstrap: Optional[int] = typer.Option(None, "--bootstrap", help="CI from B bootstrap resamples (default: group jackknife; the bootstrap needs rank << n)."),
-    knn_dims: int = typer.Option(16, "--knn-dims", min=0, help="Leading principal components for the k-NN cross-check (its figures are over these components only; 0: off)."),
+    knn_dims: int = typer.Option(16, "--knn-dims", min=0, help="Leading principal components for the k-NN cross-check, fitted on one half of the rows and taken on the other (its figures are over these components only; skipped with the reason below 10 rows per component; 0: off)."),
     seed: int = typer.Option(0, "--seed", min=0, help="Seed for row groups, resamples and subsamples."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
     allow_partial: bool = AllowPartialOpt,
