@@ -926,14 +926,14 @@ def _mi_sides(x_side, y_side, id_column, model, encoding: dict) -> list:
     import numpy as np
 
     from whitenclip.information import ids_kind
-    from whitenclip.sources import _holds_embeddings
+    from whitenclip.sources import holds_embeddings
     from whitenclip.stores import iter_rows
 
     sides = [(path, column, option) for (path, column), option in ((x_side, "--x-column"), (y_side, "--y-column"))]
     raw = []
     for path, column, option in sides:
         try:
-            raw.append(path == "-" or not _holds_embeddings(path, column=column))
+            raw.append(path == "-" or not holds_embeddings(path, column=column))
         except InputError as exc:
             raise _side_error(exc, option) from None
     if model and not any(raw):

@@ -558,24 +558,24 @@ def pick_group_column(header: list[str], group_column: str | int | bool | None, 
         if found is None:
             return None
         return lowered.index(found)  # said (or refused) once its values are read: default_groups
-    if isinstance(group_column, int) or str(group_column).isdigit():
-        if int(group_column) >= len(header):
-            raise InputError(f"{name}: --group-column {group_column} out of range ({len(header)} columns)")
-        return int(group_column)
-    if group_column not in header:
-        raise InputError(f"{name}: no column {group_column!r} in header {header} (--group-column)")
-    return header.index(group_column)
+    return header_index(header, group_column, name, "--group-column")
 
 
 def pick_id_column(header: list[str], id_column: str | int, name: str) -> int:
     """Index of the ``--id-column`` in a CSV ``header``: a header name or 0-based index."""
-    if isinstance(id_column, int) or str(id_column).isdigit():
-        if int(id_column) >= len(header):
-            raise InputError(f"{name}: --id-column {id_column} out of range ({len(header)} columns)")
-        return int(id_column)
-    if id_column not in header:
-        raise InputError(f"{name}: no column {id_column!r} in header {header} (--id-column)")
-    return header.index(id_column)
+    return header_index(header, id_column, name, "--id-column")
+
+
+def header_index(header: list[str], column: str | int, name: str, option: str) -> int:
+    """Index of ``column`` (a header name, or a 0-based index) in the CSV ``header`` of file ``name``;
+    a refusal names the file and ``option``."""
+    if isinstance(column, int) or str(column).isdigit():
+        if int(column) >= len(header):
+            raise InputError(f"{name}: {option} {column} out of range ({len(header)} columns)")
+        return int(column)
+    if column not in header:
+        raise InputError(f"{name}: no column {column!r} in header {header} ({option})")
+    return header.index(column)
 
 
 _HEADER_FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,31}$")

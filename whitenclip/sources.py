@@ -168,7 +168,7 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     stdin = _read_stdin_once() if "-" in paths else None
     as_text = options.modality == "text"  # numeric-looking lines are captions then
     stdin_vectors = stdin is not None and not as_text and looks_like_vectors(_first_line(stdin))
-    holds = {p: stdin_vectors if p == "-" else _holds_embeddings(p, as_text, options.column) for p in paths}
+    holds = {p: stdin_vectors if p == "-" else holds_embeddings(p, as_text, options.column) for p in paths}
     kinds = {p: "embeddings" if holds[p] else "raw" for p in paths}
     if len(set(kinds.values())) > 1:
         emb = next(p for p, k in kinds.items() if k == "embeddings")
@@ -222,7 +222,7 @@ _BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, pa
                 "or CSV; images by their extension")
 
 
-def _holds_embeddings(path: str, as_text: bool = False, column: str | None = None) -> bool:
+def holds_embeddings(path: str, as_text: bool = False, column: str | None = None) -> bool:
     """An embeddings file/store, a parquet/Arrow table whose column (``column``, else the default
     one) is a list<float> one (a string column: captions, :func:`whitenclip.tables.table_kind`), or a
     text file whose first non-empty line is a vector of numbers.
