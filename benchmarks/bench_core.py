@@ -110,7 +110,7 @@ def _emit(result: dict) -> None:
 
 
 def run_ours_library(data: Path, out: Path, tag: str) -> None:
-    from whitenclip.stores import open_embeddings
+    from whitenclip.readers.plan import open_embeddings
     from whitenclip.whitening import fit_whitener_streaming
 
     t0 = time.perf_counter()
@@ -122,7 +122,7 @@ def run_ours_library(data: Path, out: Path, tag: str) -> None:
 
 def run_ours_library_nocal(data: Path, out: Path, tag: str) -> None:
     """`fit --no-calibration`: the same streaming fit without the calibration sample."""
-    from whitenclip.stores import open_embeddings
+    from whitenclip.readers.plan import open_embeddings
     from whitenclip.whitening import fit_whitener_streaming
 
     t0 = time.perf_counter()
@@ -157,7 +157,7 @@ def run_captions_nocal(data: Path, out: Path, tag: str) -> None:
 
 def run_ours_library_f32gram(data: Path, out: Path, tag: str) -> None:
     """Opt-in `--fast-gram`: chunk Gram products in float32, everything else float64."""
-    from whitenclip.stores import open_embeddings
+    from whitenclip.readers.plan import open_embeddings
     from whitenclip.whitening import fit_whitener_streaming
 
     t0 = time.perf_counter()
@@ -229,7 +229,8 @@ def run_bare_f32(data: Path, out: Path, tag: str) -> None:
 def run_profile_fit(data: Path, out: Path, tag: str) -> None:
     """The streaming fit's steps (as in fit_whitener_streaming / Moments.update), timed one by one."""
     from whitenclip.moments import Moments, Reservoir
-    from whitenclip.stores import DEFAULT_CHUNK_ROWS, open_embeddings
+    from whitenclip.readers.plan import open_embeddings
+    from whitenclip.readers.rows import DEFAULT_CHUNK_ROWS
     from whitenclip.whitening import DEFAULT_CALIBRATION_ROWS, Whitener, calibration_distances, eigh_descending
 
     T = dict.fromkeys(("open", "read_to_f64", "isfinite", "reservoir_update", "chunk_mean_center", "gemm_f64", "absorb",
@@ -295,8 +296,9 @@ def run_profile_score(data: Path, out: Path, tag: str) -> None:
         pvalue_hotelling,
         squared_norms,
     )
+    from whitenclip.readers.plan import open_embeddings
+    from whitenclip.readers.rows import DEFAULT_CHUNK_ROWS
     from whitenclip.render import _load_renderers, render_rows
-    from whitenclip.stores import DEFAULT_CHUNK_ROWS, open_embeddings
     from whitenclip.whitening import Whitener
 
     _load_renderers()

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 
 from whitenclip.encoders import embed, load_encoder, minilm_model_dir
-from whitenclip.sources import collect_inputs
+from whitenclip.readers.collect import collect_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 FLICKR = ROOT.parent / "shared" / "datasets" / "flickr8k"
@@ -174,7 +174,7 @@ def bench_reduced_decode(rounds: int) -> None:
 
     from PIL import Image
 
-    from whitenclip.inputs import load_image
+    from whitenclip.readers.images import load_image
 
     paths, _ = _images(1)
     with tempfile.TemporaryDirectory() as tmp:

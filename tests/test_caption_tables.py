@@ -1,5 +1,5 @@
 """Captions in parquet / Arrow tables (a string column): read exactly as the CSV of the same table,
-through every command that reads raw captions (whitenclip.tables.read_caption_table)."""
+through every command that reads raw captions (whitenclip.readers.caption_tables.read_caption_table)."""
 
 import csv
 import json
@@ -14,10 +14,11 @@ from typer.testing import CliRunner
 
 from whitenclip.cli import app
 from whitenclip.errors import InputError
-from whitenclip.inputs import SkipReport
-from whitenclip.sources import collect_inputs
-from whitenclip.stores import read_embeddings
-from whitenclip.tables import read_caption_table, table_kind
+from whitenclip.readers.caption_tables import read_caption_table
+from whitenclip.readers.collect import collect_inputs
+from whitenclip.readers.items import SkipReport
+from whitenclip.readers.plan import read_embeddings
+from whitenclip.readers.table import table_kind
 from whitenclip.whitening import Whitener
 
 pa = pytest.importorskip("pyarrow")

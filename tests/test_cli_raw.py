@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from whitenclip.cli import app
-from whitenclip.stores import open_embeddings, read_embeddings
+from whitenclip.readers.plan import open_embeddings, read_embeddings
 from whitenclip.whitening import Whitener
 
 TINY = "openclip:wc-tiny/none"

@@ -37,8 +37,9 @@ from whitenclip.encoders import (
     split_transform,
 )
 from whitenclip.errors import InputError, WhitenclipError
-from whitenclip.inputs import InputSkipWarning, load_image
-from whitenclip.sources import collect_inputs
+from whitenclip.readers.collect import collect_inputs
+from whitenclip.readers.images import load_image
+from whitenclip.readers.items import InputSkipWarning
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(glob.glob(str(REPO / "data" / "images" / "*")))
@@ -173,7 +174,7 @@ def test_headers_route_what_the_tensor_decoder_cannot_match(odd_files, tmp_path)
 
 
 def test_a_device_that_cannot_decode_is_refused_or_skipped_by_auto(small, monkeypatch):
-    import whitenclip.encoders.embedding as E
+    import whitenclip.encoders.decoding as E
 
     assert E.device_decoder_error("cpu") is None
     monkeypatch.setattr(E, "_DECODER_CHECKED", {"cpu": "Not compiled with GPU support"})
@@ -290,7 +291,7 @@ def test_gpu_style_pipeline_on_cpu_equals_the_pil_path(small, odd_files, tmp_pat
 
 
 def test_device_decoder_failure_falls_back_to_pil(small, odd_files, monkeypatch):
-    import whitenclip.encoders.embedding as E
+    import whitenclip.encoders.decoding as E
 
     paths = [odd_files[k] for k in ("exif1", "gray", "exif3")]
     real = E._decode_jpeg_call
@@ -431,7 +432,7 @@ def test_cli_decode_option(tmp_path, odd_files):
     from typer.testing import CliRunner
 
     from whitenclip.cli import app
-    from whitenclip.stores import read_embeddings
+    from whitenclip.readers.plan import read_embeddings
 
     folder = tmp_path / "imgs"
     folder.mkdir()

@@ -14,8 +14,6 @@ from whitenclip.diagnostics import (
     SECTIONS,
     VERDICT_RULE,
     GaussianityReport,
-    _beta_distances,
-    _sqrt_law_cv,
     anderson_darling,
     chi_cv,
     dagostino_pearson,
@@ -28,6 +26,7 @@ from whitenclip.diagnostics import (
     spectrum_isotropy,
     verdict,
 )
+from whitenclip.diagnostics.norms import _beta_distances, _sqrt_law_cv
 from whitenclip.errors import InputError
 from whitenclip.whitening import Whitener
 
@@ -545,7 +544,7 @@ def test_reordered_fit_rows_are_in_sample_by_covariance(fit_rows, rng):
 
 def test_in_sample_recognised_from_saved_artifact(fit_rows, tmp_path):
     """The CLI's streamed fit (chunks of config.CHUNK_ROWS) writes the hash the report recomputes."""
-    from whitenclip.stores import open_embeddings
+    from whitenclip.readers.plan import open_embeddings
     from whitenclip.whitening import fit_whitener_streaming
 
     np.save(tmp_path / "x.npy", fit_rows.astype(np.float32))
@@ -557,7 +556,7 @@ def test_in_sample_recognised_from_saved_artifact(fit_rows, tmp_path):
 
 
 def test_non_finite_values_become_null_with_a_note(gaussian_report):
-    from whitenclip.diagnostics import _sanitised
+    from whitenclip.diagnostics.report import _sanitised
 
     norm = gaussian_report.norm
     bad = dataclasses.replace(norm, raw={**norm.raw, "cv": float("nan")}, whitened={**norm.whitened, "mean": np.inf})

@@ -110,7 +110,7 @@ SYBIL = Sybil(parsers=[PythonCodeBlockParser(), ShellBlockParser("sh"), ShellBlo
 
 
 def _write_store(path: Path, X: np.ndarray, ids: list[str]) -> None:
-    from whitenclip.stores import StoreWriter
+    from whitenclip.writers import StoreWriter
 
     writer = StoreWriter(path, dim=X.shape[1], meta={"n_items": len(ids)})
     writer.write_shard(ids, X.astype(np.float32), items_end=len(ids))

@@ -28,8 +28,8 @@ from whitenclip.encoders import (
     resolve_precision,
 )
 from whitenclip.errors import InputError, WhitenclipError
-from whitenclip.inputs import InputSkipWarning
-from whitenclip.sources import collect_inputs
+from whitenclip.readers.collect import collect_inputs
+from whitenclip.readers.items import InputSkipWarning
 
 TINY = "openclip:wc-tiny/none"
 CAPTIONS = [
@@ -143,7 +143,7 @@ def test_images_match_direct_open_clip(tiny, image_dir):
 def test_worker_uint8_handover_is_exact(tiny, image_dir):
     """Workers send uint8 pixels; finishing ToTensor + Normalize in the main process is exact."""
     from whitenclip.encoders import _normalize, split_transform
-    from whitenclip.inputs import load_image
+    from whitenclip.readers.images import load_image
 
     pil_stage, mean, std = split_transform(tiny.image_transform)
     ims = [load_image(p) for p in _images(image_dir)]
@@ -558,7 +558,7 @@ def test_cli_embed_with_a_plugin_encoder(tmp_path):
     import subprocess
     import sys
 
-    from whitenclip.stores import read_embeddings
+    from whitenclip.readers.plan import read_embeddings
 
     plugins = Path(__file__).parent / "plugins"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugins), os.environ.get("PYTHONPATH", "")])}

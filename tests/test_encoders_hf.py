@@ -329,7 +329,7 @@ def test_old_form_store_reads_and_resumes(tiny, images, tmp_path):
     from typer.testing import CliRunner
 
     from whitenclip.cli import app
-    from whitenclip.stores import open_embeddings
+    from whitenclip.readers.plan import open_embeddings
 
     model_dir = tmp_path / "model"
     shutil.copytree(tiny, model_dir)

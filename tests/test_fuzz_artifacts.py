@@ -52,7 +52,7 @@ def _valid_part_file(tmp: Path, n=40, d=3, calibration=True) -> tuple[dict, dict
     part = engine.compute_moments([tmp / "s.npy"], engine.EngineOptions(piece_rows=17),
                                   calibration_rows=10 if calibration else 0)
     part.save(tmp / "p.moments.safetensors")
-    from whitenclip.stores import read_safetensors
+    from whitenclip.readers.safetensors import read_safetensors
 
     return read_safetensors(tmp / "p.moments.safetensors")
 
@@ -178,7 +178,7 @@ def test_moments_header_defects_are_one_line_input_errors(valid_part, tmp_path, 
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def valid_whitener(tmp_path_factory):
-    from whitenclip.stores import read_safetensors
+    from whitenclip.readers.safetensors import read_safetensors
 
     rng = np.random.default_rng(1)
     path = tmp_path_factory.mktemp("wh") / "w.safetensors"

@@ -1,9 +1,10 @@
 """Property-based tests of the embedding readers (issue 14, section 6).
 
 Generated inputs: safetensors headers and payloads (random JSON, shapes, dtypes, offsets), ``.npy``
-headers, store ``meta.json`` documents and text vectors. For every reader, local
-(:func:`~whitenclip.stores.read_embeddings`) and sharded (:func:`~whitenclip.shards.discover_shards`
-+ :func:`~whitenclip.shards.finite_piece_rows`): either exactly the rows an independent oracle
+headers, ``.npz`` members, HDF5 files (datasets, layouts, ids, truncation), store ``meta.json``
+documents and text vectors. For every reader, local
+(:func:`~whitenclip.readers.plan.read_embeddings`) and sharded (:func:`~whitenclip.readers.plan.discover_shards`
++ :func:`~whitenclip.readers.plan.finite_piece_rows`): either exactly the rows an independent oracle
 decodes from the bytes (finite), or an :class:`InputError` of one line naming the file; never
 another exception. A few crafted files also go through the CLI in a subprocess whose address space
 is capped (``RLIMIT_AS``): exit 0 or exit 2 with one line, within the stated memory bound.
@@ -24,9 +25,9 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from whitenclip.errors import InputError
-from whitenclip.shards import discover_shards, finite_piece_rows, plan_pieces
-from whitenclip.stores import StoreWriter, read_embeddings, read_text_vectors
+from whitenclip.readers.plan import discover_shards, finite_piece_rows, plan_pieces, read_embeddings, read_text_vectors
 from whitenclip.validation import MAX_ABS
+from whitenclip.writers import StoreWriter
 
 FUZZ = settings(max_examples=120, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
@@ -256,6 +257,58 @@ def test_npz_readers(n, d, dtype, compressed, fortran, key, extra, ids, cut):
         expect = X.astype(np.float64) if good else None
         check(outcome(local_rows, path), expect)
         check(outcome(sharded_rows, path), expect)
+
+
+# --------------------------------------------------------------------------- HDF5 (whitenclip/readers/hdf5.py)
+@FUZZ
+@given(n=st.integers(0, 5), d=st.integers(0, 3), ndim=st.sampled_from([2] * 6 + [1, 3]),
+       dtype=st.sampled_from(["<f4", "<f8", "<f2", ">f8", ">f4", "<i4", "|u1"]), layout=st.sampled_from(
+           ["contiguous", "chunked", "gzip"]), name=st.sampled_from(["embeddings", "embeddings", "x"]),
+       extra=st.sampled_from([None, None, "other2d", "other1d", "group"]),
+       ids=st.sampled_from(["none", "str", "bytes", "int"] * 2 + ["short", "float", "2d", "nonutf8"]),
+       cut=st.sampled_from([0] * 8 + [1, 200]), garbage=st.booleans() | st.just(False))
+def test_hdf5_readers(n, d, ndim, dtype, layout, name, extra, ids, cut, garbage):
+    """The new format's fuzz strategy: dataset name, shape, dtype, storage layout, extra datasets and
+    groups, ids of every kind, truncation and non-HDF5 bytes; local and sharded readers give the rows
+    or one line naming the file."""
+    h5py = __import__("pytest").importorskip("h5py")
+    X = (np.arange(n * d, dtype=np.float64).reshape(n, d) / 3).astype(dtype)
+    data = X if ndim == 2 else (X.reshape(-1) if ndim == 1 else X.reshape(n, d, 1))
+    root = {name: data, **({"other": np.ones((2, 2) if extra == "other2d" else 2)} if extra in ("other2d", "other1d")
+                           else {})}
+    matrices = [k for k, v in root.items() if v.ndim == 2]  # the oracle: 'embeddings', else the only 2-D dataset
+    chosen = root["embeddings"] if "embeddings" in root else (root[matrices[0]] if len(matrices) == 1 else None)
+    rows = chosen.shape[0] if chosen is not None and chosen.ndim else -1
+    good = (chosen is not None and chosen.dtype.kind == "f" and chosen.ndim == 2 and min(chosen.shape) > 0
+            and (ids == "none" or (ids in ("str", "bytes", "int") and rows == n)) and not cut and not garbage)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "f.h5"
+        with h5py.File(path, "w") as f:
+            kw = {} if layout == "contiguous" or not data.size else {
+                "chunks": tuple(max(1, s) for s in data.shape), "compression": "gzip" if layout == "gzip" else None}
+            f.create_dataset(name, data=data, **kw)
+            if extra == "other2d":
+                f.create_dataset("other", data=np.ones((2, 2)))
+            elif extra == "other1d":
+                f.create_dataset("other", data=np.ones(2))
+            elif extra == "group":
+                f.create_group("g").create_dataset("embeddings", data=np.ones((2, 2)))
+            values = {"str": [f"r{i}" for i in range(n)], "bytes": [f"r{i}".encode() for i in range(n)],
+                      "int": list(range(n)), "short": [b"a"] * (n + 1), "float": np.arange(n) / 2,
+                      "2d": np.zeros((n, 2)), "nonutf8": [b"\xff"] * n}.get(ids)
+            if values is not None:
+                text = h5py.string_dtype() if ids == "str" else ("S4" if ids in ("bytes", "short", "nonutf8") else None)
+                f.create_dataset("ids", data=np.array(values, dtype=text) if len(values) else np.zeros(0, text or "i8"),
+                                 dtype=text)
+        if cut:
+            path.write_bytes(path.read_bytes()[:-cut])
+        if garbage:
+            path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)))
+        expect = chosen.astype(np.float64) if good else None
+        check(outcome(local_rows, path), expect)
+        check(outcome(sharded_rows, path), expect)
+        if good and ids != "none":
+            assert read_embeddings(path)[0] == [str(v) if ids != "bytes" else v.decode() for v in values]
 
 
 # --------------------------------------------------------------------------- store meta.json

@@ -284,9 +284,10 @@ def test_artifact_and_info_record_the_calibration_mode(tmp_path, rng):
 
 
 def test_groups_file_store_groups_and_streaming_fit(tmp_path, rng):
+    from whitenclip.readers.plan import open_embeddings
     from whitenclip.sources import EncodeOptions, open_sources
-    from whitenclip.stores import StoreWriter, open_embeddings
     from whitenclip.whitening import fit_whitener_streaming
+    from whitenclip.writers import StoreWriter
 
     X = _clustered(rng, 80, 5, d=10, spread=0.2)
     labels = [f"img{k}" for k in np.repeat(np.arange(80), 5)]

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 from whitenclip import engine
 from whitenclip.cli import app
 from whitenclip.moments import MomentsPart, Reservoir
-from whitenclip.stores import StoreWriter
 from whitenclip.whitening import Whitener, calibration_distances
+from whitenclip.writers import StoreWriter
 
 runner = CliRunner()
 D, CAL = 6, 120  # calibration sample capped at 120 of ~330 rows: which groups are kept matters

@@ -636,7 +636,7 @@ def test_cross_fitted_null_is_not_detectable_and_its_pointwise_values_are_held_o
 
 
 def test_cross_fitted_folds_hold_whole_groups():
-    from whitenclip.information import _fold_indices, cross_fitted_mi
+    from whitenclip.information.crossfit import _fold_indices, cross_fitted_mi
 
     groups = np.repeat(np.arange(60), 5)
     folds = _fold_indices(300, 5, groups, np.random.default_rng(0))  # groups 0..59: their own indices

@@ -1,4 +1,4 @@
-"""Input discovery, caption parsing, image loading and skip reporting (whitenclip.inputs)."""
+"""Input discovery, caption parsing, image loading and skip reporting (whitenclip.readers.items)."""
 
 from __future__ import annotations
 
@@ -9,16 +9,10 @@ import pytest
 from PIL import Image
 
 from whitenclip.errors import InputError
-from whitenclip.inputs import (
-    InputSkipWarning,
-    SkipReport,
-    detect_modality,
-    discover_images,
-    image_error_reason,
-    load_image,
-    parse_captions,
-)
-from whitenclip.sources import collect_inputs
+from whitenclip.readers.captions import parse_captions
+from whitenclip.readers.collect import collect_inputs
+from whitenclip.readers.images import discover_images, image_error_reason, load_image
+from whitenclip.readers.items import InputSkipWarning, SkipReport, detect_modality
 
 
 def _png(path, size=(8, 6), colour=(200, 30, 40), mode="RGB"):
@@ -224,7 +218,8 @@ def test_parse_captions_bytes_api():
 def test_caption_groups_from_the_image_column(tmp_path):
     import warnings as _w
 
-    from whitenclip.inputs import InputFormatWarning, parse_caption_groups
+    from whitenclip.readers.captions import parse_caption_groups
+    from whitenclip.readers.items import InputFormatWarning
 
     data = b"image,caption\na.jpg,one\na.jpg,two\nb.jpg,\nb.jpg,three\n,four\n"
     with pytest.warns(InputFormatWarning, match="grouping captions by its 'image' column"), \
@@ -257,7 +252,7 @@ def test_caption_groups_stay_aligned_with_captions_property():
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
-    from whitenclip.inputs import parse_caption_groups
+    from whitenclip.readers.captions import parse_caption_groups
 
     cell = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=8)
 
@@ -288,7 +283,8 @@ def test_an_image_over_the_decompression_bomb_limit_is_named(tmp_path, monkeypat
     from typer.testing import CliRunner
 
     from whitenclip.cli import app
-    from whitenclip.inputs import InputFormatWarning, load_image
+    from whitenclip.readers.images import load_image
+    from whitenclip.readers.items import InputFormatWarning
 
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40 x 40 = 1600: over the limit, under twice it
     (tmp_path / "imgs").mkdir()

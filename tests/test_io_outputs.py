@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from whitenclip import progress as progress_mod
 from whitenclip.cli import app
 from whitenclip.encoders import embed_items, load_encoder
-from whitenclip.sources import collect_inputs
+from whitenclip.readers.collect import collect_inputs
 
 TINY = "openclip:wc-tiny/none"  # random weights, seeded: the same vectors in every process
 runner = CliRunner()
@@ -107,7 +107,7 @@ def test_cli_progress_lines_off_a_terminal_and_none_with_quiet(captions_csv, tmp
 
 
 def test_simulate_progress_lines_off_a_terminal(monkeypatch):
-    from whitenclip.simulate import _progress_bar
+    from whitenclip.simulate.runner import _progress_bar
 
     now = [0.0]
 
@@ -270,4 +270,4 @@ def test_info_refuses_a_file_it_cannot_describe_in_one_line(captions_csv):
     res = run("info", path)  # was: "not a readable .safetensors file (header of 7017... bytes ...)"
     assert res.exit_code == 2 and res.output.strip().splitlines() == [
         f"whitenclip: error: {path}: info describes whiteners and moments files (.safetensors), store directories "
-        "and embeddings files (.npy, .npz, .safetensors, .pt, parquet/Arrow); this is none of them"]
+        "and embeddings files (.npy, .npz, .safetensors, .pt, .h5, parquet/Arrow); this is none of them"]

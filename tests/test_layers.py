@@ -22,23 +22,24 @@ def test_import_contracts_are_kept():
 
 
 def test_inputs_reads_no_table_module(tmp_path):
-    """inputs sits below tables: classifying paths (a parquet file, a folder of tables) no longer loads
-    whitenclip.tables, and the names stay importable from tables (re-exported there) and sources."""
+    """readers.items sits below readers.table: classifying paths (a parquet file, a folder of tables)
+    does not load whitenclip.readers.table; the names stay importable from table (re-exported there),
+    and items are collected by readers.collect."""
     (tmp_path / "t").mkdir()
     (tmp_path / "t" / "a.parquet").write_bytes(b"")
     code = f"""
 import json, sys
-from whitenclip.inputs import detect_modality, is_table_path
+from whitenclip.readers.items import detect_modality, is_table_path
 out = [detect_modality([{str(tmp_path / 'c.parquet')!r}]), is_table_path({str(tmp_path / 't')!r}),
-       is_table_path({str(tmp_path / 'x.jpg')!r}), 'whitenclip.tables' in sys.modules]
-import whitenclip.inputs as i, whitenclip.sources as s, whitenclip.tables as t
+       is_table_path({str(tmp_path / 'x.jpg')!r}), 'whitenclip.readers.table' in sys.modules]
+import whitenclip.readers.items as i, whitenclip.sources as s, whitenclip.readers.table as t
 out += [t.is_table_path is i.is_table_path, t.TABLE_SUFFIXES == ('.parquet', '.arrow', '.feather', '.ipc'),
         s.collect_inputs.__module__]
 print(json.dumps(out))
 """
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert res.returncode == 0, res.stderr[-2000:]
-    assert json.loads(res.stdout) == ["text", True, False, False, True, True, "whitenclip.sources"]
+    assert json.loads(res.stdout) == ["text", True, False, False, True, True, "whitenclip.readers.collect"]
 
 
 def test_encoder_encode_runs_the_embedding_loop():

@@ -46,7 +46,7 @@ def _write_table(path, X, ids=None):
 
 def _write_store(directory, X, ids, modality):
     """A store directory as `embed` writes it (ids: the items, i.e. the captions of a caption store)."""
-    from whitenclip.stores import StoreWriter
+    from whitenclip.writers import StoreWriter
 
     writer = StoreWriter(directory, dim=X.shape[1], meta={"encoder": "toy", "modality": modality})
     writer.write_shard(list(ids), X.astype(np.float32), len(ids))
@@ -228,7 +228,7 @@ def test_flickr_caption_stores_pair_by_row_dependent_and_shuffled(tmp_path):
     for name in ("cap1", "cap2"):
         res = _cli("embed", tmp_path / f"{name}.txt", "-o", tmp_path / name, "--quiet")
         assert res.exit_code == 0, res.output
-    from whitenclip.stores import read_embeddings
+    from whitenclip.readers.plan import read_embeddings
 
     ids, Y = read_embeddings(tmp_path / "cap2")  # the same store, rows (and their caption ids) shuffled
     perm = np.random.default_rng(1).permutation(n)

@@ -260,7 +260,8 @@ def cli(*args):
 
 def test_overlapping_row_ranges_of_one_file_are_refused_however_cut(tmp_path, anisotropic):
     """`moments s --piece-rows 100`, `moments s`, `merge-moments a b` gave n = 1000 from 500 rows."""
-    from whitenclip.shards import Piece, discover_shards, plan_pieces
+    from whitenclip.readers.base import Piece
+    from whitenclip.readers.plan import discover_shards, plan_pieces
 
     X = anisotropic[:500].astype(np.float32)
     s, a, b, ab = (tmp_path / n for n in ("s.npy", "a.moments.safetensors", "b.moments.safetensors",
@@ -381,7 +382,7 @@ def _crafted(tmp_path, anisotropic, **edit):
 
     from safetensors.numpy import save_file
 
-    from whitenclip.stores import read_safetensors
+    from whitenclip.readers.safetensors import read_safetensors
 
     np.save(tmp_path / "s.npy", anisotropic)
     assert cli("moments", tmp_path / "s.npy", "-o", tmp_path / "ok.moments.safetensors").exit_code == 0

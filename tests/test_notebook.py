@@ -142,7 +142,7 @@ def all_results(X, Y) -> list:
     """One instance of every result type, from small synthetic data (also used for the browser check)."""
     import whitenclip
     from whitenclip.moments import MomentsSummary
-    from whitenclip.stores import EmbeddingsSummary
+    from whitenclip.readers.summary import EmbeddingsSummary
     from whitenclip.whitening import grouping_check
 
     wh = Whitener().fit(X)

@@ -26,7 +26,8 @@ from hypothesis import strategies as st
 from rich.console import Console
 from typer.testing import CliRunner
 
-from whitenclip import Whitener, cli, score
+from whitenclip import Whitener, score
+from whitenclip.cli import base as cli
 from whitenclip.render import render
 from whitenclip.whitening import summarize
 

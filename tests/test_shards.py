@@ -9,8 +9,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from whitenclip.errors import InputError
-from whitenclip.shards import (
-    Shard,
+from whitenclip.readers.base import Shard
+from whitenclip.readers.plan import (
     discover_shards,
     finite_piece_rows,
     iter_piece_rows,
@@ -178,7 +178,7 @@ def test_corrupt_metadata_parquet_is_one_input_error(tmp_path, emb_dir):
 
 def test_store_shards_read_through_the_store_reader(tmp_path, rng):
     """The sharded path reads n_items, dim and dtype from meta.json as the local path does."""
-    from whitenclip.stores import StoreWriter
+    from whitenclip.writers import StoreWriter
 
     w = StoreWriter(tmp_path / "s", dim=3, meta={"n_items": 10})
     w.write_shard(["a", "b"], rng.standard_normal((2, 3)), 2)

@@ -16,13 +16,13 @@ from whitenclip.simulate import (  # noqa: E402
     RunHistory,
     SimulationResult,
     SyntheticTask,
-    _affine_lstsq,
     embedding_metrics,
     invertible_mlp,
     make_config,
     parse_losses,
     simulate,
 )
+from whitenclip.simulate.metrics import _affine_lstsq  # noqa: E402
 
 runner = CliRunner()
 
@@ -140,7 +140,7 @@ def test_cli_json_html_and_stores_readable_by_other_commands(tmp_path):
     assert {run["loss"] for run in doc["runs"]} == {"infonce", "untrained"}
     assert doc["summary"]["untrained"]["ad_pass"]["mean"] == doc["runs"][1]["metrics"]["ad_pass"][0]
     assert (out / "simulate.html").read_text().count("data:image/png;base64,") == 1
-    from whitenclip.stores import read_embeddings
+    from whitenclip.readers.plan import read_embeddings
     ids_a, A = read_embeddings([str(emb / "infonce" / "seed0")])
     ids_b, B = read_embeddings([str(emb / "untrained" / "seed0")])
     assert ids_a == ids_b and A.shape == (600, 64)
@@ -220,7 +220,8 @@ def test_parse_eval_epochs_property(epochs, values):
 
 
 def test_epochs_visit_every_training_row_once_per_epoch():
-    from whitenclip.simulate import _Run, _train_set
+    from whitenclip.simulate.data import _train_set
+    from whitenclip.simulate.training import _Run
 
     cfg = make_config(data="binary", encoder="linear", mixing="none", latent_dim=16, epochs=2, train_size=40,
                       batch_size=8, losses="infonce", seeds=1, device="cpu")

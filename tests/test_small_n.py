@@ -216,7 +216,8 @@ def test_degenerate_rule():
 @pytest.mark.parametrize(("cells", "said"), [(["a.jpg"] * 4, "holds one value ('a.jpg') for 4 captions"),
                                              ([""] * 4, "holds only empty cells for 4 captions")])
 def test_an_image_column_that_cannot_group_is_not_the_default_grouping(cells, said):
-    from whitenclip.inputs import InputFormatWarning, parse_caption_groups
+    from whitenclip.readers.captions import parse_caption_groups
+    from whitenclip.readers.items import InputFormatWarning
 
     data = ("image,caption\n" + "".join(f"{c},caption {i}\n" for i, c in enumerate(cells))).encode()
     with warnings.catch_warnings(record=True) as rec:
@@ -236,7 +237,7 @@ def test_a_table_image_column_that_cannot_group_is_not_the_default_grouping(tmp_
     pa = pytest.importorskip("pyarrow")
     import pyarrow.parquet as pq
 
-    from whitenclip.tables import read_caption_table
+    from whitenclip.readers.caption_tables import read_caption_table
 
     pq.write_table(pa.table({"image": pa.array([None] * 3, pa.string()), "caption": ["x", "y", "z"]}),
                    tmp_path / "null.parquet")

@@ -10,10 +10,12 @@ from typer.testing import CliRunner
 
 from whitenclip.cli import MAX_SKIP_WARNINGS, app
 from whitenclip.errors import InputError
-from whitenclip.inputs import InputFormatWarning, parse_captions
+from whitenclip.readers.captions import parse_captions
+from whitenclip.readers.items import InputFormatWarning
+from whitenclip.readers.plan import open_embeddings, read_embeddings
 from whitenclip.sources import EncodeOptions, open_sources
-from whitenclip.stores import StoreWriter, open_embeddings, read_embeddings
 from whitenclip.whitening import Whitener
+from whitenclip.writers import StoreWriter
 
 runner = CliRunner()
 

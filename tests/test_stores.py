@@ -7,15 +7,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from whitenclip.errors import InputError
-from whitenclip.stores import (
-    RowStats,
-    StoreWriter,
-    atomic_write,
-    finite_chunks,
-    open_embeddings,
-    read_embeddings,
-    read_text_vectors,
-)
+from whitenclip.outputs import atomic_write
+from whitenclip.readers.plan import open_embeddings, read_embeddings, read_text_vectors
+from whitenclip.readers.rows import RowStats, finite_chunks
+from whitenclip.writers import StoreWriter
 
 
 @pytest.fixture
@@ -153,7 +148,7 @@ def st_bytes(header, payload: bytes = b"") -> bytes:
 
 def both_readers(path):
     """(local rows, sharded rows) of one embeddings file, or the InputError each raised."""
-    from whitenclip.shards import discover_shards, iter_piece_rows, plan_pieces
+    from whitenclip.readers.plan import discover_shards, iter_piece_rows, plan_pieces
 
     out = []
     for read in (lambda: read_embeddings(path)[1],
@@ -210,7 +205,7 @@ def test_npy_bad_magic_is_named_as_such(tmp_path):
 
 
 def test_text_vector_with_underscore_digits_is_refused():
-    from whitenclip.stores import parse_vector_line
+    from whitenclip.readers.text import parse_vector_line
 
     assert parse_vector_line("1_000 2") is None and parse_vector_line("[1, true]") is None
     assert parse_vector_line('[1, "2"]') is None and parse_vector_line("\u0661\u0662 3") is None
@@ -232,7 +227,7 @@ def test_safetensors_local_read_streams_in_chunks(tmp_path):
     # VmHWM: this process's peak RSS (getrusage's ru_maxrss would include the forked pytest's)
     code = f"""
 import numpy as np
-from whitenclip.stores import open_embeddings
+from whitenclip.readers.plan import open_embeddings
 def hwm():
     return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
 src = open_embeddings({str(tmp_path / 'big.safetensors')!r})
@@ -247,7 +242,7 @@ print((hwm() - before) // 1024, total)
 
 
 def test_npz_members_stream_and_compressed_bombs_are_refused(tmp_path, monkeypatch):
-    from whitenclip import stores
+    from whitenclip.readers import npz
 
     X = np.random.default_rng(1).standard_normal((40, 5))
     ids = np.array([f"r{i}" for i in range(40)])
@@ -259,9 +254,9 @@ def test_npz_members_stream_and_compressed_bombs_are_refused(tmp_path, monkeypat
         assert [len(c[0]) for c in chunks] == [16, 16, 8]
         np.testing.assert_array_equal(np.concatenate([c[1] for c in chunks]), X)
         assert chunks[2][0][0] == "r32"
-    assert isinstance(open_embeddings(tmp_path / "plain.npz")._blocks[0][0], stores.RawRows)  # read in place
+    assert open_embeddings(tmp_path / "plain.npz").shards[0].kind == "raw"  # read in place, by byte ranges
     np.savez_compressed(tmp_path / "bomb.npz", embeddings=np.zeros((4096, 64)))  # 2 MiB of zeros in ~2 KiB
-    monkeypatch.setattr(stores, "NPZ_INFLATE_LIMIT", 1 << 20, raising=False)
+    monkeypatch.setattr(npz, "NPZ_INFLATE_LIMIT", 1 << 20)
     with pytest.raises(InputError, match=r"bomb\.npz: member 'embeddings\.npy' would inflate to .* limit"):
         open_embeddings(tmp_path / "bomb.npz")
     np.savez(tmp_path / "bad_ids.npz", embeddings=X, ids=ids[:3])
@@ -294,7 +289,7 @@ def _store(directory, meta, rows=20, dim=4):
     ({"n_items": 1000}, "store is incomplete: 20 of 1000 items"),
 ])
 def test_bad_store_meta_refused_by_both_paths(tmp_path, meta, needle):
-    from whitenclip.shards import discover_shards
+    from whitenclip.readers.plan import discover_shards
 
     _store(tmp_path / "s", meta)
     with pytest.raises(InputError, match=re.escape(needle)):
@@ -304,7 +299,7 @@ def test_bad_store_meta_refused_by_both_paths(tmp_path, meta, needle):
 
 
 def test_partial_store_allowed_on_both_paths(tmp_path):
-    from whitenclip.shards import discover_shards
+    from whitenclip.readers.plan import discover_shards
 
     X = _store(tmp_path / "s", {"n_items": 1000})
     np.testing.assert_allclose(open_embeddings(tmp_path / "s", allow_partial=True).read_all()[1], X, rtol=1e-6)
@@ -352,8 +347,8 @@ def test_huge_rows_on_the_local_row_path_name_the_file_and_row(tmp_path, command
 
 
 def test_huge_row_beside_a_dropped_nonfinite_row_keeps_its_file_row_number(tmp_path):
-    from whitenclip.shards import discover_shards, finite_piece_rows, plan_pieces
-    from whitenclip.stores import finite_chunks, open_embeddings
+    from whitenclip.readers.plan import discover_shards, finite_piece_rows, open_embeddings, plan_pieces
+    from whitenclip.readers.rows import finite_chunks
 
     X = np.ones((10, 3))
     X[2, 0], X[7, 1] = np.nan, 1e60
@@ -389,7 +384,7 @@ def test_sparse_pt_is_refused_in_one_line_without_torchs_warning(tmp_path, comma
 def test_sharded_reader_refuses_a_store_shard_whose_ids_do_not_match_its_rows(tmp_path, damage):
     """90 ids (or groups) for a 100-row shard: refused by the local reader and, the same way, by the
     sharded one (which used to fit such a store without a word)."""
-    from whitenclip.shards import discover_shards
+    from whitenclip.readers.plan import discover_shards
 
     d = tmp_path / "store"
     w = StoreWriter(d, dim=4, dtype="float32", meta={"n_items": 200})
@@ -407,7 +402,7 @@ def test_sharded_reader_refuses_a_store_shard_whose_ids_do_not_match_its_rows(tm
 
 
 def test_other_formats_given_as_safetensors_are_named(tmp_path):
-    from whitenclip.stores import parse_safetensors_header
+    from whitenclip.readers.safetensors import parse_safetensors_header
 
     np.save(tmp_path / "a.npy", np.zeros((3, 4)))
     np.savez(tmp_path / "b.npz", x=np.zeros(3))

@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 from whitenclip import engine
 from whitenclip.cli import app
 from whitenclip.errors import InputError
-from whitenclip.shards import discover_shards, plan_pieces
-from whitenclip.stores import open_embeddings
+from whitenclip.readers.plan import discover_shards, open_embeddings, plan_pieces
 from whitenclip.whitening import Whitener
 
 pa = pytest.importorskip("pyarrow")
@@ -101,7 +100,7 @@ def test_planner_makes_one_piece_per_row_group(folder):
     assert [s.kind for s in shards] == ["table"] * 3 and [s.n_rows for s in shards] == [sum(g) for g in GROUPS]
     pieces = plan_pieces(shards, piece_rows=5)  # piece_rows does not cut a row group
     assert [p.n_rows for p in pieces] == [n for g in GROUPS for n in g if n]
-    from whitenclip.shards import iter_piece_rows, piece_ids
+    from whitenclip.readers.plan import iter_piece_rows, piece_ids
 
     got = np.concatenate([Y for p in pieces for _, Y in iter_piece_rows(p, chunk_rows=4)])
     np.testing.assert_array_equal(got, X)
@@ -301,7 +300,7 @@ def test_any_layout_reads_rows_in_order(tmp_path_factory, groups, chunk, fixed, 
 
 def test_image_folder_with_parquet_is_not_a_table(tmp_path):
     """img2dataset output: 00000.parquet beside 00000/ holding the images stays images to embed."""
-    from whitenclip.tables import is_table_path
+    from whitenclip.readers.items import is_table_path
 
     (tmp_path / "00000").mkdir()
     (tmp_path / "00000" / "a.jpg").write_bytes(b"")

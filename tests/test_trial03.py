@@ -82,7 +82,7 @@ def test_num_workers_is_bounded_and_capped_at_the_loader_pieces(tmp_path, tiny, 
 @pytest.mark.parametrize("decode", ["cpu", "gpu"])
 def test_fifo_named_jpg_is_skipped_not_read(tmp_path, tiny, decode):
     from whitenclip.encoders import embed
-    from whitenclip.inputs import InputSkipWarning, SkipReport
+    from whitenclip.readers.items import InputSkipWarning, SkipReport
 
     good = _photos(tmp_path, 1)
     fifo = tmp_path / "pipe.jpg"
@@ -174,7 +174,8 @@ def test_simulate_preset_refuses_the_settings_it_fixes():
 def test_r2_skips_latent_coordinates_constant_on_the_held_out_rows():
     import warnings
 
-    from whitenclip.simulate import _affine_lstsq, _apply, _subsets, embedding_metrics
+    from whitenclip.simulate import embedding_metrics
+    from whitenclip.simulate.metrics import _affine_lstsq, _apply, _subsets
 
     rng = np.random.default_rng(1)
     F = rng.standard_normal((1000, 4))
@@ -309,8 +310,9 @@ def test_symlink_loop_and_fifo_inputs_are_skipped_with_their_reason(tmp_path):
 
 
 def test_folder_scan_leaves_out_fifos_and_symlink_loops(tmp_path):
-    from whitenclip.inputs import InputSkipWarning, SkipReport, discover_images
-    from whitenclip.sources import collect_inputs
+    from whitenclip.readers.collect import collect_inputs
+    from whitenclip.readers.images import discover_images
+    from whitenclip.readers.items import InputSkipWarning, SkipReport
 
     loop, fifo = _loop_and_fifo(tmp_path)
     good = _photos(tmp_path, 2)
@@ -336,7 +338,7 @@ def test_folder_scan_leaves_out_fifos_and_symlink_loops(tmp_path):
 def test_pairs_skip_report_counts_the_table_rows_dropped(tmp_path):
     import json
 
-    from whitenclip.inputs import InputSkipWarning
+    from whitenclip.readers.items import InputSkipWarning
     from whitenclip.sources import EncodeOptions, embed_pairs
 
     _photos(tmp_path, 3)

@@ -15,8 +15,8 @@ from safetensors.numpy import load_file, save_file
 from typer.testing import CliRunner
 
 from whitenclip.cli import app
-from whitenclip.stores import StoreWriter
 from whitenclip.whitening import Whitener
+from whitenclip.writers import StoreWriter
 
 runner = CliRunner()
 

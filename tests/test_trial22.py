@@ -24,11 +24,13 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from whitenclip import engine, tables
+from whitenclip import engine
 from whitenclip.cli import app
 from whitenclip.errors import InputError
 from whitenclip.moments import MomentsPart
-from whitenclip.stores import open_embeddings
+from whitenclip.readers import table as tables
+from whitenclip.readers.caption_tables import read_caption_table
+from whitenclip.readers.plan import open_embeddings
 
 runner = CliRunner()
 DIM = 3
@@ -103,7 +105,7 @@ class Counter:
 
             return tree_merge(items, counted)
 
-        monkeypatch.setattr(engine, "tree_merge", counting_tree_merge)
+        monkeypatch.setattr(engine.drivers, "tree_merge", counting_tree_merge)
 
 
 def _local_moments(folder):
@@ -256,7 +258,7 @@ def test_long_caption_is_cut_before_tokenising_under_an_address_limit(tmp_path):
         import warnings
         import torch
         from whitenclip.encoders import load_encoder
-        from whitenclip.sources import read_caption_groups
+        from whitenclip.readers.collect import read_caption_groups
         enc = load_encoder("minilm", device="cpu")
         ref = enc.encode([{long[:MAX_CAPTION_CHARS].strip()!r}], modality="text")
         limit()
@@ -277,7 +279,7 @@ def test_long_caption_is_cut_before_tokenising_under_an_address_limit(tmp_path):
 def test_caption_tables_and_pairs_cut_long_captions(tmp_path):
     """The same cap in a parquet caption table (named by row group and row) and a --pairs table."""
     from whitenclip.config import MAX_CAPTION_CHARS
-    from whitenclip.inputs import InputFormatWarning
+    from whitenclip.readers.items import InputFormatWarning
     from whitenclip.sources import read_pairs_table
 
     long = "x" * (MAX_CAPTION_CHARS + 5)
@@ -285,7 +287,7 @@ def test_caption_tables_and_pairs_cut_long_captions(tmp_path):
     with pytest.warns(InputFormatWarning, match=r"t.parquet: row group 0, row 1 \(row 1 of the file\): caption of "
                       rf"{MAX_CAPTION_CHARS + 5} characters cut to its first {MAX_CAPTION_CHARS} before tokenising "
                       r"\(and 1 more caption\(s\) of this file\)"):
-        caps, _ = tables.read_caption_table(tmp_path / "t.parquet")
+        caps, _ = read_caption_table(tmp_path / "t.parquet")
     assert [len(c) for c in caps] == [5, MAX_CAPTION_CHARS, MAX_CAPTION_CHARS]
     (tmp_path / "p.csv").write_text(f"image,caption\na.jpg,{long}\n")
     (tmp_path / "a.jpg").write_bytes(b"")

@@ -192,7 +192,7 @@ def test_fit_transform_no_warning_on_full_rank(anisotropic):
 def test_streaming_fit_equals_in_memory_fit_and_leaves_source_intact(tmp_path, anisotropic):
     """Two passes (Ledoit-Wolf) over an in-memory float64 source: chunks are centred in place,
     so they must be copies, never views into the source."""
-    from whitenclip.stores import open_embeddings
+    from whitenclip.readers.plan import open_embeddings
     from whitenclip.whitening import fit_whitener_streaming
 
     np.savez(tmp_path / "x.npz", embeddings=anisotropic)
@@ -325,7 +325,7 @@ def test_calibration_sample_sizes_and_switch(anisotropic):
 
 
 def test_streaming_calibration_equals_in_memory(tmp_path, anisotropic):
-    from whitenclip.stores import open_embeddings
+    from whitenclip.readers.plan import open_embeddings
     from whitenclip.whitening import fit_whitener_streaming
 
     np.save(tmp_path / "x.npy", anisotropic)

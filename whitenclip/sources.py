@@ -1,6 +1,6 @@
 """What the commands read: embedding files, or raw images/captions embedded on the fly.
 
-Every source offers the same surface as :class:`~whitenclip.stores.EmbeddingFile`:
+Every source offers the same surface as :class:`~whitenclip.readers.rows.EmbeddingFile`:
 ``path`` (a label), ``dim``, ``meta`` (encoder, modality, normalized) and
 ``iter_chunks(chunk_rows)`` yielding ``(ids, X)`` with X float64 of shape (m, d), so fitting,
 scoring, diagnostics and information estimates need not care where rows come from.
@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 from collections import Counter
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,30 +27,19 @@ import numpy as np
 
 from whitenclip.config import ENCODED_CHUNK_ITEMS
 from whitenclip.errors import InputError
-from whitenclip.inputs import (
-    IMAGE_EXTENSIONS,
-    MODALITIES,
-    STDIN,
+from whitenclip.readers.captions import decoded_lines
+from whitenclip.readers.collect import collect_inputs
+from whitenclip.readers.items import (
     Inputs,
     SkipReport,
-    decoded_lines,
-    detect_modality,
-    discover_images,
     is_image_path,
-    non_regular_reason,
-    parse_caption_groups,
+    is_table_path,
 )
-from whitenclip.stores import (
-    EmbeddingFile,
-    agreed_encoder_meta,
-    is_embedding_path,
-    iter_rows,
-    label_ids,
-    looks_like_vectors,
-    open_embeddings,
-    read_text_vectors,
-)
-from whitenclip.tables import is_table_path, read_caption_table, table_kind
+from whitenclip.readers.meta import agreed_encoder_meta
+from whitenclip.readers.plan import is_embedding_path, open_embeddings, read_text_vectors
+from whitenclip.readers.rows import EmbeddingFile, iter_rows, label_ids
+from whitenclip.readers.table import table_kind
+from whitenclip.readers.text import looks_like_vectors
 
 DEFAULT_MODELS = {"text": "minilm", "image": "openclip:ViT-B-32/openai"}
 """Encoder used for raw inputs when neither --model nor a whitener names one."""
@@ -68,7 +55,7 @@ class EncodeOptions:
     column: str | None = None
     """Caption column of a CSV, or embedding column of a parquet/Arrow table."""
     id_column: str | None = None
-    """Row id column of a parquet/Arrow table of embeddings (:mod:`whitenclip.tables`), or of a
+    """Row id column of a parquet/Arrow table of embeddings (:mod:`whitenclip.readers.table`), or of a
     captions CSV/table (each caption's id: the column's value, duplicates kept)."""
     strict: bool = False
     device: str = "auto"
@@ -80,7 +67,7 @@ class EncodeOptions:
     allow_partial: bool = False
     group_column: str | bool | None = None
     """Captions CSV column naming each row's group (True: an image column when the header has one,
-    see :data:`whitenclip.inputs.IMAGE_COLUMNS`; None: no groups; False: no groups, and those a
+    see :data:`whitenclip.readers.items.IMAGE_COLUMNS`; None: no groups; False: no groups, and those a
     store records are dropped too)."""
     groups_file: str | None = None
     """A file of group ids, one line per input row (all INPUTs in order); an empty line: own group."""
@@ -88,7 +75,7 @@ class EncodeOptions:
 
 @dataclass
 class EncodedSource:
-    """Raw inputs (a collected :class:`~whitenclip.inputs.Inputs`) embedded chunk by chunk."""
+    """Raw inputs (a collected :class:`~whitenclip.readers.items.Inputs`) embedded chunk by chunk."""
 
     path: str
     inputs: object
@@ -217,14 +204,14 @@ def read_groups_file(path, n_rows: int) -> list:
 
 
 _TEXT_SUFFIXES = ("", ".txt", ".tsv", ".csv", ".vec", ".vectors")
-_BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, parquet/Arrow tables (.parquet, "
-                ".arrow, .feather, .ipc), whitenclip store directories and text vectors; captions from UTF-8 text "
-                "or CSV; images by their extension")
+_BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, .h5/.hdf5, parquet/Arrow tables "
+                "(.parquet, .arrow, .feather, .ipc), whitenclip store directories and text vectors; captions from "
+                "UTF-8 text or CSV; images by their extension")
 
 
 def holds_embeddings(path: str, as_text: bool = False, column: str | None = None) -> bool:
     """An embeddings file/store, a parquet/Arrow table whose column (``column``, else the default
-    one) is a list<float> one (a string column: captions, :func:`whitenclip.tables.table_kind`), or a
+    one) is a list<float> one (a string column: captions, :func:`whitenclip.readers.table.table_kind`), or a
     text file whose first non-empty line is a vector of numbers.
 
     A file of another extension that is binary (NUL bytes or invalid UTF-8 in its first 8 KiB)
@@ -267,159 +254,13 @@ def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False,
     return open_embeddings(path, allow_partial=allow_partial, column=column, id_column=id_column)
 
 
-# ---------------------------------------------------------------------------------------
-# raw inputs: image folders and files, captions files, caption tables (here, not in
-# whitenclip.inputs: inputs sits below whitenclip.tables and cannot read a table of captions)
-# ---------------------------------------------------------------------------------------
-def _is_caption_table(path: str) -> bool:
-    return path != STDIN and is_table_path(path)
 
 
-def read_captions(
-    path: str | os.PathLike,
-    *,
-    column: str | int | None = None,
-    report: SkipReport | None = None,
-    stdin: io.BufferedIOBase | None = None,
-) -> list[str]:
-    """Captions from a file (``"-"`` = standard input); see :func:`whitenclip.inputs.parse_captions`."""
-    return read_caption_groups(path, column=column, report=report, stdin=stdin)[0]
 
 
-def read_caption_groups(
-    path: str | os.PathLike,
-    *,
-    column: str | int | None = None,
-    report: SkipReport | None = None,
-    stdin: io.BufferedIOBase | None = None,
-    group_column: str | bool | None = None,
-    id_column: str | int | None = None,
-    ids: list | None = None,
-) -> tuple[list[str], list | None]:
-    """Captions and their group ids from a file (``"-"`` = standard input); see
-    :func:`whitenclip.inputs.parse_caption_groups` (``id_column``: each kept caption's id is appended to ``ids``)."""
-    name = str(path)
-    kw = {"column": column, "report": report, "group_column": group_column}
-    if id_column is not None:
-        kw.update(id_column=id_column, ids=ids)
-    if _is_caption_table(name):  # parquet/Arrow: its string column, read as the CSV of the same table would be
-        return read_caption_table(name, **kw)
-    if name == STDIN:
-        stream = stdin if stdin is not None else sys.stdin.buffer
-        return parse_caption_groups(stream.read(), "<stdin>", **kw)
-    try:
-        data = Path(name).read_bytes()
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory, not a captions file") from None
-    except OSError as exc:
-        raise InputError(f"{name}: cannot read ({exc.strerror or exc})") from None
-    return parse_caption_groups(data, name, **kw)
 
 
-def _image_items(paths: Iterable[str], report: SkipReport, stdin) -> list[str]:
-    items: list[str] = []
-    for p in paths:
-        if p == STDIN:
-            stream = stdin if stdin is not None else sys.stdin.buffer
-            for lineno, line in decoded_lines(stream.read(), "<stdin>", report):
-                line = line.strip()
-                if line:
-                    items.append(line)
-        elif os.path.isdir(p):
-            skipped = report.n_skipped
-            found = discover_images(p, report)
-            if not found and report.n_skipped == skipped:
-                raise InputError(
-                    f"{p}: no image files found (looked for {', '.join(sorted(IMAGE_EXTENSIONS))})"
-                )
-            items.extend(found)
-        elif os.path.isfile(p):
-            items.append(p)
-        else:
-            why = non_regular_reason(p)
-            if why is None:  # became a regular file since the check
-                items.append(p)
-            elif why[0] == "missing file":
-                raise InputError(f"{p}: {why[1]}")
-            else:  # a symlink loop, a FIFO or device named x.jpg: a bad image, skipped like the others
-                report.add(p, *why)
-    return items
 
-
-def collect_inputs(
-    paths: Sequence[str | os.PathLike],
-    *,
-    modality: str | None = None,
-    column: str | int | None = None,
-    strict: bool = False,
-    stdin: io.BufferedIOBase | None = None,
-    group_column: str | bool | None = None,
-    id_column: str | int | None = None,
-) -> Inputs:
-    """Gather the items named by ``paths`` (directories, image files, captions files, ``"-"``).
-
-    Parameters
-    ----------
-    paths : sequence of path-like
-        Inputs in order; see :mod:`whitenclip.inputs` for what each may be.
-    modality : {"image", "text"}, optional
-        Override :func:`whitenclip.inputs.detect_modality`.
-    column : str or int, optional
-        Caption column of CSV inputs and parquet/Arrow tables.
-    strict : bool, default False
-        Raise :class:`InputError` on the first bad item instead of skipping it.
-    stdin : binary stream, optional
-        Read instead of ``sys.stdin.buffer`` for ``"-"`` (tests).
-    group_column : str, True or None
-        Group the captions of CSV inputs and tables by this column (True: an image column of
-        :data:`~whitenclip.inputs.IMAGE_COLUMNS` when the header has one); see
-        :func:`~whitenclip.inputs.parse_caption_groups`. Items of inputs without groups are their own
-        groups; ``Inputs.groups`` is None when no input had any.
-    id_column : str or int, optional
-        Row ids of captions from CSV inputs and tables (``--id-column``): ``Inputs.ids`` holds the
-        column's value for each caption, duplicates kept. Every caption input must have the column;
-        images are refused (their path is their id).
-
-    Returns
-    -------
-    Inputs
-
-    Raises
-    ------
-    InputError
-        Missing path, mixed modalities, a bad item in strict mode, or no usable item left.
-    """
-    names = [str(p) for p in paths]
-    if modality is None:
-        modality = detect_modality(names)
-    elif modality not in MODALITIES:
-        raise InputError(f"unknown modality {modality!r}; use one of {', '.join(MODALITIES)}")
-    if names.count(STDIN) > 1:
-        raise InputError("standard input ('-') given more than once")
-    report = SkipReport(strict=strict)
-    ids: list | None = None if id_column is None else []
-    if modality == "image":
-        if id_column is not None:
-            raise InputError(f"{names[0]}: --id-column names the id column of a captions CSV or table; an image's "
-                             "id is its path")
-        items, groups = _image_items(names, report, stdin), []
-    else:
-        items, groups = [], []
-        for p in names:
-            if p != STDIN and os.path.isdir(p) and not _is_caption_table(p):
-                raise InputError(f"{p}: is a directory; captions come from a text or CSV file")
-            caps, grp = read_caption_groups(p, column=column, report=report, stdin=stdin, group_column=group_column,
-                                            id_column=id_column, ids=ids)
-            items.extend(caps)
-            groups.extend(grp if grp is not None else [None] * len(caps))
-    if not items:
-        where = ", ".join(names)
-        extra = f" ({report.summary()})" if report.n_skipped else ""
-        raise InputError(f"{where}: nothing usable to embed{extra}")
-    named = any(g is not None for g in groups)  # images have none
-    return Inputs(items=items, modality=modality, skips=report, groups=groups if named else None, ids=ids)
 
 
 def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: bytes | None) -> EncodedSource:
@@ -499,7 +340,7 @@ def write_store(src: EncodedSource, directory, *, dtype: str = "float32", shard_
     ``command`` (the command line that writes the store) is recorded so that an incomplete store
     can say how to finish it. Returns the number of rows the store holds.
     """
-    from whitenclip.stores import StoreWriter
+    from whitenclip.writers import StoreWriter
 
     meta = {**src.meta, "items_hash": src.items_hash, "n_items": len(src.inputs.items)}
     if command:
@@ -518,9 +359,9 @@ def write_store(src: EncodedSource, directory, *, dtype: str = "float32", shard_
 
 def write_embeddings_file(src: EncodedSource, path, *, dtype: str = "float32") -> int:
     """Embed one raw source into one ``.npy`` file, with its ids (and groups, encoder) in
-    ``NAME.ids.json`` beside it (:func:`whitenclip.stores.write_npy`); returns the row count.
+    ``NAME.ids.json`` beside it (:func:`whitenclip.writers.write_npy`); returns the row count.
     Not resumable: a rerun embeds everything again and replaces both files."""
-    from whitenclip.stores import write_npy
+    from whitenclip.writers import write_npy
 
     groups = src.groups
 
@@ -566,7 +407,7 @@ class PairedEmbeddings:
 
 @dataclass
 class PairSkipReport(SkipReport):
-    """A :class:`~whitenclip.inputs.SkipReport` of a pairs table that also counts the table rows
+    """A :class:`~whitenclip.readers.items.SkipReport` of a pairs table that also counts the table rows
     dropped: one image that cannot be embedded drops every row naming it.
 
     ``rows_of_image`` (image path -> rows naming it) is set before the images are embedded; an
@@ -618,7 +459,7 @@ def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, sk
     """
     import csv
 
-    from whitenclip.inputs import decoded_lines, pick_column
+    from whitenclip.readers.captions import pick_column
 
     p = Path(path)
     if not p.is_file():
@@ -634,7 +475,7 @@ def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, sk
     if not any(h.strip() for h in header):
         raise InputError(f"{p}:{lines[0][0]}: not a CSV/TSV table (empty header line); {_PAIRS_HINT}")
     i_img, i_txt = pick_column(header, image_col, str(p)), pick_column(header, text_col, str(p))
-    from whitenclip.inputs import cut_caption, note_cut_captions
+    from whitenclip.readers.captions import cut_caption, note_cut_captions
 
     root = Path(image_root) if image_root is not None else p.parent
     out, cuts = [], []
@@ -669,7 +510,6 @@ def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_
     both sides together, so row i of X and Y always belong to the same table row.
     """
     from whitenclip.encoders import embed, load_encoder
-    from whitenclip.inputs import Inputs
 
     skips = PairSkipReport(strict=options.strict)
     rows = read_pairs_table(path, image_col=image_col, text_col=text_col, image_root=image_root, skips=skips)

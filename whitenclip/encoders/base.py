@@ -15,13 +15,11 @@ from typing import ClassVar
 import numpy as np
 
 from whitenclip.errors import InputError, WhitenclipError
+from whitenclip.readers.meta import ENCODER_META_KEYS, split_encoder_meta  # noqa: F401 (what files record)
 
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 ENTRY_POINT_GROUP = "whitenclip.encoders"
 """Entry-point group through which installed distributions register encoder classes."""
-ENCODER_META_KEYS = ("encoder", "modality", "normalized", "activation", "encoder_fingerprint")
-"""What stores, embedding files and whitener artifacts record about the encoder of their rows
-(:meth:`Encoder.meta`, less ``dim``); a key is absent or None where unknown."""
 
 
 class ActivationWarning(UserWarning):
@@ -510,23 +508,6 @@ def encoder_from_meta(meta: dict, *, device: str = "auto", precision: str = "aut
                        device=device, precision=precision)
     check_activation(enc, meta)
     return enc
-
-
-_OLD_FINGERPRINTED = re.compile(r"(?P<activation>.+) \((?:hf|st) (?P<fingerprint>[0-9a-f]{12})\)")
-
-
-def split_encoder_meta(meta: dict) -> dict:
-    """A copy of ``meta`` in today's form: an ``activation`` written before ``encoder_fingerprint``
-    existed, ``"ACT (hf|st FINGERPRINT)"``, becomes ``activation=ACT`` and ``encoder_fingerprint``.
-
-    Anything else (no activation, a plain one, a recorded fingerprint) is returned unchanged.
-    """
-    out = dict(meta)
-    act = out.get("activation")
-    m = _OLD_FINGERPRINTED.fullmatch(act) if isinstance(act, str) else None
-    if m and not out.get("encoder_fingerprint"):
-        out["activation"], out["encoder_fingerprint"] = m.group("activation"), m.group("fingerprint")
-    return out
 
 
 def check_activation(encoder: Encoder, recorded: dict, label: str = "the artifact") -> None:

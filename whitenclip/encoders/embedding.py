@@ -1,454 +1,68 @@
-"""Batched, device-aware embedding of raw inputs: image decoding (workers, JPEG on the GPU), batching, chunks."""
+"""Batched, device-aware embedding of raw inputs: image decoding (workers, JPEG on the GPU), batching, chunks.
+
+This module holds the loop (:func:`embed_items`, :func:`embed`) and the model stage; its parts live in
+:mod:`~whitenclip.encoders.preprocess` (tensor preprocessing), :mod:`~whitenclip.encoders.decoding`
+(device JPEG decoding, the decoder choice), :mod:`~whitenclip.encoders.workers` (decode worker datasets)
+and :mod:`~whitenclip.encoders.batching` (model batches from worker pieces), re-exported here.
+"""
 
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from whitenclip import config
 from whitenclip.encoders.base import Encoder, _one_line, install_embedding_loop
+from whitenclip.encoders.batching import (
+    _image_plan,
+    _in_background,
+    _on_side_stream,
+    _pil_batches,
+    _tensor_batches,
+)
+from whitenclip.encoders.decoding import (
+    _DECODER_CHECKED,
+    DECODERS,
+    _decode_jpeg_call,
+    _exif_orient,
+    decode_jpegs,
+    device_decoder_error,
+    jpeg_header,
+    resolve_decode,
+)
+from whitenclip.encoders.preprocess import (
+    TensorPreprocess,
+    _empty_cache,
+    _normalize,
+    _oom_error,
+    resize_crop_each,
+    resize_target,
+    split_transform,
+)
+from whitenclip.encoders.workers import (
+    MAX_NUM_WORKERS,
+    WORKER_BATCH,
+    _BytesDataset,
+    _collate_images,
+    _collate_list,
+    _ImageDataset,
+    default_num_workers,
+)
 from whitenclip.errors import InputError, WhitenclipError
-from whitenclip.inputs import Inputs, SkipReport, image_error_reason, load_image, non_regular_reason
-
-WORKER_BATCH = 16
-"""Images per hand-over from a decode worker (model batches are assembled from these)."""
-DECODERS = ("auto", "cpu", "gpu", "pil", "pil-reduced")
-"""Image decoders of :func:`embed_items` (``--decode``): see :func:`resolve_decode`."""
-
-MAX_NUM_WORKERS = 64
-"""Most decode worker processes ``num_workers`` may ask for (each is a forked Python process)."""
-
-
-# --------------------------------------------------------------------------- image loading
-
-
-def split_transform(transform):
-    """Split open_clip's preprocessing into a PIL stage and the final ``ToTensor`` + ``Normalize``.
-
-    Returns ``(pil_stage, mean, std)`` when ``transform`` is a torchvision ``Compose`` ending in
-    ``ToTensor`` (or open_clip's ``MaybeToTensor``) and ``Normalize``, else None. Workers then
-    hand over uint8 pixels (4x less to copy between processes or to the GPU) and the main
-    process finishes with :func:`_normalize`, which performs the same float operations in the
-    same order as ``ToTensor`` + ``Normalize`` (so the result is identical).
-    """
-    from torchvision import transforms as T
-
-    steps = getattr(transform, "transforms", None)
-    if (not isinstance(transform, T.Compose) or steps is None or len(steps) < 2
-            or not isinstance(steps[-2], T.ToTensor) or not isinstance(steps[-1], T.Normalize)
-            or steps[-1].inplace):
-        return None
-    return T.Compose(list(steps[:-2])), tuple(steps[-1].mean), tuple(steps[-1].std)
-
-
-def resize_target(transform) -> int | None:
-    """Largest side the first ``Resize`` of a torchvision ``Compose`` resizes to (None if none)."""
-    from torchvision import transforms as T
-
-    for step in getattr(transform, "transforms", []):
-        if isinstance(step, T.Resize):
-            size = step.size
-            return int(size) if isinstance(size, int) else int(max(size))
-    return None
-
-
-def _normalize(u8, mean, std, *, channels_first: bool = False):
-    """uint8 (m, H, W, C) (or (m, C, H, W) when ``channels_first``) -> float32 (m, C, H, W):
-    ``(x / 255 - mean) / std`` as torchvision's ``ToTensor`` + ``Normalize`` do."""
-    import torch
-
-    x = (u8 if channels_first else u8.permute(0, 3, 1, 2)).to(torch.float32).div(255)
-    m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
-    return x.sub(m).div(s)
-
-
-_RESAMPLE_MODES = {"bicubic": "bicubic", "bilinear": "bilinear"}
-
-
-@dataclass(frozen=True)
-class TensorPreprocess:
-    """open_clip's image preprocessing on uint8 tensors, on any device (the ``decode="gpu"`` path).
-
-    Equals the PIL pipeline ``Resize(size) -> CenterCrop(crop) -> ToTensor -> Normalize(mean, std)``
-    within rounding: PIL resamples separably, horizontal pass first, and rounds to uint8 after
-    each pass; :meth:`resize_crop` does the same with ``torch.nn.functional.interpolate``
-    (``antialias=True``: PIL's support-scaled kernel, cubic a = -0.5) and rounds between the passes.
-    Measured against PIL on the shipped and the 300 Flickr8k photos: at most 2 grey levels apart at
-    224 px, 3 at 32 px; 0.05-0.07% of the pixels differ at all (``tests/test_decode.py``).
-
-    Attributes
-    ----------
-    size : int
-        Target of the short side (torchvision ``Resize(int)``); the long side is
-        ``int(size * long / short)``, capped by ``max_size`` as torchvision does.
-    crop : (int, int)
-        Centre crop (height, width); torchvision's offsets ``int(round((H - h) / 2))``.
-    mean, std : tuple of float
-        Per-channel normalisation after scaling to [0, 1].
-    mode : {"bicubic", "bilinear"}
-    max_size : int or None
-    """
-
-    size: int
-    crop: tuple[int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    mode: str = "bicubic"
-    max_size: int | None = None
-
-    @classmethod
-    def from_transform(cls, transform) -> TensorPreprocess | None:
-        """The tensor equivalent of a torchvision ``Compose`` ``[Resize(int), CenterCrop, (RGB mode), ToTensor,
-        Normalize]`` (open_clip's default ``resize_mode="shortest"``), else None."""
-        from torchvision import transforms as T
-
-        split = split_transform(transform)
-        if split is None:
-            return None
-        steps = list(split[0].transforms)
-        if len(steps) < 2 or not isinstance(steps[0], T.Resize) or not isinstance(steps[1], T.CenterCrop):
-            return None
-        resize, crop = steps[0], steps[1]
-        size = resize.size if isinstance(resize.size, int) else (
-            resize.size[0] if isinstance(resize.size, (list, tuple)) and len(resize.size) == 1 else None)
-        mode = _RESAMPLE_MODES.get(getattr(resize.interpolation, "value", str(resize.interpolation)))
-        if size is None or mode is None or resize.antialias is False:
-            return None
-        for step in steps[2:]:  # only RGB conversions may follow (images arrive as RGB already)
-            if getattr(step, "mode", None) != "RGB" and getattr(step, "__name__", "") != "_convert_to_rgb":
-                return None
-        ch, cw = (crop.size, crop.size) if isinstance(crop.size, int) else (crop.size[0], crop.size[-1])
-        return cls(int(size), (int(ch), int(cw)), split[1], split[2], mode, resize.max_size)
-
-    def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) after the resize, as torchvision computes it for ``Resize(int)``."""
-        short, long = (width, height) if width <= height else (height, width)
-        new_short, new_long = self.size, int(self.size * long / short)
-        if self.max_size is not None and new_long > self.max_size:
-            new_short, new_long = int(self.max_size * new_short / new_long), self.max_size
-        return (new_long, new_short) if width <= height else (new_short, new_long)
-
-    def resize_crop(self, images):
-        """uint8 images [(3, H_i, W_i), ...] (one device) -> uint8 (m, 3, crop_h, crop_w), in order.
-
-        Images of one size are resampled together (one batched call per size and pass).
-        """
-        import torch
-        from torch.nn import functional as F
-        from torchvision.transforms.v2 import functional as TF
-
-        if not images:
-            raise ValueError("resize_crop needs at least one image")
-        groups: dict[tuple[int, int], list[int]] = {}
-        for k, im in enumerate(images):
-            groups.setdefault(tuple(im.shape[-2:]), []).append(k)
-        out = torch.empty((len(images), 3, *self.crop), dtype=torch.uint8, device=images[0].device)
-        for (h, w), ks in groups.items():
-            x = torch.stack([images[k] for k in ks]).to(torch.float32)
-            nh, nw = self.output_size(h, w)
-            if nw != w:  # horizontal pass first, rounded to uint8 levels, as PIL does
-                x = F.interpolate(x, size=(h, nw), mode=self.mode, antialias=True, align_corners=False)
-                x = x.round_().clamp_(0, 255)
-            if nh != h:
-                x = F.interpolate(x, size=(nh, nw), mode=self.mode, antialias=True, align_corners=False)
-                x = x.round_().clamp_(0, 255)
-            out[ks] = TF.center_crop(x, list(self.crop)).to(torch.uint8)
-        return out
-
-    def normalize(self, u8):
-        """uint8 (m, 3, h, w) -> float32 (m, 3, h, w), ``(x / 255 - mean) / std``."""
-        return _normalize(u8, self.mean, self.std, channels_first=True)
-
-    def __call__(self, images):
-        """uint8 images [(3, H_i, W_i), ...] -> the model's float32 input (m, 3, crop_h, crop_w)."""
-        return self.normalize(self.resize_crop(images))
-
-
-# PIL Image.Transpose methods of ImageOps.exif_transpose, as tensor ops on (..., H, W)
-def _exif_orient(img, orientation: int):
-    """Apply EXIF ``orientation`` (1-8) to a (C, H, W) tensor exactly as ``ImageOps.exif_transpose``."""
-    import torch
-
-    if orientation == 2:    # FLIP_LEFT_RIGHT
-        return img.flip(-1)
-    if orientation == 3:    # ROTATE_180
-        return img.flip(-2, -1)
-    if orientation == 4:    # FLIP_TOP_BOTTOM
-        return img.flip(-2)
-    if orientation == 5:    # TRANSPOSE
-        return img.transpose(-2, -1)
-    if orientation == 6:    # ROTATE_270 (clockwise quarter turn)
-        return torch.rot90(img, -1, dims=(-2, -1))
-    if orientation == 7:    # TRANSVERSE
-        return img.transpose(-2, -1).flip(-2, -1)
-    if orientation == 8:    # ROTATE_90
-        return torch.rot90(img, 1, dims=(-2, -1))
-    return img
-
-
-_JPEG_MODES = ("RGB", "L")
-"""PIL modes of JPEGs the tensor decoder turns into the same RGB pixels as PIL (not CMYK/YCCK)."""
-
-
-def jpeg_header(data: bytes) -> tuple[str | None, int]:
-    """``(why_not, orientation)``: None and the EXIF orientation when ``data`` is a JPEG that
-    :func:`decode_jpegs` decodes to PIL's pixels; else a reason such as ``"not a JPEG (PNG)"``,
-    ``"CMYK JPEG"`` or ``"no JPEG end marker"``.
-
-    Reads the header only (PIL, no pixel decoding). Raises what ``PIL.Image.open`` raises for
-    data that is no image at all.
-    """
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        if im.format != "JPEG":
-            return f"not a JPEG ({im.format})", 1
-        if im.mode not in _JPEG_MODES:
-            return f"{im.mode} JPEG", 1
-        if not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
-            # no end-of-image marker: likely truncated, which nvjpeg may decode as grey without a
-            # word; PIL decides (decoded if whole after all, else skipped as a truncated image)
-            return "no JPEG end marker", 1
-        try:
-            orientation = int(im.getexif().get(0x0112, 1) or 1)
-        except Exception:  # noqa: BLE001 - a malformed EXIF block: PIL's exif_transpose would ignore it too
-            orientation = 1
-    return None, orientation
-
-
-def decode_jpegs(datas, device) -> list:
-    """Decode JPEG byte tensors with ``torchvision.io.decode_jpeg`` on ``device`` (nvjpeg on CUDA).
-
-    ``datas``: 1-D uint8 CPU tensors. Returns one entry per input, in order: a uint8 (3, H, W)
-    RGB tensor on ``device``, or the exception that decoding that item raised. A failing batch
-    (torchvision returns nothing when one item fails, or CUDA runs out of memory) is split in
-    halves and retried, so one bad file costs O(log m) extra calls and spoils nothing else.
-    """
-    if not datas:
-        return []
-    try:
-        return _decode_jpeg_call(list(datas), device)
-    except Exception as exc:  # noqa: BLE001 - corrupt, truncated, unsupported, OOM: split, else report
-        failure = exc
-    if len(datas) == 1:
-        return [failure]
-    del failure
-    _empty_cache(device)
-    h = len(datas) // 2
-    return decode_jpegs(datas[:h], device) + decode_jpegs(datas[h:], device)
-
-
-def _decode_jpeg_call(datas: list, device) -> list:
-    """torchvision's JPEG kernels called directly (``decode_jpeg`` would add a deprecation
-    warning per call since torchvision 0.29); the public function where they are missing."""
-    import torch
-    import torchvision.io
-    from torchvision.io import ImageReadMode
-
-    device = torch.device(device)
-    rgb = ImageReadMode.RGB
-    try:
-        op = torch.ops.image.decode_jpegs_cuda if device.type == "cuda" else torch.ops.image.decode_jpeg
-    except (AttributeError, RuntimeError):  # pragma: no cover - another torchvision
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            return list(torchvision.io.decode_jpeg(datas, mode=rgb, device=device))
-    if device.type == "cuda":
-        # torchvision allocates the outputs on the caller's stream but nvjpeg writes them on a private
-        # stream that does not wait for the caller's: a block freed while the caller's kernels still
-        # read it can be overwritten (pytorch/vision#9606). Draining the caller's stream first
-        # (here the prefetch thread's side stream, not the model's) orders the two.
-        torch.cuda.current_stream(device).synchronize()
-        return list(op(datas, rgb.value, device))
-    return [op(d, rgb.value, False) for d in datas]
-
-
-def resize_crop_each(prep: TensorPreprocess, images) -> list:
-    """:meth:`TensorPreprocess.resize_crop` on ``images``, split in halves and retried while the
-    device runs out of memory. One entry per image, in order: a uint8 (3, crop_h, crop_w) tensor,
-    or the out-of-memory error that even that image alone raised (the caller decodes it on the CPU).
-    """
-    if not images:
-        return []
-    try:
-        return list(prep.resize_crop(images))
-    except _oom_error() as exc:
-        failure = exc
-    if len(images) == 1:
-        return [failure]
-    del failure
-    _empty_cache(images[0].device)
-    h = len(images) // 2
-    return resize_crop_each(prep, images[:h]) + resize_crop_each(prep, images[h:])
-
-
-def _empty_cache(device) -> None:
-    if getattr(device, "type", str(device)).startswith("cuda"):
-        import torch
-
-        torch.cuda.empty_cache()
-
-
-def _check_regular(path) -> None:
-    """Raise OSError when ``path`` exists but is not a regular file (after symlinks): reading a
-    FIFO or a character device named ``x.jpg`` would block forever or never end. A missing or
-    unreadable path is left to the reader's own error."""
-    if isinstance(path, (str, os.PathLike)):
-        why = non_regular_reason(path)
-        if why is not None and why[0] == "corrupt image":
-            raise OSError(why[1])
-
-
-class _ImageDataset:
-    """Map-style dataset: index -> (index, pixels or None, (reason, detail) or None).
-
-    ``pixels`` is uint8 (H, W, C) when ``to_uint8`` (then ``transform`` is the PIL stage of
-    :func:`split_transform`), else the transform's tensor (3, H, W). Runs in DataLoader worker
-    processes; a bad image yields a skip marker instead of raising.
-    """
-
-    def __init__(self, paths: Sequence[str], transform, offset: int, to_uint8: bool = False,
-                 reduce_to: int | None = None):
-        self.paths = paths
-        self.transform = transform
-        self.offset = offset
-        self.to_uint8 = to_uint8
-        self.reduce_to = reduce_to
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        try:
-            _check_regular(self.paths[i])
-            pixels = self.transform(load_image(self.paths[i], reduce_to=self.reduce_to))
-            if self.to_uint8:
-                pixels = _uint8_hwc(pixels)
-        except Exception as exc:  # noqa: BLE001 - corrupt/truncated/missing: report, never kill the worker
-            return self.offset + i, None, image_error_reason(exc)
-        return self.offset + i, pixels, None
-
-
-def _uint8_hwc(im):
-    """PIL image -> uint8 tensor (H, W, 3)."""
-    import torch
-
-    arr = np.asarray(im.convert("RGB") if im.mode != "RGB" else im, dtype=np.uint8)
-    return torch.from_numpy(arr.copy())
-
-
-def _collate_images(batch):
-    """-> (indices of good images, stacked pixels or None, [(index, (reason, detail)), ...])."""
-    import torch
-
-    good = [(i, px) for i, px, err in batch if err is None]
-    bad = [(i, err) for i, _, err in batch if err is not None]
-    pixels = torch.stack([px for _, px in good]) if good else None
-    return [i for i, _ in good], pixels, bad
-
-
-class _BytesDataset:
-    """``decode="gpu"`` workers: index -> (index, kind, payload, note).
-
-    kind ``"jpeg"``: payload ``(bytes as 1-D uint8 tensor, EXIF orientation)`` for the device
-    decoder; ``"cpu"``: payload uint8 (H, W, 3) pixels of the PIL stage (a non-JPEG or CMYK
-    file decoded here instead; note says why); ``"bad"``: note is ``(reason, detail)``.
-    """
-
-    def __init__(self, paths: Sequence[str], pil_stage, offset: int):
-        self.paths = paths
-        self.pil_stage = pil_stage
-        self.offset = offset
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int):
-        import io
-
-        import torch
-
-        idx = self.offset + i
-        try:
-            _check_regular(self.paths[i])
-            with open(self.paths[i], "rb") as fh:
-                data = fh.read()
-            why, orientation = jpeg_header(data)
-            if why is None:
-                return idx, "jpeg", (torch.frombuffer(bytearray(data), dtype=torch.uint8), orientation), None
-            return idx, "cpu", _uint8_hwc(self.pil_stage(load_image(io.BytesIO(data)))), why
-        except Exception as exc:  # noqa: BLE001 - corrupt/truncated/missing: report, never kill the worker
-            return idx, "bad", None, image_error_reason(exc)
-
-
-def _collate_list(batch):
-    return batch
-
-
-def default_num_workers() -> int:
-    """Decode workers: one per CPU core available to this process, at most 8."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS/Windows
-        n = os.cpu_count() or 1
-    return max(1, min(8, n))
-
-
-def _in_background(iterable, depth: int):
-    """Iterate ``iterable`` in a daemon thread, at most ``depth`` items ahead (a bounded queue).
-
-    Exceptions reach the consumer at the point they occurred; closing the generator stops the thread.
-    """
-    import queue
-    import threading
-
-    q: queue.Queue = queue.Queue(maxsize=max(1, depth))
-    stop = threading.Event()
-    done = object()
-
-    def put(item) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run():
-        try:
-            for item in iterable:
-                if not put((True, item)):
-                    return
-            put((True, done))
-        except BaseException as exc:  # noqa: BLE001 - handed to the consumer
-            put((False, exc))
-
-    thread = threading.Thread(target=run, name="whitenclip-prefetch", daemon=True)
-    thread.start()
-    try:
-        while True:
-            ok, item = q.get()
-            if not ok:
-                raise item
-            if item is done:
-                return
-            yield item
-    finally:
-        stop.set()
-        thread.join(timeout=10)
-        close = getattr(iterable, "close", None)
-        if close is not None and not thread.is_alive():
-            close()
+from whitenclip.readers.items import Inputs, SkipReport
+
+__all__ = [
+    "DECODERS", "MAX_FALLBACK_WARNINGS", "MAX_NUM_WORKERS", "WORKER_BATCH", "DecodeFallbackWarning",
+    "TensorPreprocess", "decode_jpegs", "default_num_workers", "device_decoder_error", "embed", "embed_items",
+    "jpeg_header", "resize_crop_each", "resize_target", "resolve_decode", "split_transform",
+    # private helpers whitenclip.encoders and the tests import from here
+    "_BytesDataset", "_DECODER_CHECKED", "_decode_jpeg_call", "_exif_orient", "_forward_images", "_image_plan",
+    "_in_background", "_normalize",
+]
 
 
 # --------------------------------------------------------------------------- progress
@@ -485,7 +99,7 @@ def embed_items(
     ----------
     encoder : Encoder
     items : sequence of str or Inputs
-        Image paths or captions. An :class:`~whitenclip.inputs.Inputs` brings its modality,
+        Image paths or captions. An :class:`~whitenclip.readers.items.Inputs` brings its modality,
         strictness and skip report.
     modality : {"image", "text"}, optional
         Required when ``items`` is a plain sequence.
@@ -516,7 +130,7 @@ def embed_items(
         How images are decoded (:func:`resolve_decode`; ``auto`` is ``gpu`` on CUDA, else ``cpu``).
         ``"cpu"`` (= ``"pil"``): PIL decodes at full size in the workers (the model's reference
         preprocessing, bit for bit). ``"pil-reduced"`` lets JPEGs decode at 1/2-1/8 scale while
-        staying at least the model's resize size (:func:`~whitenclip.inputs.load_image`
+        staying at least the model's resize size (:func:`~whitenclip.readers.images.load_image`
         ``reduce_to``): several times faster for photos much larger than the model input, with
         slightly different pixels. ``"gpu"``: workers only read the files; JPEGs of a model
         batch are decoded together on the encoder's device (:func:`decode_jpegs`, nvjpeg on
@@ -600,180 +214,6 @@ def _embed_texts(encoder: Encoder, items, *, start: int, batch_size: int, chunk:
         yield texts, X, a + len(texts)
 
 
-def _image_plan(start: int, n: int, chunk: int, batch_size: int, piece: int) -> list[tuple[range, bool, bool]]:
-    """Loader pieces for items ``start..n``: ``(dataset indices, ends a model batch, ends a chunk)``.
-
-    Chunks hold exactly ``chunk`` items (the last one the rest), model batches ``batch_size``
-    items of a chunk (the chunk's last batch the rest), worker pieces at most ``piece`` items of
-    a model batch, so pieces never straddle a batch and batches never straddle a chunk.
-    """
-    plan = []
-    for c in range(start, n, chunk):
-        c_end = min(c + chunk, n)
-        for b in range(c, c_end, batch_size):
-            b_end = min(b + batch_size, c_end)
-            for p in range(b, b_end, piece):
-                p_end = min(p + piece, b_end)
-                plan.append((range(p - start, p_end - start), p_end == b_end, p_end == c_end))
-    return plan
-
-
-def resolve_decode(decode: str | None, encoder: Encoder) -> str:
-    """``auto|cpu|gpu`` (and ``pil``, ``pil-reduced``) -> the image decoder :func:`embed_items` runs.
-
-    ``auto``: ``gpu`` when the encoder runs on CUDA and its preprocessing has a tensor equivalent
-    (:class:`TensorPreprocess`), else ``pil``. ``cpu`` is ``pil``. ``gpu`` on a CPU device runs the
-    same tensor code on the CPU (torchvision's libjpeg-turbo decoder; used by the tests).
-    """
-    d = (decode or "auto").strip().lower()
-    if d not in DECODERS:
-        raise InputError(f"unknown decode {decode!r}; use {', '.join(DECODERS)}")
-    if d == "cpu":
-        return "pil"
-    tensor_ok = TensorPreprocess.from_transform(encoder.image_transform) is not None
-    if d == "auto":
-        return "gpu" if encoder.device.type == "cuda" and tensor_ok and device_decoder_error(encoder.device) is None \
-            else "pil"
-    if d == "gpu" and not tensor_ok:
-        raise InputError(f"--decode gpu: the preprocessing of {encoder.spec} has no tensor equivalent "
-                         "(it needs Resize, CenterCrop, ToTensor, Normalize); use --decode cpu")
-    if d == "gpu":
-        why = device_decoder_error(encoder.device)
-        if why is not None:
-            raise InputError(f"--decode gpu: torchvision cannot decode JPEGs on {encoder.device} here ({why}); "
-                             "use --decode cpu")
-    return d
-
-
-_DECODER_CHECKED: dict[str, str | None] = {}
-
-
-def device_decoder_error(device) -> str | None:
-    """None when :func:`decode_jpegs` works on ``device`` (one 16x16 JPEG decoded once per process
-    and device), else the one-line reason (e.g. a torchvision built without nvjpeg)."""
-    import io
-
-    import torch
-    from PIL import Image
-
-    key = str(device)
-    if key not in _DECODER_CHECKED:
-        buf = io.BytesIO()
-        Image.new("RGB", (16, 16), (200, 30, 60)).save(buf, format="JPEG")
-        try:
-            out = _decode_jpeg_call([torch.frombuffer(bytearray(buf.getvalue()), dtype=torch.uint8)], device)
-            ok = out[0].shape == (3, 16, 16) and abs(int(out[0][0, 8, 8]) - 200) <= 8
-            _DECODER_CHECKED[key] = None if ok else "decoded a test JPEG to the wrong pixels"
-        except Exception as exc:  # noqa: BLE001 - not compiled with nvjpeg, driver issues, ...
-            _DECODER_CHECKED[key] = _one_line(exc, 160)
-    return _DECODER_CHECKED[key]
-
-
-@dataclass
-class _Batch:
-    """One model batch handed from the loader stage to the model: input-order item indices."""
-
-    idx: list[int]
-    pixels: object  # float32 (m, 3, H, W) on the device, or None when every item was bad
-    bad: list  # [(index, (reason, detail)), ...]
-    cpu: list  # [(index, why), ...]: decode="gpu" items decoded on the CPU instead
-    ends_chunk: bool
-    items_end: int
-    event: object = None  # CUDA event after which ``pixels`` is ready (made on the side stream)
-
-
-def _on_side_stream(batches, device):
-    """Run the batch stage on its own CUDA stream (decode and preprocessing overlap the model);
-    each batch carries the event the model's stream waits for. ``WHITENCLIP_SIDE_STREAM=0``: off."""
-    import torch
-
-    if os.environ.get("WHITENCLIP_SIDE_STREAM", "1") == "0":
-        yield from batches
-        return
-    side = torch.cuda.Stream(device)
-    with torch.cuda.stream(side):
-        for batch in batches:
-            batch.event = torch.cuda.Event()
-            batch.event.record(side)
-            yield batch
-
-
-def _pil_batches(loader, plan, *, start: int, device, split):
-    """decode="pil": workers' uint8 (or float) pieces -> model batches on ``device``."""
-    pend_idx: list[int] = []
-    pend_px: list = []
-    bad_all: list = []
-    for (idx, pixels, bad), (piece_idx, ends_batch, ends_chunk) in zip(loader, plan):
-        bad_all.extend(bad)
-        if pixels is not None:
-            pend_idx.extend(idx)
-            pend_px.append(pixels)
-        if ends_batch:
-            px = None
-            if pend_px:
-                px = _cat(pend_px).to(device, non_blocking=True)
-                if split is not None:
-                    px = _normalize(px, split[1], split[2])
-            yield _Batch(list(pend_idx), px, list(bad_all), [], ends_chunk, start + piece_idx[-1] + 1)
-            pend_idx.clear()
-            pend_px.clear()
-            bad_all.clear()
-
-
-def _cat(tensors):
-    import torch
-
-    return torch.cat(tensors) if len(tensors) > 1 else tensors[0]
-
-
-def _tensor_batches(loader, plan, *, start: int, device, prep: TensorPreprocess, items, pil_stage):
-    """decode="gpu": byte pieces -> JPEGs decoded together on ``device`` -> resize/crop/normalise there.
-
-    Non-JPEG and CMYK files come decoded by the workers' PIL fallback; a JPEG the device decoder
-    rejects, or that alone does not fit the device's memory for the resize, is decoded here with
-    PIL (load_image + the PIL stage) and listed in ``_Batch.cpu``.
-    """
-    import torch
-
-    pend: list = []
-    for records, (piece_idx, ends_batch, ends_chunk) in zip(loader, plan):
-        pend.extend(records)
-        if not ends_batch:
-            continue
-        with torch.inference_mode():
-            jpeg = [(i, payload) for i, kind, payload, _ in pend if kind == "jpeg"]
-            bad = [(i, note) for i, kind, _, note in pend if kind == "bad"]
-            cpu = [(i, note) for i, kind, _, note in pend if kind == "cpu"]
-            pixels = {i: payload.permute(2, 0, 1).to(device, non_blocking=True)
-                      for i, kind, payload, _ in pend if kind == "cpu"}
-
-            def on_cpu(i: int, why: str) -> None:  # the PIL path decides: --decode cpu's pixels, or a skip
-                try:
-                    px = _uint8_hwc(pil_stage(load_image(items[i])))
-                except Exception as exc:  # noqa: BLE001
-                    bad.append((i, image_error_reason(exc)))
-                    return
-                pixels[i] = px.permute(2, 0, 1).to(device, non_blocking=True)
-                cpu.append((i, why))
-
-            decoded = decode_jpegs([data for _, (data, _) in jpeg], device)
-            full = []
-            for (i, (_, orientation)), img in zip(jpeg, decoded):
-                if isinstance(img, BaseException):
-                    on_cpu(i, f"device decoder failed: {_one_line(img, 120)}")
-                else:
-                    full.append((i, _exif_orient(img, orientation)))
-            for (i, _), u8 in zip(full, resize_crop_each(prep, [im for _, im in full])):
-                if isinstance(u8, BaseException):
-                    on_cpu(i, f"device resize out of memory: {_one_line(u8, 120)}")
-                else:
-                    pixels[i] = u8
-            order = sorted(pixels)
-            px = prep.normalize(torch.stack([pixels[i] for i in order])) if order else None
-        yield _Batch(order, px, sorted(bad), sorted(cpu), ends_chunk, start + piece_idx[-1] + 1)
-        pend.clear()
-
-
 class _Readback:
     """Features of one batch on their way to the host: a pinned, non-blocking copy on CUDA,
     waited for only when the chunk is assembled, so the next batch is queued meanwhile."""
@@ -804,12 +244,6 @@ class _Readback:
                                       f"expected (m, {self.encoder.dim})")
             return out
         return self.feats
-
-
-def _oom_error():
-    import torch
-
-    return getattr(torch, "OutOfMemoryError", None) or torch.cuda.OutOfMemoryError
 
 
 def _forward_images(encoder: Encoder, px, state: dict, describe) -> list[_Readback]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from rich.table import Table
 
 from whitenclip.moments import MomentsSummary
+from whitenclip.readers.summary import EmbeddingsSummary
 from whitenclip.render import render_table, rich_text
-from whitenclip.stores import EmbeddingsSummary
 
 
 def _plain(value) -> str:
