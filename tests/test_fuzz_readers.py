@@ -25,7 +25,14 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from whitenclip.errors import InputError
-from whitenclip.readers.plan import discover_shards, finite_piece_rows, plan_pieces, read_embeddings, read_text_vectors
+from whitenclip.readers.plan import (
+    discover_shards,
+    finite_piece_rows,
+    piece_ids,
+    plan_pieces,
+    read_embeddings,
+    read_text_vectors,
+)
 from whitenclip.validation import MAX_ABS
 from whitenclip.writers import StoreWriter
 
@@ -308,7 +315,10 @@ def test_hdf5_readers(n, d, ndim, dtype, layout, name, extra, ids, cut, garbage)
         check(outcome(local_rows, path), expect)
         check(outcome(sharded_rows, path), expect)
         if good and ids != "none":
-            assert read_embeddings(path)[0] == [str(v) if ids != "bytes" else v.decode() for v in values]
+            expect_ids = [str(v) if ids != "bytes" else v.decode() for v in values]
+            assert read_embeddings(path)[0] == expect_ids
+            pieces = plan_pieces(discover_shards([path]), 2)
+            assert [i for p in pieces for i in piece_ids(p)] == expect_ids
 
 
 # --------------------------------------------------------------------------- store meta.json

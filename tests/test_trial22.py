@@ -280,7 +280,7 @@ def test_caption_tables_and_pairs_cut_long_captions(tmp_path):
     """The same cap in a parquet caption table (named by row group and row) and a --pairs table."""
     from whitenclip.config import MAX_CAPTION_CHARS
     from whitenclip.readers.items import InputFormatWarning
-    from whitenclip.sources import read_pairs_table
+    from whitenclip.readers.pairs import read_pairs_table
 
     long = "x" * (MAX_CAPTION_CHARS + 5)
     pq.write_table(pa.table({"caption": ["short", long, long]}), tmp_path / "t.parquet", row_group_size=2)

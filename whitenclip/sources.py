@@ -27,19 +27,14 @@ import numpy as np
 
 from whitenclip.config import ENCODED_CHUNK_ITEMS
 from whitenclip.errors import InputError
-from whitenclip.readers.captions import decoded_lines
 from whitenclip.readers.collect import collect_inputs
-from whitenclip.readers.items import (
-    Inputs,
-    SkipReport,
-    is_image_path,
-    is_table_path,
-)
+from whitenclip.readers.items import Inputs, is_table_path
 from whitenclip.readers.meta import agreed_encoder_meta
-from whitenclip.readers.plan import is_embedding_path, open_embeddings, read_text_vectors
+from whitenclip.readers.pairs import PairSkipReport, read_pairs_table
+from whitenclip.readers.plan import holds_embeddings, open_embeddings, read_text_vectors
 from whitenclip.readers.rows import EmbeddingFile, iter_rows, label_ids
-from whitenclip.readers.table import table_kind
-from whitenclip.readers.text import looks_like_vectors
+from whitenclip.readers.sidecar import read_groups_file
+from whitenclip.readers.text import first_line, looks_like_vectors
 
 DEFAULT_MODELS = {"text": "minilm", "image": "openclip:ViT-B-32/openai"}
 """Encoder used for raw inputs when neither --model nor a whitener names one."""
@@ -135,13 +130,6 @@ def _read_stdin_once() -> bytes:
     return sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode()
 
 
-def _first_line(data: bytes) -> str:
-    for line in data.decode("utf-8", "replace").splitlines():
-        if line.strip():
-            return line
-    return ""
-
-
 def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict | None = None) -> list:
     """Resolve a command's INPUT list into sources (see module doc).
 
@@ -154,7 +142,7 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     options = options or EncodeOptions()
     stdin = _read_stdin_once() if "-" in paths else None
     as_text = options.modality == "text"  # numeric-looking lines are captions then
-    stdin_vectors = stdin is not None and not as_text and looks_like_vectors(_first_line(stdin))
+    stdin_vectors = stdin is not None and not as_text and looks_like_vectors(first_line(stdin))
     holds = {p: stdin_vectors if p == "-" else holds_embeddings(p, as_text, options.column) for p in paths}
     kinds = {p: "embeddings" if holds[p] else "raw" for p in paths}
     if len(set(kinds.values())) > 1:
@@ -188,63 +176,6 @@ def open_sources(paths, options: EncodeOptions | None = None, *, recorded: dict 
     return [_open_raw(paths, options, recorded or {}, stdin)]
 
 
-def read_groups_file(path, n_rows: int) -> list:
-    """Group ids from ``path``, one line per row (UTF-8; an empty line: the row is its own group);
-    InputError unless there are exactly ``n_rows`` of them."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(f"{path}: no such file (--groups)") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read group ids ({' '.join(str(exc).split())[:120]})") from None
-    lines = text.splitlines()
-    if len(lines) != n_rows:
-        raise InputError(f"{path}: {len(lines)} group ids for {n_rows} input rows (--groups needs one line per row)")
-    return [line.strip() or None for line in lines]
-
-
-_TEXT_SUFFIXES = ("", ".txt", ".tsv", ".csv", ".vec", ".vectors")
-_BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, .h5/.hdf5, parquet/Arrow tables "
-                "(.parquet, .arrow, .feather, .ipc), whitenclip store directories and text vectors; captions from "
-                "UTF-8 text or CSV; images by their extension")
-
-
-def holds_embeddings(path: str, as_text: bool = False, column: str | None = None) -> bool:
-    """An embeddings file/store, a parquet/Arrow table whose column (``column``, else the default
-    one) is a list<float> one (a string column: captions, :func:`whitenclip.readers.table.table_kind`), or a
-    text file whose first non-empty line is a vector of numbers.
-
-    A file of another extension that is binary (NUL bytes or invalid UTF-8 in its first 8 KiB)
-    is refused: it is neither embeddings we can read nor captions.
-    """
-    if is_table_path(path):
-        return table_kind(path, column) == "embeddings"
-    if is_embedding_path(path):
-        return True
-    p = Path(path)
-    if not p.is_file():
-        return False
-    suffix = p.suffix.lower()
-    if suffix not in _TEXT_SUFFIXES and not is_image_path(p) and _is_binary(p):
-        raise InputError(f"{p}: binary file of unknown format ({_BINARY_HINT})")
-    if as_text or suffix not in _TEXT_SUFFIXES:
-        return False
-    with open(p, "rb") as fh:
-        return looks_like_vectors(_first_line(fh.read(1 << 20)))
-
-
-def _is_binary(p: Path, size: int = 8192) -> bool:
-    with open(p, "rb") as fh:
-        head = fh.read(size)
-    if b"\0" in head:
-        return True
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        return exc.start < len(head) - 3  # a multi-byte character cut at the end is fine
-    return False
-
-
 def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False, column: str | None = None,
                     id_column: str | None = None) -> EmbeddingFile:
     if path == "-":
@@ -252,15 +183,6 @@ def _open_embedding(path: str, stdin: bytes | None, allow_partial: bool = False,
             raise InputError("<stdin>: no vectors (input is empty)")
         return read_text_vectors(io.StringIO(stdin.decode("utf-8", "replace")), "<stdin>")
     return open_embeddings(path, allow_partial=allow_partial, column=column, id_column=id_column)
-
-
-
-
-
-
-
-
-
 
 
 def _open_raw(paths: list[str], options: EncodeOptions, recorded: dict, stdin: bytes | None) -> EncodedSource:
@@ -403,103 +325,6 @@ class PairedEmbeddings:
     Y: np.ndarray
     skips: object
     meta: dict
-
-
-@dataclass
-class PairSkipReport(SkipReport):
-    """A :class:`~whitenclip.readers.items.SkipReport` of a pairs table that also counts the table rows
-    dropped: one image that cannot be embedded drops every row naming it.
-
-    ``rows_of_image`` (image path -> rows naming it) is set before the images are embedded; an
-    image skipped then counts those rows (``n_pairs_skipped``, :meth:`summary`). ``n_skipped`` and
-    ``counts`` stay per item (a row, or an image), as in every other report.
-    """
-
-    rows_of_image: dict = field(default_factory=dict)
-    skipped_images: dict = field(default_factory=dict)
-    """image path -> reason, for the images skipped while embedding."""
-
-    def add(self, where: str, reason: str, detail: str | None = None) -> None:
-        super().add(where, reason, detail)
-        if where in self.rows_of_image:
-            self.skipped_images[where] = reason
-
-    @property
-    def n_pairs_skipped(self) -> int:
-        """Table rows dropped: rows skipped themselves plus every row of a skipped image."""
-        return (self.n_skipped - len(self.skipped_images)
-                + sum(self.rows_of_image[img] for img in self.skipped_images))
-
-    def summary(self) -> str:
-        """One line, e.g. ``"101 pairs skipped: 1 empty caption, 1 missing file (100 rows)"``."""
-        if not self.counts:
-            return ""
-        rows: Counter = Counter()
-        for img, reason in self.skipped_images.items():
-            rows[reason] += self.rows_of_image[img]
-        parts = ", ".join(f"{n} {reason}" + (f" ({rows[reason]} row{'s' * (rows[reason] != 1)})"
-                                             if reason in rows else "")
-                          for reason, n in sorted(self.counts.items()))
-        n = self.n_pairs_skipped
-        return f"{n} pair{'s' * (n != 1)} skipped: {parts}"
-
-    def as_dict(self) -> dict:
-        return {**super().as_dict(), "n_pairs_skipped": self.n_pairs_skipped}
-
-
-_PAIRS_HINT = "--pairs reads a CSV/TSV whose header names the image and caption columns"
-
-
-def read_pairs_table(path, *, image_col: str, text_col: str, image_root=None, skips=None) -> list[tuple[str, str, str]]:
-    """``(id, image_path, caption)`` for each usable row of a CSV (or ``.tsv``) pairs table.
-
-    Image paths are taken as given when they exist, else relative to ``image_root`` (default:
-    the table's folder). Rows with an empty image path, an empty caption or a non-UTF-8 line are
-    skipped and counted; a binary file (NUL bytes or invalid UTF-8 at its start) is refused.
-    """
-    import csv
-
-    from whitenclip.readers.captions import pick_column
-
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{p}: no such file")
-    skips = skips if skips is not None else SkipReport()
-    if _is_binary(p):
-        raise InputError(f"{p}: not a CSV/TSV table (binary file); {_PAIRS_HINT}")
-    lines = list(decoded_lines(p.read_bytes(), str(p), skips))
-    if not lines:
-        raise InputError(f"{p}: file is empty")
-    rows = csv.reader([text for _, text in lines], delimiter="\t" if p.suffix.lower() == ".tsv" else ",")
-    header = next(rows)
-    if not any(h.strip() for h in header):
-        raise InputError(f"{p}:{lines[0][0]}: not a CSV/TSV table (empty header line); {_PAIRS_HINT}")
-    i_img, i_txt = pick_column(header, image_col, str(p)), pick_column(header, text_col, str(p))
-    from whitenclip.readers.captions import cut_caption, note_cut_captions
-
-    root = Path(image_root) if image_root is not None else p.parent
-    out, cuts = [], []
-    for (lineno, _), row in zip(lines[1:], rows):
-        if len(row) <= max(i_img, i_txt):
-            skips.add(f"{p}:{lineno}", "short row", f"{len(row)} fields")
-            continue
-        image, caption = row[i_img].strip(), row[i_txt].strip()
-        if not image:  # would name the image folder itself
-            skips.add(f"{p}:{lineno}", "empty image path")
-            continue
-        if not caption:
-            skips.add(f"{p}:{lineno}", "empty caption")
-            continue
-        caption = cut_caption(caption, f"{p}:{lineno}", cuts)  # config.MAX_CAPTION_CHARS, before tokenising
-        image_path = image if Path(image).is_file() else str(root / image)
-        out.append((f"{image} | {caption}", image_path, caption))
-    note_cut_captions(str(p), cuts)
-    if not out:
-        raise InputError(f"{p}: no usable image-caption rows ({skips.summary() or 'table has a header only'})")
-    if not any(Path(img).is_file() for _, img, _ in out):
-        raise InputError(f"{p}: none of the table's images could be embedded: no image file found under {root} "
-                         f"(e.g. {out[0][1]}); pass --image-root FOLDER to say where the images live")
-    return out
 
 
 def embed_pairs(path, options: EncodeOptions, *, image_col: str = "image", text_col: str = "caption",

@@ -110,8 +110,8 @@ def _mi_sides(x_side, y_side, id_column, model, encoding: dict) -> list:
     import numpy as np
 
     from whitenclip.information import ids_kind
+    from whitenclip.readers.plan import holds_embeddings
     from whitenclip.readers.rows import iter_rows
-    from whitenclip.sources import holds_embeddings
 
     sides = [(path, column, option) for (path, column), option in ((x_side, "--x-column"), (y_side, "--y-column"))]
     raw = []
@@ -202,7 +202,7 @@ def mi(
     if X.shape[0] != Y.shape[0]:
         raise InputError(f"{x} has {X.shape[0]} rows but {y} has {Y.shape[0]}; mi needs paired rows (row i with row i)")
     if groups is not None:
-        from whitenclip.sources import read_groups_file
+        from whitenclip.readers.sidecar import read_groups_file
 
         groups = read_groups_file(groups, X.shape[0])
     if pairs is None and how == "id":  # after the last refusal: an error stays the only line on stderr

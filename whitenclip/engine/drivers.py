@@ -43,11 +43,11 @@ def piece_group_plan(shards, pieces, opts: EngineOptions) -> list | None:
     """What each piece's calibration sample is keyed by, or None when no input has groups (rows).
 
     ``--groups FILE`` holds one id per input row in plan order (shards in order, rows in order,
-    as the local path reads them; :func:`whitenclip.sources.read_groups_file` checks the count):
+    as the local path reads them; :func:`whitenclip.readers.sidecar.read_groups_file` checks the count):
     each piece gets its slice. Otherwise, unless ``--no-groups``, pieces of store shards that
     record groups get True (the task reads them), the others None (each row its own group)."""
     if opts.groups_file is not None:
-        from whitenclip.sources import read_groups_file
+        from whitenclip.readers.sidecar import read_groups_file
 
         ids = read_groups_file(opts.groups_file, sum(s.n_rows for s in shards))
         start, at = {}, 0

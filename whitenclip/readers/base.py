@@ -232,3 +232,16 @@ def decode_meta(meta: dict) -> dict:
         except (ValueError, TypeError, RecursionError):
             out[k] = v
     return out
+
+
+def is_binary_file(p, size: int = 8192) -> bool:
+    """True when the first ``size`` bytes of file ``p`` hold a NUL byte or invalid UTF-8 (not text)."""
+    with open(p, "rb") as fh:
+        head = fh.read(size)
+    if b"\0" in head:
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start < len(head) - 3  # a multi-byte character cut at the end is fine
+    return False

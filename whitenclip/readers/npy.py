@@ -15,7 +15,7 @@ from whitenclip.errors import InputError
 from whitenclip.outputs import npy_ids_path
 from whitenclip.readers.base import FLOAT_KINDS, Format, Piece, Shard, check_extent, one_line
 from whitenclip.readers.meta import ENCODER_META_KEYS
-from whitenclip.readers.sidecar import _shard_doc, read_shard, read_shard_ids
+from whitenclip.readers.sidecar import _shard_doc, read_shard, read_shard_ids, records_groups
 
 
 def read_npy_header(fh, name) -> tuple[tuple, bool, np.dtype]:
@@ -96,7 +96,7 @@ class NpyFormat(Format):
         return ids[piece.start:piece.stop]
 
     def groups(self, piece: Piece) -> list | None:
-        if piece.shard.ids is None:
+        if piece.shard.ids is None or not records_groups(piece.shard.ids[1]):
             return None
         groups = read_shard(Path(piece.shard.ids[1]), piece.shard.n_rows)[1]
         return None if groups is None else groups[piece.start:piece.stop]

@@ -35,16 +35,28 @@ import numpy as np
 from whitenclip import config
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError
-from whitenclip.readers.base import Piece, Shard, existing_file, format_named, format_of, index_ids, read_byte_range
+from whitenclip.readers.base import (
+    Piece,
+    Shard,
+    existing_file,
+    format_named,
+    format_of,
+    index_ids,
+    is_binary_file,
+    read_byte_range,
+)
 from whitenclip.readers.clip_retrieval import FORMAT as CLIP_RETRIEVAL
 from whitenclip.readers.clip_retrieval import is_clip_retrieval
 from whitenclip.readers.hdf5 import HDF5_SUFFIXES
-from whitenclip.readers.items import TABLE_SUFFIXES, is_table_path
+from whitenclip.readers.items import TABLE_SUFFIXES, is_image_path, is_table_path
 from whitenclip.readers.meta import agreed_encoder_meta
 from whitenclip.readers.rows import EmbeddingFile, embedding_file, finite_rows, iter_rows, label_ids
+from whitenclip.readers.sidecar import records_groups
 from whitenclip.readers.store import store_shards
 from whitenclip.readers.table import FORMAT as TABLE
+from whitenclip.readers.table import table_kind
 from whitenclip.readers.text import FORMAT as TEXT
+from whitenclip.readers.text import first_line, looks_like_vectors
 
 PIECE_ROWS = config.PIECE_ROWS
 """Rows per piece (one task of the engine), about 1M: 3 GB of float32 rows at d = 768."""
@@ -97,7 +109,7 @@ def _directory_shards(d: Path, *, allow_partial: bool = False, column=None, id_c
     files = sorted((p for p in d.iterdir() if p.suffix.lower() in (".npy", ".safetensors", *HDF5_SUFFIXES)
                     and p.is_file()), key=lambda p: natural_key(p.name))
     if not files:
-        raise InputError(f"{d}: no .npy or .safetensors shards in this directory")
+        raise InputError(f"{d}: no .npy, .safetensors or HDF5 shards in this directory")
     return [s for p in files for s in file_shards(p)]
 
 
@@ -220,17 +232,10 @@ def piece_groups(piece: Piece) -> list | None:
 
 def shard_records_groups(shard: Shard) -> bool:
     """True when ``shard`` is a store shard whose ``.ids.json`` records group ids (``embed`` writes
-    them when it was given groups). Reads the file's bytes only, looking for the key ``"groups": [``
-    (an id can never be followed by ``: [``, and a quote inside an id is escaped); the ids
+    them when it was given groups; :func:`whitenclip.readers.sidecar.records_groups`); the groups
     themselves are parsed by the task that reads the piece (:func:`piece_groups`)."""
     src = shard.ids
-    if src is None or src[0] != "json":
-        return False
-    try:
-        text = Path(src[1]).read_bytes()
-    except OSError:
-        return False
-    return b'"groups": [' in text or b'"groups":[' in text
+    return src is not None and src[0] == "json" and records_groups(src[1])
 
 
 # ---------------------------------------------------------------------------------------
@@ -283,3 +288,38 @@ def read_embeddings(paths, *, drop_nonfinite: bool = False, allow_partial: bool 
     if not parts:
         raise InputError(f"{', '.join(map(str, paths))}: no usable rows")
     return ids, np.concatenate(parts)
+
+
+# ---------------------------------------------------------------------------------------
+# what a path holds
+# ---------------------------------------------------------------------------------------
+_TEXT_SUFFIXES = ("", ".txt", ".tsv", ".csv", ".vec", ".vectors")
+
+
+_BINARY_HINT = ("embeddings are read from .npy, .npz, .safetensors, .pt/.pth, .h5/.hdf5, parquet/Arrow tables "
+                "(.parquet, .arrow, .feather, .ipc), whitenclip store directories and text vectors; captions from "
+                "UTF-8 text or CSV; images by their extension")
+
+
+def holds_embeddings(path: str, as_text: bool = False, column: str | None = None) -> bool:
+    """An embeddings file/store, a parquet/Arrow table whose column (``column``, else the default
+    one) is a list<float> one (a string column: captions, :func:`whitenclip.readers.table.table_kind`), or a
+    text file whose first non-empty line is a vector of numbers.
+
+    A file of another extension that is binary (NUL bytes or invalid UTF-8 in its first 8 KiB)
+    is refused: it is neither embeddings we can read nor captions.
+    """
+    if is_table_path(path):
+        return table_kind(path, column) == "embeddings"
+    if is_embedding_path(path):
+        return True
+    p = Path(path)
+    if not p.is_file():
+        return False
+    suffix = p.suffix.lower()
+    if suffix not in _TEXT_SUFFIXES and not is_image_path(p) and is_binary_file(p):
+        raise InputError(f"{p}: binary file of unknown format ({_BINARY_HINT})")
+    if as_text or suffix not in _TEXT_SUFFIXES:
+        return False
+    with open(p, "rb") as fh:
+        return looks_like_vectors(first_line(fh.read(1 << 20)))

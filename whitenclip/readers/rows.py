@@ -187,3 +187,37 @@ def label_ids(sources) -> list:
             if isinstance(src, EmbeddingFile):
                 src.id_prefix = src.path
     return sources
+
+
+# ---------------------------------------------------------------------------------------
+# rows tagged with their group ids (grouped calibration)
+# ---------------------------------------------------------------------------------------
+class _GroupId(str):
+    """A row id carrying its group id (``.group``) through the row filters below (:func:`finite_chunks`)."""
+
+    group = None
+
+
+class GroupTagged:
+    """A source whose row ids carry the source's ``groups`` (one id per row, in row order)."""
+
+    def __init__(self, source):
+        self.source = source
+
+    def __getattr__(self, name):
+        return getattr(self.source, name)
+
+    def iter_chunks(self, chunk_rows: int = CHUNK_ROWS, **kw):
+        groups, seen = getattr(self.source, "groups", None), 0
+        for ids, X in self.source.iter_chunks(chunk_rows, **kw):
+            tagged = [_GroupId(i) for i in ids]
+            if groups is not None:
+                if seen + len(tagged) > len(groups):
+                    raise InputError(f"{self.source.path}: {len(groups)} group ids for more rows than that")
+                for t, g in zip(tagged, groups[seen:seen + len(tagged)]):
+                    t.group = g
+            seen += len(tagged)
+            yield tagged, X
+        if groups is not None and seen != len(groups):
+            raise InputError(f"{self.source.path}: {len(groups)} group ids for {seen} rows")
+

@@ -49,3 +49,29 @@ def _shard_rows(doc: dict, ids_path, n_rows: int) -> tuple[list[str], list | Non
             raise InputError(f"{ids_path}: 'groups' must be a list of {n_rows} ids (one per row)")
         groups = [None if g is None else str(g) for g in groups]
     return [str(v) for v in doc["ids"]], groups
+
+
+def read_groups_file(path, n_rows: int) -> list:
+    """Group ids from ``path``, one line per row (UTF-8; an empty line: the row is its own group);
+    InputError unless there are exactly ``n_rows`` of them."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(f"{path}: no such file (--groups)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read group ids ({' '.join(str(exc).split())[:120]})") from None
+    lines = text.splitlines()
+    if len(lines) != n_rows:
+        raise InputError(f"{path}: {len(lines)} group ids for {n_rows} input rows (--groups needs one line per row)")
+    return [line.strip() or None for line in lines]
+
+
+def records_groups(ids_path) -> bool:
+    """True when the ids file records group ids (``embed`` writes them when it was given groups).
+    Reads the file's bytes only, looking for the key ``"groups": [`` (an id can never be followed by
+    ``: [``, and a quote inside an id is escaped); the groups themselves are parsed by :func:`read_shard`."""
+    try:
+        text = Path(ids_path).read_bytes()
+    except OSError:
+        return False
+    return b'"groups": [' in text or b'"groups":[' in text

@@ -17,7 +17,7 @@ from whitenclip.errors import InputError
 from whitenclip.readers.base import FLOAT_KINDS, Shard, is_count
 from whitenclip.readers.meta import ENCODER_META_KEYS, split_encoder_meta
 from whitenclip.readers.npy import FORMAT as NPY
-from whitenclip.readers.sidecar import read_shard, read_shard_ids
+from whitenclip.readers.sidecar import read_shard_ids
 
 STORE_FORMAT = "whitenclip-store"
 
@@ -63,8 +63,8 @@ def _read_store_meta(directory: Path) -> dict:
 
 @dataclass(frozen=True)
 class StoreLayout:
-    """A store directory as every reader sees it (local :func:`open_embeddings` and the sharded
-    :func:`whitenclip.readers.plan.discover_shards`): validated ``meta``, committed ``shards``
+    """A store directory as the planner sees it (:func:`store_shards`, for the local and the Dask
+    engine alike; ``info`` describes it): validated ``meta``, committed ``shards``
     ``(index, npy, ids json)`` in order, and ``items_end``, the input items they cover."""
 
     directory: Path
@@ -83,17 +83,14 @@ class StoreLayout:
         meta = split_encoder_meta(self.meta)
         return {k: meta[k] for k in ENCODER_META_KEYS if k in meta}
 
-    def check_shard(self, npy, shape, dtype, ids_path=None) -> None:
-        """Refuse a shard whose dimension (or dtype) differs from what ``meta.json`` records, and,
-        given its ``ids_path``, one whose ids (or groups) do not give one per row (the sharded
-        reader checks here what the local one checks while reading)."""
+    def check_shard(self, npy, shape, dtype) -> None:
+        """Refuse a shard whose dimension (or dtype) differs from what ``meta.json`` records (its ids
+        file is checked by :meth:`whitenclip.readers.npy.NpyFormat.shards`: one id and group per row)."""
         if len(shape) == 2 and shape[1] != self.dim:
             raise InputError(f"{npy}: shard has dimension {shape[1]}, store says {self.dim}")
         name = np.dtype(dtype).name
         if "dtype" in self.meta and name != self.meta["dtype"]:
             raise InputError(f"{npy}: shard holds {name}, store says {self.meta['dtype']}")
-        if ids_path is not None:
-            read_shard(ids_path, shape[0])
 
 
 def read_store_layout(directory, *, allow_partial: bool = False) -> StoreLayout:
@@ -125,6 +122,6 @@ def store_shards(directory, *, allow_partial: bool = False) -> list[Shard]:
     out = []
     for _, npy, ids in layout.shards:  # the .npy commits a shard
         shard, = NPY.shards(npy, ids=("json", str(ids)), meta=info)
-        layout.check_shard(npy, (shard.n_rows, shard.dim), shard.dtype, ids)
+        layout.check_shard(npy, (shard.n_rows, shard.dim), shard.dtype)
         out.append(shard)
     return out

@@ -109,3 +109,11 @@ class TextFormat(Format):
 
 
 FORMAT = TextFormat()
+
+
+def first_line(data: bytes) -> str:
+    """The first non-empty line of ``data`` (bytes, decoded as UTF-8 with replacement), or ``""``."""
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.strip():
+            return line
+    return ""

@@ -1,5 +1,5 @@
 """Grouped references: the rows of one group (captions of one image, frames of one clip) travel
-together through the calibration sample (:class:`GroupTagged`), and :func:`grouping_check` warns
+together through the calibration sample (:class:`whitenclip.readers.rows.GroupTagged`), and :func:`grouping_check` warns
 when rows given without groups look grouped."""
 
 from __future__ import annotations
@@ -8,44 +8,13 @@ import dataclasses
 
 import numpy as np
 
-from whitenclip.config import CHUNK_ROWS
-from whitenclip.errors import InputError
+from whitenclip.readers.rows import GroupTagged  # noqa: F401 (re-exported: the calibration's grouped rows)
 from whitenclip.results import Result
 from whitenclip.validation import as_matrix
 
 
 class GroupedRowsWarning(UserWarning):
     """The reference rows look grouped (several rows per image / clip / source), and no groups were given."""
-
-
-class _GroupId(str):
-    """A row id carrying its group id (``.group``) through the row filters of :mod:`whitenclip.readers`."""
-
-    group = None
-
-
-class GroupTagged:
-    """A source whose row ids carry the source's ``groups`` (one id per row, in row order)."""
-
-    def __init__(self, source):
-        self.source = source
-
-    def __getattr__(self, name):
-        return getattr(self.source, name)
-
-    def iter_chunks(self, chunk_rows: int = CHUNK_ROWS, **kw):
-        groups, seen = getattr(self.source, "groups", None), 0
-        for ids, X in self.source.iter_chunks(chunk_rows, **kw):
-            tagged = [_GroupId(i) for i in ids]
-            if groups is not None:
-                if seen + len(tagged) > len(groups):
-                    raise InputError(f"{self.source.path}: {len(groups)} group ids for more rows than that")
-                for t, g in zip(tagged, groups[seen:seen + len(tagged)]):
-                    t.group = g
-            seen += len(tagged)
-            yield tagged, X
-        if groups is not None and seen != len(groups):
-            raise InputError(f"{self.source.path}: {len(groups)} group ids for {seen} rows")
 
 
 GROUPING_K = 4

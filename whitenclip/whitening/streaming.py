@@ -8,10 +8,10 @@ import warnings
 from whitenclip.config import CHUNK_ROWS
 from whitenclip.errors import InputError
 from whitenclip.moments import Moments
+from whitenclip.readers.rows import GroupTagged
 from whitenclip.whitening.basis import DEFAULT_FLOOR
 from whitenclip.whitening.calibration import DEFAULT_CALIBRATION_ROWS
 from whitenclip.whitening.estimator import Whitener
-from whitenclip.whitening.grouping import GroupTagged
 from whitenclip.whitening.shrinkage import sum_centered_sqnorm4
 
 

@@ -1,6 +1,7 @@
 import io
 import json
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -415,3 +416,13 @@ def test_other_formats_given_as_safetensors_are_named(tmp_path):
     for name, message in expect.items():
         with pytest.raises(InputError, match=message):
             parse_safetensors_header(tmp_path / name)
+
+
+def test_hdf5_without_h5py_is_one_line(tmp_path, monkeypatch):
+    """An HDF5 input where h5py is not installed: one line naming the file and the extra to install."""
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "x.h5", "w") as f:
+        f.create_dataset("embeddings", data=np.ones((3, 2)))
+    monkeypatch.setitem(sys.modules, "h5py", None)  # import h5py now raises ImportError
+    with pytest.raises(InputError, match=r"x\.h5: reading HDF5 files needs h5py: pip install 'whitenclip\[hdf5\]'$"):
+        open_embeddings(tmp_path / "x.h5")

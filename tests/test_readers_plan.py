@@ -189,3 +189,51 @@ def test_store_shards_read_through_the_store_reader(tmp_path, rng):
     (tmp_path / "s" / "shard-00000.ids.json").write_text(json.dumps({"ids": ["a"], "items_end": 2}))
     with pytest.raises(InputError, match="1 ids for 2 rows"):
         piece_ids(plan_pieces(discover_shards([str(tmp_path / "s")], allow_partial=True))[0])
+
+
+def test_one_planner_for_both_engines(tmp_path, rng):
+    """Every format is planned once: the shards the local reader opens (``open_embeddings``) are the
+    ones the Dask engine ships (``discover_shards``), and reading their pieces gives the same ids and
+    rows as the local reader, for .npy (with ids beside it), stored and compressed .npz,
+    .safetensors, .pt, HDF5, text vectors, a store and a folder of parquet files."""
+    import torch
+
+    from whitenclip.readers.plan import open_embeddings
+    from whitenclip.writers import StoreWriter, write_npy
+
+    X = rng.standard_normal((30, 4)).astype(np.float32)
+    ids = [f"r{i}" for i in range(30)]
+    paths = []
+    write_npy(tmp_path / "a.npy", [(ids, X, None)], dim=4, max_rows=30)
+    np.savez(tmp_path / "b.npz", embeddings=X, ids=np.array(ids))
+    np.savez_compressed(tmp_path / "c.npz", embeddings=X)
+    save_file({"embeddings": X}, str(tmp_path / "d.safetensors"), metadata={"ids": json.dumps(ids)})
+    torch.save({"embeddings": torch.from_numpy(X), "ids": ids}, tmp_path / "e.pt")
+    (tmp_path / "f.txt").write_text("\n".join(" ".join(map(str, row)) for row in X.astype(np.float64)))
+    w = StoreWriter(tmp_path / "store", dim=4)
+    w.write_shard(ids[:12], X[:12], 12)
+    w.write_shard(ids[12:], X[12:], 30)
+    paths += [tmp_path / n for n in ("a.npy", "b.npz", "c.npz", "d.safetensors", "e.pt", "f.txt", "store")]
+    h5py = pytest.importorskip("h5py")
+    with h5py.File(tmp_path / "g.h5", "w") as f:
+        f.create_dataset("embeddings", data=X, chunks=(7, 4), compression="gzip")
+        f.create_dataset("ids", data=np.array(ids, dtype="S3"))
+    pq = pytest.importorskip("pyarrow.parquet")
+    import pyarrow as pa
+
+    (tmp_path / "tables").mkdir()
+    for k in range(3):
+        pq.write_table(pa.table({"emb": pa.array(list(X[k * 10:(k + 1) * 10]), pa.list_(pa.float32()))}),
+                       tmp_path / "tables" / f"part-{k}.parquet", row_group_size=4)
+    paths += [tmp_path / "g.h5", tmp_path / "tables"]
+    for path in paths:
+        src = open_embeddings(path)
+        assert src.shards == discover_shards([path]), path
+        local_ids, local_X = src.read_all()
+        pieces = plan_pieces(discover_shards([path]), piece_rows=8)
+        got = np.concatenate([X for p in pieces for _, X in iter_piece_rows(p, 5)])
+        np.testing.assert_array_equal(got, local_X)
+        np.testing.assert_allclose(local_X, X, rtol=1e-6)
+        assert [i for p in pieces for i in piece_ids(p)] == local_ids, path
+        kind = {"c.npz": "whole", "e.pt": "whole", "f.txt": "whole", "g.h5": "rows", "tables": "table"}
+        assert {s.kind for s in src.shards} == {kind.get(path.name, "raw")}, path  # raw: byte ranges
