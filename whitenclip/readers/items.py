@@ -116,7 +116,7 @@ class Inputs:
     skips: SkipReport = field(default_factory=SkipReport)
     groups: list | None = None
     """Group id of each item (aligned with ``items``; None entries: the item is its own group), or
-    None when no input named groups (see :func:`whitenclip.sources.collect_inputs`)."""
+    None when no input named groups (see :func:`whitenclip.readers.collect.collect_inputs`)."""
     ids: list | None = None
     """Row id of each item (aligned with ``items``) read from an id column (``--id-column``), or None:
     each item is its own id. Ids may repeat (5 captions of one image); rows stay distinct."""
