@@ -78,13 +78,14 @@ class EmbeddingFile:
     def _chunks(self, chunk_rows: int) -> Iterator[tuple[list[str], np.ndarray]]:
         start = 0  # rows of the shards before this one
         for piece in self.pieces():
-            fmt = format_of(piece.shard)
-            recorded = fmt.ids(piece) if piece.shard.ids is not None and piece.shard.kind != "table" else None
-            for lo, X, ids in fmt.read(piece, chunk_rows):
+            fmt, recorded = format_of(piece.shard), None
+            for lo, X, ids in fmt.read(piece, chunk_rows):  # a chunk may bring its ids (a table's)
                 hi = lo + X.shape[0]
-                if ids is None:
-                    ids = (recorded[lo - piece.start:hi - piece.start] if recorded is not None
-                           else index_ids(start + lo, start + hi, self.id_prefix))
+                if ids is None and piece.shard.ids is not None:
+                    recorded = fmt.ids(piece) if recorded is None else recorded  # read once per piece
+                    ids = recorded[lo - piece.start:hi - piece.start]
+                elif ids is None:
+                    ids = index_ids(start + lo, start + hi, self.id_prefix)
                 yield ids, X
             start += piece.shard.n_rows
 
@@ -98,15 +99,14 @@ class EmbeddingFile:
         return ids, X
 
 
-def embedding_file(path: str, shards: list, *, what: str = "", meta: dict | None = None) -> EmbeddingFile:
+def embedding_file(path: str, shards: list, *, what: str = "") -> EmbeddingFile:
     """The :class:`EmbeddingFile` over ``shards`` (one dimension, one dtype), named ``path``; zero rows
     refused (``"{path}: {what}holds zero rows"``). Group ids are gathered when a shard records them."""
     n = sum(s.n_rows for s in shards)
     if n == 0:
         raise InputError(f"{path}: {what}holds zero rows")
     first = shards[0]
-    src = EmbeddingFile(str(path), n, first.dim, np.dtype(first.dtype).name, dict(first.meta if meta is None else meta),
-                        list(shards))
+    src = EmbeddingFile(str(path), n, first.dim, np.dtype(first.dtype).name, dict(first.meta), list(shards))
     pieces = src.pieces()
     groups = [format_of(p.shard).groups(p) for p in pieces]
     if any(g is not None for g in groups):
