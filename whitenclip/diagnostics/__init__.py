@@ -42,15 +42,8 @@ section is one Section subclass + one entry in SECTIONS + its rows/figure hooks 
 Whether X are the whitener's own fit rows (Beta law) or new rows (F law) is recognised from the
 artifact's hash of its fitted moments (:func:`recognise_in_sample`).
 
-Anderson-Darling (case 3: mean and variance estimated, as ``scipy.stats.anderson(x, 'norm')``)
-on a sorted column y_1 <= ... <= y_n with z_i = (y_i - mean) / std (ddof=1):
-
-    A2 = -n - (1/n) sum_i (2i - 1) [log Phi(z_i) + log(1 - Phi(z_{n+1-i}))]
-       = -n - (1/n) sum_i [(2i - 1) log Phi(z_i) + (2n - 2i + 1) log Phi(-z_i)].
-
-Only the lower tail t_i = log Phi(-|z_i|) is evaluated with the special function; the other
-tail is log1p(-exp(t_i)), exact because exp(t_i) <= 1/2. Columns are processed in cache-sized
-blocks on a thread pool (numpy's sort and the ufuncs release the GIL).
+The Anderson-Darling statistic's formula and how it is evaluated on many columns at once:
+:mod:`whitenclip.diagnostics.marginal`.
 """
 
 from __future__ import annotations

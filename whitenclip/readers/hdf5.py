@@ -10,7 +10,6 @@ compressed datasets itself), so ``--engine dask`` reads one file on several work
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
@@ -115,10 +114,6 @@ class Hdf5Format(Format):
         with _opened(piece.shard.path) as f:
             values = f["ids"][piece.start:piece.stop].tolist()
         return _ids_text(values, piece.shard.path)
-
-
-def is_hdf5_path(path) -> bool:
-    return Path(path).suffix.lower() in HDF5_SUFFIXES
 
 
 FORMAT = Hdf5Format()

@@ -89,13 +89,13 @@ def is_glob(text: str) -> bool:
 # ---------------------------------------------------------------------------------------
 # shards of one path
 # ---------------------------------------------------------------------------------------
-def file_shards(p, *, column=None, id_column=None, id_prefix=None) -> list[Shard]:
+def file_shards(p, *, column=None, id_column=None) -> list[Shard]:
     """The shards of one file, by its suffix (text vectors for any other name)."""
     p = existing_file(p)
     name = _BY_SUFFIX.get(p.suffix.lower(), "text")
     fmt = format_named(name)
     if name == "table":
-        return fmt.shards(p, column=column, id_column=id_column, id_prefix=id_prefix)
+        return fmt.shards(p, column=column, id_column=id_column)
     return fmt.shards(p)
 
 

@@ -520,7 +520,7 @@ class TableFormat(Format):
 
     name = "table"
 
-    def shards(self, path, *, column=None, id_column=None, id_prefix=None) -> list[Shard]:
+    def shards(self, path, *, column=None, id_column=None) -> list[Shard]:
         """One shard per table file behind ``path`` (:func:`table_files`); every file of a folder
         must have the first one's dimension and value dtype. Rows of a folder without an id column
         are named ``FILE:ROW`` (the file's name, the row in that file)."""
@@ -532,7 +532,7 @@ class TableFormat(Format):
                 first = out[0].locator[0]
                 raise InputError(f"{f}: embeddings of {info.dim} {info.dtype} values, but {first.path} has "
                                  f"{first.dim} {first.dtype}")
-            prefix = f.name if folder else id_prefix
+            prefix = f.name if folder else None
             out.append(Shard(str(f), info.n_rows, info.dim, np.dtype(info.dtype).newbyteorder("<").str, 0, "table",
                              ("column", info.id_column) if info.id_column else None, {}, (info, prefix), self.name))
         return out
